@@ -1,0 +1,142 @@
+/**
+ * The end-to-end encrypted payload. A Content carries exactly one kind of
+ * message; `processContent` turns decrypted bytes into a tagged union, and
+ * `encodeContent` builds the bytes to pad and encrypt.
+ */
+import { create, fromBinary, type MessageInitShape, toBinary } from '@bufbuild/protobuf';
+import { fail, WireError, WireErrorCode } from './errors.js';
+import {
+  ContentSchema,
+  type DataMessage as PbDataMessage,
+  ReceiptMessage_Type,
+  TypingMessage_Action,
+} from './gen/parley/v1/content_pb.js';
+import { type AccountId, accountIdFromBytes, accountIdToBytes } from './ids.js';
+import { Limits } from './limits.js';
+
+export interface DataMessage {
+  body: string;
+  timestamp: number;
+}
+
+export type Content =
+  | { kind: 'data'; message: DataMessage }
+  | { kind: 'receipt'; type: 'delivery' | 'read'; timestamps: number[] }
+  | { kind: 'typing'; action: 'started' | 'stopped'; timestamp: number }
+  | { kind: 'null' }
+  | { kind: 'decryptionError'; message: Uint8Array }
+  | { kind: 'syncSent'; destination: AccountId; timestamp: number; message: DataMessage };
+
+const ts = (v: bigint, field: string): number => {
+  if (v > BigInt(Number.MAX_SAFE_INTEGER)) fail(field, 'out of range');
+  return Number(v);
+};
+
+function processData(m: PbDataMessage, field: string): DataMessage {
+  if (Buffer.byteLength(m.body) > Limits.maxBodyTextBytes) fail(`${field}.body`, `at most ${Limits.maxBodyTextBytes} bytes`);
+  return { body: m.body, timestamp: ts(m.timestamp, `${field}.timestamp`) };
+}
+
+export function processContent(bytes: Uint8Array): Content {
+  if (bytes.length > Limits.maxContentBytes) throw new WireError(WireErrorCode.TooLarge, 'content too large');
+  let raw;
+  try {
+    raw = fromBinary(ContentSchema, bytes);
+  } catch {
+    throw new WireError(WireErrorCode.Malformed, 'content: not a valid protobuf message');
+  }
+  const present = [
+    raw.dataMessage,
+    raw.syncMessage,
+    raw.receiptMessage,
+    raw.typingMessage,
+    raw.nullMessage,
+    raw.decryptionErrorMessage.length > 0 ? raw.decryptionErrorMessage : undefined,
+  ].filter((x) => x !== undefined).length;
+  if (present !== 1) fail('content', 'must carry exactly one message');
+
+  if (raw.dataMessage) return { kind: 'data', message: processData(raw.dataMessage, 'dataMessage') };
+  if (raw.receiptMessage) {
+    const r = raw.receiptMessage;
+    if (r.type !== ReceiptMessage_Type.DELIVERY && r.type !== ReceiptMessage_Type.READ) fail('receipt.type', 'unknown');
+    if (r.timestamps.length === 0 || r.timestamps.length > Limits.maxReceiptTimestamps)
+      fail('receipt.timestamps', `1..${Limits.maxReceiptTimestamps} entries`);
+    return {
+      kind: 'receipt',
+      type: r.type === ReceiptMessage_Type.DELIVERY ? 'delivery' : 'read',
+      timestamps: r.timestamps.map((t, i) => ts(t, `receipt.timestamps[${i}]`)),
+    };
+  }
+  if (raw.typingMessage) {
+    const t = raw.typingMessage;
+    if (t.action !== TypingMessage_Action.STARTED && t.action !== TypingMessage_Action.STOPPED) fail('typing.action', 'unknown');
+    return { kind: 'typing', action: t.action === TypingMessage_Action.STARTED ? 'started' : 'stopped', timestamp: ts(t.timestamp, 'typing.timestamp') };
+  }
+  if (raw.nullMessage) return { kind: 'null' };
+  if (raw.syncMessage) {
+    const s = raw.syncMessage.sent;
+    if (!s?.message) fail('syncMessage', 'must carry a sent transcript');
+    return {
+      kind: 'syncSent',
+      destination: accountIdFromBytes(s.destinationAccount, 'syncMessage.sent.destinationAccount'),
+      timestamp: ts(s.timestamp, 'syncMessage.sent.timestamp'),
+      message: processData(s.message, 'syncMessage.sent.message'),
+    };
+  }
+  return { kind: 'decryptionError', message: raw.decryptionErrorMessage };
+}
+
+export function encodeContent(c: Content): Uint8Array {
+  const data = (m: DataMessage) => ({ body: m.body, timestamp: BigInt(m.timestamp) });
+  return toBinary(ContentSchema, create(ContentSchema, contentInit(c, data)));
+}
+
+function contentInit(c: Content, data: (m: DataMessage) => { body: string; timestamp: bigint }): MessageInitShape<typeof ContentSchema> {
+  switch (c.kind) {
+    case 'data':
+      return { dataMessage: data(c.message) };
+    case 'receipt':
+      return { receiptMessage: {
+        type: c.type === 'delivery' ? ReceiptMessage_Type.DELIVERY : ReceiptMessage_Type.READ,
+        timestamps: c.timestamps.map(BigInt),
+      } };
+    case 'typing':
+      return { typingMessage: {
+        action: c.action === 'started' ? TypingMessage_Action.STARTED : TypingMessage_Action.STOPPED,
+        timestamp: BigInt(c.timestamp),
+      } };
+    case 'null':
+      return { nullMessage: {} };
+    case 'decryptionError':
+      return { decryptionErrorMessage: c.message };
+    case 'syncSent':
+      return { syncMessage: {
+        sent: {
+          destinationAccount: accountIdToBytes(c.destination),
+          timestamp: BigInt(c.timestamp),
+          message: data(c.message),
+        },
+      } };
+  }
+}
+
+/**
+ * Pads plaintext before encryption so ciphertext lengths reveal only a size
+ * bucket: the content, one 0x80 byte, then zeros up to a multiple of
+ * Limits.paddingBlock.
+ */
+export function padPlaintext(content: Uint8Array): Uint8Array {
+  const size = Math.ceil((content.length + 1) / Limits.paddingBlock) * Limits.paddingBlock;
+  const out = new Uint8Array(size);
+  out.set(content);
+  out[content.length] = 0x80;
+  return out;
+}
+
+/** Reverses padPlaintext; malformed padding is a WireError. */
+export function unpadPlaintext(padded: Uint8Array): Uint8Array {
+  let i = padded.length - 1;
+  while (i >= 0 && padded[i] === 0) i--;
+  if (i < 0 || padded[i] !== 0x80) throw new WireError(WireErrorCode.Malformed, 'content: bad padding');
+  return padded.subarray(0, i);
+}

@@ -1,0 +1,89 @@
+/**
+ * WebSocket frames: request/response pairs with ids, in both directions.
+ * Headers are "name:value" strings; names are lowercased on decode.
+ */
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
+import { fail, WireError, WireErrorCode } from './errors.js';
+import { WebSocketMessageSchema, WebSocketMessage_Type } from './gen/parley/v1/websocket_pb.js';
+import { Limits } from './limits.js';
+
+export interface RequestFrame {
+  kind: 'request';
+  id: bigint;
+  verb: string;
+  path: string;
+  headers: Record<string, string>;
+  body: Uint8Array;
+}
+export interface ResponseFrame {
+  kind: 'response';
+  id: bigint;
+  status: number;
+  message: string;
+  headers: Record<string, string>;
+  body: Uint8Array;
+}
+export type Frame = RequestFrame | ResponseFrame;
+
+const VERBS = new Set(['GET', 'PUT', 'POST', 'DELETE']);
+
+function parseHeaders(list: string[]): Record<string, string> {
+  if (list.length > Limits.maxHeaders) fail('headers', `at most ${Limits.maxHeaders}`);
+  const out: Record<string, string> = {};
+  for (const h of list) {
+    const i = h.indexOf(':');
+    if (i <= 0 || h.length > Limits.maxHeaderBytes) fail('headers', 'each must be "name:value"');
+    out[h.slice(0, i).trim().toLowerCase()] = h.slice(i + 1).trim();
+  }
+  return out;
+}
+const formatHeaders = (h: Record<string, string>) => Object.entries(h).map(([k, v]) => `${k}:${v}`);
+
+export function decodeFrame(bytes: Uint8Array): Frame {
+  if (bytes.length > Limits.maxFrameBytes) throw new WireError(WireErrorCode.TooLarge, `frame: at most ${Limits.maxFrameBytes} bytes`);
+  let raw;
+  try {
+    raw = fromBinary(WebSocketMessageSchema, bytes);
+  } catch {
+    throw new WireError(WireErrorCode.Malformed, 'frame: not a valid protobuf message');
+  }
+  if (raw.type === WebSocketMessage_Type.REQUEST && raw.request) {
+    const r = raw.request;
+    if (!VERBS.has(r.verb)) fail('frame.verb', 'unknown verb');
+    if (!r.path.startsWith('/') || r.path.length > Limits.maxPathBytes) fail('frame.path', 'must be an absolute path');
+    return { kind: 'request', id: r.id, verb: r.verb, path: r.path, headers: parseHeaders(r.headers), body: r.body };
+  }
+  if (raw.type === WebSocketMessage_Type.RESPONSE && raw.response) {
+    const r = raw.response;
+    if (r.status < 100 || r.status > 599) fail('frame.status', 'must be an HTTP status');
+    return {
+      kind: 'response',
+      id: r.id,
+      status: r.status,
+      message: r.message.slice(0, 256),
+      headers: parseHeaders(r.headers),
+      body: r.body,
+    };
+  }
+  fail('frame.type', 'must be a request or a response');
+}
+
+export function encodeRequest(f: Omit<RequestFrame, 'kind'>): Uint8Array {
+  return toBinary(
+    WebSocketMessageSchema,
+    create(WebSocketMessageSchema, {
+      type: WebSocketMessage_Type.REQUEST,
+      request: { id: f.id, verb: f.verb, path: f.path, headers: formatHeaders(f.headers), body: f.body },
+    }),
+  );
+}
+
+export function encodeResponse(f: Omit<ResponseFrame, 'kind'>): Uint8Array {
+  return toBinary(
+    WebSocketMessageSchema,
+    create(WebSocketMessageSchema, {
+      type: WebSocketMessage_Type.RESPONSE,
+      response: { id: f.id, status: f.status, message: f.message, headers: formatHeaders(f.headers), body: f.body },
+    }),
+  );
+}

@@ -1,0 +1,48 @@
+import { fail } from './errors.js';
+
+/** An account id: 16 random bytes, shown as a lowercase UUID string. */
+export type AccountId = string & { readonly __brand: 'AccountId' };
+/** 1 is the primary device; linked devices get 2..127. */
+export type DeviceId = number & { readonly __brand: 'DeviceId' };
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+export function parseAccountId(value: unknown, field = 'accountId'): AccountId {
+  if (typeof value !== 'string' || !UUID.test(value)) fail(field, 'not a lowercase UUID');
+  return value as AccountId;
+}
+
+export function accountIdFromBytes(bytes: Uint8Array, field = 'accountId'): AccountId {
+  if (bytes.length !== 16) fail(field, 'must be 16 bytes');
+  const hex = Buffer.from(bytes).toString('hex');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}` as AccountId;
+}
+
+export function accountIdToBytes(id: AccountId): Uint8Array {
+  return Buffer.from(id.replaceAll('-', ''), 'hex');
+}
+
+export function parseDeviceId(value: unknown, field = 'deviceId'): DeviceId {
+  const n = typeof value === 'string' && /^[0-9]{1,3}$/.test(value) ? Number(value) : value;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 127) fail(field, 'must be an integer in 1..127');
+  return n as DeviceId;
+}
+
+/** Registration ids are 14-bit in libsignal (1..16380). */
+export function parseRegistrationId(value: unknown, field = 'registrationId'): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 0x3fff)
+    fail(field, 'must be an integer in 1..16383');
+  return value;
+}
+
+/**
+ * Usernames are case-folded and NFKC-normalized, then must match
+ * [a-z0-9_.]{3,32}. The same function runs on the client and the relay so both
+ * agree on uniqueness.
+ */
+export function normalizeUsername(value: unknown, field = 'username'): string {
+  if (typeof value !== 'string' || value.length > 128) fail(field, 'must be a string of at most 32 characters');
+  const n = value.normalize('NFKC').toLowerCase();
+  if (!/^[a-z0-9_.]{3,32}$/.test(n)) fail(field, 'must be 3 to 32 of a-z, 0-9, "_" or "."');
+  return n;
+}
