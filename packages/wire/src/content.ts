@@ -6,12 +6,13 @@
 import { create, fromBinary, type MessageInitShape, toBinary } from '@bufbuild/protobuf';
 import { fail, WireError, WireErrorCode } from './errors.js';
 import {
+  type Content as PbContent,
   ContentSchema,
   type DataMessage as PbDataMessage,
   ReceiptMessage_Type,
   TypingMessage_Action,
 } from './gen/parley/v1/content_pb.js';
-import { type AccountId, accountIdFromBytes, accountIdToBytes } from './ids.js';
+import { type AccountId, accountIdFromBytes, accountIdToBytes, normalizeUsername } from './ids.js';
 import { Limits } from './limits.js';
 
 export interface DataMessage {
@@ -37,7 +38,20 @@ function processData(m: PbDataMessage, field: string): DataMessage {
   return { body: m.body, timestamp: ts(m.timestamp, `${field}.timestamp`) };
 }
 
-export function processContent(bytes: Uint8Array): Content {
+/** A decrypted Content with the sender's claimed username (unverified). */
+export interface DecodedContent {
+  content: Content;
+  senderUsername: string | null;
+}
+
+export function processContent(bytes: Uint8Array): DecodedContent {
+  const raw = decodeContent(bytes);
+  let senderUsername: string | null = null;
+  if (raw.senderUsername !== '') senderUsername = normalizeUsername(raw.senderUsername, 'content.senderUsername');
+  return { content: processOne(raw), senderUsername };
+}
+
+function decodeContent(bytes: Uint8Array): PbContent {
   if (bytes.length > Limits.maxContentBytes) throw new WireError(WireErrorCode.TooLarge, 'content too large');
   let raw;
   try {
@@ -45,6 +59,10 @@ export function processContent(bytes: Uint8Array): Content {
   } catch {
     throw new WireError(WireErrorCode.Malformed, 'content: not a valid protobuf message');
   }
+  return raw;
+}
+
+function processOne(raw: PbContent): Content {
   const present = [
     raw.dataMessage,
     raw.syncMessage,
@@ -86,9 +104,9 @@ export function processContent(bytes: Uint8Array): Content {
   return { kind: 'decryptionError', message: raw.decryptionErrorMessage };
 }
 
-export function encodeContent(c: Content): Uint8Array {
+export function encodeContent(c: Content, senderUsername: string | null = null): Uint8Array {
   const data = (m: DataMessage) => ({ body: m.body, timestamp: BigInt(m.timestamp) });
-  return toBinary(ContentSchema, create(ContentSchema, contentInit(c, data)));
+  return toBinary(ContentSchema, create(ContentSchema, { ...contentInit(c, data), senderUsername: senderUsername ?? '' }));
 }
 
 function contentInit(c: Content, data: (m: DataMessage) => { body: string; timestamp: bigint }): MessageInitShape<typeof ContentSchema> {

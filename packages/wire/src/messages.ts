@@ -38,7 +38,7 @@ function parseEnvelopeType(v: unknown, field: string, sendable: boolean): Envelo
 }
 
 const MAX_TIMESTAMP = 2 ** 53 - 1;
-function timestamp(v: bigint | number | unknown, field: string): number {
+function timestamp(v: unknown, field: string): number {
   const n = typeof v === 'bigint' ? (v > BigInt(MAX_TIMESTAMP) ? -1 : Number(v)) : v;
   return int(n, field, 0, MAX_TIMESTAMP);
 }
@@ -168,7 +168,7 @@ export function encodeSendRequestBinary(req: SendRequest): Uint8Array {
     SendMessageRequestSchema,
     create(SendMessageRequestSchema, {
       messages: req.messages.map((m) => ({
-        type: m.type as number as Envelope_Type,
+        type: m.type,
         destinationDevice: m.destinationDevice,
         destinationRegistrationId: m.destinationRegistrationId,
         content: m.content,
