@@ -1,0 +1,228 @@
+/**
+ * The `parley` command line: argument parsing with commander, dispatch to the
+ * command modules, and one place where every error becomes one line on stderr.
+ */
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { runChat } from './commands/chat.js';
+import { runReceive } from './commands/receive.js';
+import { runRegister } from './commands/register.js';
+import { runRelay } from './commands/relay.js';
+import { runSafetyNumber, runVerify } from './commands/safety.js';
+import { runSend } from './commands/send.js';
+import { runWhoami } from './commands/whoami.js';
+import { passphraseFromEnv, resolveProfileDir } from './context.js';
+import type { SdkError } from '@parley/sdk';
+import { type ErrorContext, ExitCode, oneLine, redact, reportError } from './errors.js';
+import { eprintln } from './io.js';
+
+export function cliVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+    return typeof pkg.version === 'string' ? pkg.version : 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+export function parsePort(value: string): number {
+  if (!/^[0-9]{1,5}$/.test(value) || Number(value) > 65535) throw new InvalidArgumentError('expected a port number from 0 to 65535.');
+  return Number(value);
+}
+
+export function parseSeconds(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n < 0 || n > 86_400 * 365) throw new InvalidArgumentError('expected a number of seconds (0 or more).');
+  return n;
+}
+
+export function parsePositiveSeconds(value: string): number {
+  const n = parseSeconds(value);
+  if (n === 0) throw new InvalidArgumentError('expected a number of seconds greater than 0.');
+  return n;
+}
+
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+interface GlobalOptions {
+  profile?: string;
+}
+
+/**
+ * Builds the command tree. Each action stores its exit status in `result`;
+ * errors propagate to `run`.
+ */
+export function createProgram(env: NodeJS.ProcessEnv, ctx: ErrorContext, result: { code: number }): Command {
+  const program = new Command('parley');
+  const profileOf = (cmd: Command): string => {
+    const dir = resolveProfileDir(cmd.optsWithGlobals<GlobalOptions>(), env);
+    ctx.profileDir = dir;
+    return dir;
+  };
+  const passphrase = passphraseFromEnv(env);
+
+  program
+    .description('Parley: end-to-end encrypted messaging with a blind, self-hostable relay.')
+    .version(cliVersion(), '-V, --version', 'print the version')
+    .helpOption('-h, --help', 'show help')
+    .configureHelp({ showGlobalOptions: true })
+    .addOption(new Option('--profile <dir>', 'profile directory (default: $PARLEY_PROFILE or ~/.parley)'))
+    .showSuggestionAfterError(true)
+    .exitOverride()
+    .addHelpText(
+      'after',
+      `
+Environment:
+  PARLEY_PROFILE     profile directory (same as --profile)
+  PARLEY_PASSPHRASE  passphrase that unlocks the profile
+  PARLEY_DEBUG=1     print stack traces for unexpected errors
+
+Example:
+  parley relay --port 8080 --data ./relay-data
+  PARLEY_PASSPHRASE=... parley register alice --server http://127.0.0.1:8080
+  parley send bob "hello"
+  parley receive`,
+    );
+
+  program
+    .command('relay')
+    .description('run a relay server in the foreground (stop with Ctrl-C or SIGTERM)')
+    .option('--host <host>', 'address to listen on (default: $PARLEY_HOST or 127.0.0.1)')
+    .option('--port <port>', 'port to listen on; 0 picks a free one (default: $PARLEY_PORT)', parsePort)
+    .option('--data <dir>', 'data directory (default: $PARLEY_DATA_DIR)')
+    .option('--invite-code <code>', 'accept registrations only with this code (repeatable)', collect)
+    .action(async (opts: { host?: string; port?: number; data?: string; inviteCode?: string[] }) => {
+      result.code = await runRelay(opts);
+    });
+
+  program
+    .command('register')
+    .description('create an account on a relay and a local profile for it')
+    .argument('<username>', '3 to 32 of a-z, 0-9, "_" and "."')
+    .requiredOption('--server <url>', 'relay URL, e.g. http://127.0.0.1:8080')
+    .option('--no-passphrase', 'protect the profile with a key file (mode 0600) instead of PARLEY_PASSPHRASE')
+    .option('--invite-code <code>', 'invite code, if the relay requires one')
+    .action(async (username: string, opts: { server: string; passphrase: boolean; inviteCode?: string }, cmd: Command) => {
+      result.code = await runRegister(
+        {
+          username,
+          server: opts.server,
+          passphraseFlag: opts.passphrase,
+          ...(opts.inviteCode !== undefined ? { inviteCode: opts.inviteCode } : {}),
+          profileDir: profileOf(cmd),
+          envPassphrase: passphrase,
+        },
+        ctx,
+      );
+    });
+
+  program
+    .command('whoami')
+    .description("show this profile's username, account, device and relay")
+    .option('--json', 'print one JSON object')
+    .action(async (opts: { json?: boolean }, cmd: Command) => {
+      result.code = await runWhoami(profileOf(cmd), passphrase, opts.json === true, ctx);
+    });
+
+  program
+    .command('send')
+    .description('send an end-to-end encrypted message')
+    .argument('<username>', 'recipient')
+    .argument('[text]', 'message text')
+    .option('--stdin', 'send each non-empty line of standard input as a separate message')
+    .option('--timeout <seconds>', 'give up on a message after this long', parsePositiveSeconds, 30)
+    .action(async (username: string, text: string | undefined, opts: { stdin?: boolean; timeout: number }, cmd: Command) => {
+      result.code = await runSend(profileOf(cmd), passphrase, { username, text, stdin: opts.stdin === true, timeoutSeconds: opts.timeout }, ctx);
+    });
+
+  program
+    .command('receive')
+    .description('print queued messages, then exit once the queue is empty')
+    .option('--wait <seconds>', 'keep printing new messages this long after the queue is empty', parseSeconds, 0)
+    .option('--json', 'one JSON object per line (messages have "type":"message")')
+    .option('--timeout <seconds>', 'fail if the queue is not drained within this time', parsePositiveSeconds, 60)
+    .action(async (opts: { wait: number; json?: boolean; timeout: number }, cmd: Command) => {
+      result.code = await runReceive(profileOf(cmd), passphrase, { waitSeconds: opts.wait, json: opts.json === true, timeoutSeconds: opts.timeout }, ctx);
+    });
+
+  program
+    .command('chat')
+    .description('interactive conversation with one user (/quit to leave)')
+    .argument('<username>', 'who to chat with')
+    .action(async (username: string, _opts: unknown, cmd: Command) => {
+      result.code = await runChat(profileOf(cmd), passphrase, username, ctx);
+    });
+
+  program
+    .command('safety-number')
+    .description('show the safety number to compare with a contact')
+    .argument('<username>', 'contact')
+    .action(async (username: string, _opts: unknown, cmd: Command) => {
+      result.code = await runSafetyNumber(profileOf(cmd), passphrase, username, ctx);
+    });
+
+  program
+    .command('verify')
+    .description("mark a contact verified after comparing safety numbers")
+    .argument('<username>', 'contact')
+    .argument('<number...>', 'the safety number (spaces between groups allowed)')
+    .action(async (username: string, number: string[], _opts: unknown, cmd: Command) => {
+      result.code = await runVerify(profileOf(cmd), passphrase, username, number, ctx);
+    });
+
+  // Every command inherits the error handling of the root.
+  for (const sub of program.commands) sub.exitOverride().showSuggestionAfterError(true);
+  return program;
+}
+
+/** commander's error text, reduced to our one-line format. */
+function commanderLine(err: CommanderError): string {
+  return oneLine(err.message.replace(/^error:\s*/i, ''));
+}
+
+/**
+ * Runs the CLI and resolves with the exit status. Never throws; all output
+ * for errors goes through here.
+ */
+export async function run(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const ctx: ErrorContext = {};
+  const result = { code: ExitCode.Ok as number };
+  const program = createProgram(env, ctx, result);
+  // commander's own error printing is replaced by the single line below; help
+  // printed because a command is missing is dropped for the same reason.
+  program.configureOutput({ outputError: () => undefined, writeErr: () => undefined });
+  for (const sub of program.commands) sub.configureOutput({ outputError: () => undefined, writeErr: () => undefined });
+
+  try {
+    if (argv.length <= 2) {
+      eprintln("parley: missing command; run 'parley --help' to see the commands");
+      return ExitCode.Usage;
+    }
+    await program.parseAsync(argv as string[]);
+    return result.code;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.exitCode === 0) return ExitCode.Ok; // --help, --version
+      if (err.code === 'commander.help' || err.code === 'commander.executeSubCommandAsync') {
+        eprintln("parley: missing command; run 'parley --help' to see the commands");
+        return ExitCode.Usage;
+      }
+      eprintln(`parley: ${commanderLine(err)}`);
+      return ExitCode.Usage;
+    }
+    const secrets = [env.PARLEY_PASSPHRASE ?? ''];
+    let isSdkError = (_e: unknown): _e is SdkError => false;
+    try {
+      const { SdkError } = await import('@parley/sdk');
+      isSdkError = (e: unknown): e is SdkError => SdkError.is(e);
+    } catch {
+      // The SDK failing to load is itself the error being reported.
+    }
+    const reported = reportError(err, ctx, isSdkError, secrets);
+    eprintln(`parley: ${reported.line}`);
+    if (env.PARLEY_DEBUG === '1' && reported.debug !== null) eprintln(redact(reported.debug, secrets));
+    return reported.exitCode;
+  }
+}
