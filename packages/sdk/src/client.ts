@@ -1,0 +1,957 @@
+/**
+ * ParleyClient: one device's view of Parley. Holds every key in the profile
+ * database, talks to the relay, and turns envelopes into events.
+ *
+ * Concurrency: every libsignal operation and every commit runs on `crypto`
+ * (one at a time), so the stores' pending set belongs to one operation only.
+ * Relay pushes are handled on `inbox`, in arrival order.
+ */
+import { randomBytes } from 'node:crypto';
+import {
+  CiphertextMessageType,
+  DecryptionErrorMessage,
+  ErrorCode,
+  IdentityKeyPair,
+  KEMPublicKey,
+  LibSignalErrorBase,
+  PlaintextContent,
+  PreKeyBundle,
+  PreKeySignalMessage,
+  ProtocolAddress,
+  PublicKey,
+  SignalMessage,
+  processPreKeyBundle,
+  signalDecrypt,
+  signalDecryptPreKey,
+  signalEncrypt,
+} from '@signalapp/libsignal-client';
+import {
+  type Content,
+  type Envelope,
+  EnvelopeType,
+  type OutgoingDeviceMessage,
+  type PreKeyBundleResponse,
+  type RequestFrame,
+  WireError,
+  encodeContent,
+  encodeKeyUploadRequest,
+  encodeRegisterRequest,
+  encodeSendRequestBinary,
+  normalizeUsername,
+  padPlaintext,
+  processContent,
+  processEnvelope,
+  processKeyCounts,
+  processLookupResponse,
+  processPreKeyBundleResponse,
+  processRegisterResponse,
+  unpadPlaintext,
+  type DeviceId,
+  type KeyUploadRequest,
+} from '@parley/wire';
+import { type Profile, createProfile, openProfile, profileExists, removeProfileFiles } from './db.js';
+import { SdkError } from './errors.js';
+import { KeyManager, getMeta, newAccountSecrets, setMeta } from './keys.js';
+import { Serial } from './serial.js';
+import { IdentityStatus, Stores, ab } from './stores.js';
+import { checkSafetyNumber, safetyNumber } from './trust.js';
+import { HttpTransport, RelaySocket, type Body, type Reply, type RequestResult, errorBody, expectOk, replyError, replyJson } from './transport.js';
+
+// ---------------------------------------------------------------- public types
+
+export interface IncomingMessage {
+  id: string;
+  /** The sender's username, only when the relay confirmed it belongs to `fromAccount`. */
+  from: string | null;
+  fromAccount: string;
+  fromDevice: number;
+  timestamp: number;
+  serverTimestamp: number;
+  body: string;
+}
+
+export interface ParleyEvents {
+  message: (m: IncomingMessage) => void;
+  /** A message this account sent (from this device, or a sync transcript from another own device). */
+  sent: (s: { to: string; timestamp: number; body: string }) => void;
+  receipt: (r: { from: string | null; fromAccount: string; type: 'delivery' | 'read'; timestamps: number[] }) => void;
+  serverReceipt: (r: { fromAccount: string; timestamp: number }) => void;
+  typing: (t: { from: string | null; fromAccount: string; started: boolean }) => void;
+  identityChanged: (c: { username: string | null; accountId: string }) => void;
+  queueEmpty: () => void;
+  connection: (state: 'connecting' | 'open' | 'closed' | 'replaced') => void;
+  error: (err: Error) => void;
+}
+
+export interface HistoryEntry {
+  direction: 'in' | 'out';
+  timestamp: number;
+  body: string;
+  status: string;
+}
+
+interface AccountInfo {
+  username: string;
+  accountId: string;
+  deviceId: number;
+  serverUrl: string;
+  password: string;
+  registrationId: number;
+}
+
+const MAX_SEND_ATTEMPTS = 4;
+const SEND_LOG_TTL_MS = 24 * 3600 * 1000;
+const SEEN_TTL_MS = 45 * 24 * 3600 * 1000;
+
+function invalidInput(err: unknown): never {
+  if (err instanceof WireError) throw new SdkError('INVALID_INPUT', err.message, { cause: err });
+  throw err;
+}
+
+function isSignalError(err: unknown, code: ErrorCode): boolean {
+  return err instanceof LibSignalErrorBase && err.code === code;
+}
+
+function hex(b: Uint8Array): string {
+  return Buffer.from(b).toString('hex');
+}
+
+// ---------------------------------------------------------------- client
+
+export class ParleyClient {
+  readonly identity: { username: string; accountId: string; deviceId: number; serverUrl: string };
+
+  private readonly db;
+  private readonly stores: Stores;
+  private readonly keys: KeyManager;
+  private readonly http: HttpTransport;
+  private socket: RelaySocket | null = null;
+  private readonly crypto = new Serial();
+  private readonly inbox = new Serial();
+  private readonly listeners = new Map<keyof ParleyEvents, Set<(...args: never[]) => void>>();
+  private readonly background = new Set<Promise<unknown>>();
+  private lastTimestamp = 0;
+  private closed = false;
+  private readonly localAddress: ProtocolAddress;
+
+  private constructor(
+    private readonly profile: Profile,
+    account: AccountInfo,
+    identityKeyPair: IdentityKeyPair,
+  ) {
+    this.db = profile.db;
+    this.identity = Object.freeze({
+      username: account.username,
+      accountId: account.accountId,
+      deviceId: account.deviceId,
+      serverUrl: account.serverUrl,
+    });
+    this.stores = new Stores(this.db, { identityKeyPair, registrationId: account.registrationId }, (accountId) =>
+      this.emit('identityChanged', { username: this.usernameFor(accountId), accountId }),
+    );
+    this.keys = new KeyManager(this.db, this.stores, identityKeyPair);
+    this.http = new HttpTransport(account.serverUrl, { accountId: account.accountId, deviceId: account.deviceId, password: account.password });
+    this.localAddress = ProtocolAddress.new(account.accountId, account.deviceId);
+    this.identityKeyPair = identityKeyPair;
+  }
+  private readonly identityKeyPair: IdentityKeyPair;
+
+  // ---------------------------------------------------------------- lifecycle
+
+  static async register(opts: {
+    profileDir: string;
+    serverUrl: string;
+    username: string;
+    passphrase: string | null;
+    inviteCode?: string;
+  }): Promise<ParleyClient> {
+    let username: string;
+    try {
+      username = normalizeUsername(opts.username);
+      new URL(opts.serverUrl);
+    } catch (err) {
+      if (err instanceof TypeError) throw new SdkError('INVALID_INPUT', 'serverUrl is not a URL');
+      invalidInput(err);
+    }
+    if (profileExists(opts.profileDir)) throw new SdkError('PROFILE_EXISTS', 'a profile already exists in this directory');
+    const profile = await createProfile(opts.profileDir, opts.passphrase);
+    try {
+      const secrets = newAccountSecrets();
+      const db = profile.db;
+      const stores = new Stores(db, { identityKeyPair: secrets.identity, registrationId: secrets.registrationId }, () => {});
+      const km = new KeyManager(db, stores, secrets.identity);
+      const signed = await km.newSignedKeys();
+      stores.commit(() => setMeta(db, 'identityKeyPair', secrets.identity.serialize()));
+
+      const http = new HttpTransport(opts.serverUrl, null);
+      const reply = await http.request('POST', '/v1/accounts', {
+        json: encodeRegisterRequest({
+          username,
+          password: secrets.password,
+          registrationId: secrets.registrationId,
+          identityKey: secrets.identity.publicKey.serialize(),
+          signedPreKey: signed.signedPreKey,
+          kyberLastResortKey: signed.kyberLastResortKey,
+          inviteCode: opts.inviteCode ?? null,
+        }),
+      });
+      expectOk(reply);
+      let res;
+      try {
+        res = processRegisterResponse(replyJson(reply));
+      } catch (err) {
+        throw new SdkError('RELAY_ERROR', 'the relay sent a malformed answer', { cause: err });
+      }
+      const account: AccountInfo = {
+        username,
+        accountId: res.accountId,
+        deviceId: res.deviceId,
+        serverUrl: opts.serverUrl,
+        password: secrets.password,
+        registrationId: secrets.registrationId,
+      };
+      setMeta(db, 'account', account);
+      const client = new ParleyClient(profile, account, secrets.identity);
+      // First batch of one-time keys. If this fails the account still works:
+      // the count check on connect uploads them.
+      await client.uploadOneTimeKeys({ ecCount: 0, kyberCount: 0 }).catch(() => undefined);
+      return client;
+    } catch (err) {
+      profile.close();
+      removeProfileFiles(opts.profileDir);
+      throw err;
+    }
+  }
+
+  static async open(opts: { profileDir: string; passphrase: string | null }): Promise<ParleyClient> {
+    const profile = await openProfile(opts.profileDir, opts.passphrase);
+    try {
+      const account = getMeta(profile.db, 'account') as AccountInfo | undefined;
+      const pair = getMeta(profile.db, 'identityKeyPair');
+      if (!account || !(pair instanceof Uint8Array)) throw new SdkError('PROFILE_NOT_FOUND', 'the profile is incomplete');
+      return new ParleyClient(profile, account, IdentityKeyPair.deserialize(ab(pair)));
+    } catch (err) {
+      profile.close();
+      throw err;
+    }
+  }
+
+  on<E extends keyof ParleyEvents>(event: E, fn: ParleyEvents[E]): () => void {
+    let set = this.listeners.get(event);
+    if (!set) this.listeners.set(event, (set = new Set()));
+    set.add(fn);
+    return () => set.delete(fn);
+  }
+
+  private emit<E extends keyof ParleyEvents>(event: E, ...args: Parameters<ParleyEvents[E]>): void {
+    for (const fn of this.listeners.get(event) ?? []) {
+      try {
+        (fn as (...a: Parameters<ParleyEvents[E]>) => void)(...args);
+      } catch (err) {
+        if (event !== 'error') this.emit('error', err instanceof Error ? err : new Error('listener failed'));
+      }
+    }
+  }
+
+  /** Runs a task in the background; failures become `error` events. */
+  private spawn(task: () => Promise<unknown>): void {
+    const p = task().catch((err: unknown) => {
+      if (!this.closed) this.emit('error', err instanceof Error ? err : new Error('background task failed'));
+    });
+    this.background.add(p);
+    void p.finally(() => this.background.delete(p));
+  }
+
+  async connect(): Promise<void> {
+    this.assertOpen();
+    if (this.socket?.isOpen) return;
+    if (!this.socket) {
+      this.socket = new RelaySocket({
+        serverUrl: this.identity.serverUrl,
+        creds: { accountId: this.identity.accountId, deviceId: this.identity.deviceId, password: this.password() },
+        onRequest: (req) => this.inbox.run(() => this.onRelayRequest(req)),
+        onState: (state) => {
+          this.emit('connection', state);
+          if (state === 'open') this.spawn(() => this.maintenance());
+        },
+      });
+    }
+    await this.socket.start();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.socket?.close();
+    await Promise.allSettled([...this.background]);
+    await this.inbox.idle();
+    await this.crypto.idle();
+    this.profile.close();
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new SdkError('INVALID_INPUT', 'the client is closed');
+  }
+
+  private password(): string {
+    return (getMeta(this.db, 'account') as AccountInfo).password;
+  }
+
+  /** Client timestamps strictly increase, so (account, device, timestamp) identifies a message. */
+  private nextTimestamp(): number {
+    this.lastTimestamp = Math.max(Date.now(), this.lastTimestamp + 1);
+    return this.lastTimestamp;
+  }
+
+  // ---------------------------------------------------------------- relay calls
+
+  /** Over the socket when it is open (the hot path), else HTTP. */
+  private async call(verb: string, path: string, body?: Body): Promise<Reply> {
+    if (this.socket?.isOpen) {
+      try {
+        return await this.socket.request(verb, path, body);
+      } catch (err) {
+        if (!SdkError.is(err, 'RELAY_UNREACHABLE')) throw err;
+        // The socket dropped mid-request; every call here is safe to repeat.
+      }
+    }
+    return this.http.request(verb, path, body);
+  }
+
+  private async uploadKeys(req: KeyUploadRequest): Promise<void> {
+    expectOk(await this.call('PUT', '/v1/keys', { json: encodeKeyUploadRequest(req) }));
+  }
+
+  private async uploadOneTimeKeys(counts: { ecCount: number; kyberCount: number }): Promise<void> {
+    const req = await this.crypto.run(async () => {
+      try {
+        const r = await this.keys.refill(counts);
+        this.stores.commit();
+        return r;
+      } catch (err) {
+        this.stores.rollback();
+        throw err;
+      }
+    });
+    if (req) await this.uploadKeys(req);
+  }
+
+  /** On every connect: rotate old signed keys, top up one-time keys, prune logs. */
+  private async maintenance(): Promise<void> {
+    const rotation = await this.crypto.run(async () => {
+      try {
+        const r = await this.keys.rotateIfDue();
+        this.stores.commit();
+        return r;
+      } catch (err) {
+        this.stores.rollback();
+        throw err;
+      }
+    });
+    if (rotation) await this.uploadKeys(rotation);
+    const counts = processKeyCounts(replyJson(expectOk(await this.call('GET', '/v1/keys/count'))));
+    await this.uploadOneTimeKeys(counts);
+    await this.crypto.run(async () => {
+      const now = Date.now();
+      this.keys.pruneOldKeys();
+      this.db.prepare('DELETE FROM send_log WHERE created_at < ?').run([now - SEND_LOG_TTL_MS]);
+      this.db.prepare('DELETE FROM seen_envelopes WHERE seen_at < ?').run([now - SEEN_TTL_MS]);
+    });
+  }
+
+  // ---------------------------------------------------------------- usernames
+
+  /** username -> account id, from the contacts cache or the relay. */
+  private async resolve(username: string): Promise<string> {
+    let name: string;
+    try {
+      name = normalizeUsername(username);
+    } catch (err) {
+      invalidInput(err);
+    }
+    const cached = this.db.prepare('SELECT account FROM contacts WHERE username = ?', { pluck: true }).get([name]);
+    if (typeof cached === 'string') return cached;
+    const account = await this.lookup(name);
+    if (account === null) throw new SdkError('USER_NOT_FOUND', 'no such user');
+    return account;
+  }
+
+  private async lookup(name: string): Promise<string | null> {
+    const reply = await this.call('GET', `/v1/accounts/username/${encodeURIComponent(name)}`);
+    if (reply.status === 404) return null;
+    expectOk(reply);
+    let accountId: string;
+    try {
+      accountId = processLookupResponse(replyJson(reply)).accountId;
+    } catch (err) {
+      throw new SdkError('RELAY_ERROR', 'the relay sent a malformed answer', { cause: err });
+    }
+    this.db
+      .prepare('INSERT INTO contacts (username, account, updated_at) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET account = excluded.account, updated_at = excluded.updated_at')
+      .run([name, accountId, Date.now()]);
+    return accountId;
+  }
+
+  private usernameFor(accountId: string): string | null {
+    if (accountId === this.identity.accountId) return this.identity.username;
+    const u = this.db.prepare('SELECT username FROM contacts WHERE account = ? ORDER BY updated_at DESC', { pluck: true }).get([accountId]);
+    return typeof u === 'string' ? u : null;
+  }
+
+  /** Believes a claimed sender username only if the relay maps it to the envelope's source account. */
+  private async verifyClaim(claim: string | null, accountId: string): Promise<string | null> {
+    if (claim === null) return this.usernameFor(accountId);
+    const cached = this.db.prepare('SELECT account FROM contacts WHERE username = ?', { pluck: true }).get([claim]);
+    if (cached === accountId) return claim;
+    try {
+      return (await this.lookup(claim)) === accountId ? claim : this.usernameFor(accountId);
+    } catch {
+      return this.usernameFor(accountId); // relay unreachable: do not believe the claim yet
+    }
+  }
+
+  // ---------------------------------------------------------------- sessions
+
+  private addr(account: string, device: number): ProtocolAddress {
+    return ProtocolAddress.new(account, device);
+  }
+
+  private async fetchBundles(account: string, device: number | '*'): Promise<PreKeyBundleResponse | null> {
+    const reply = await this.call('GET', `/v1/keys/${account}/${device}`);
+    if (reply.status === 404) return null;
+    expectOk(reply);
+    let res: PreKeyBundleResponse;
+    try {
+      res = processPreKeyBundleResponse(replyJson(reply));
+    } catch (err) {
+      throw new SdkError('BAD_BUNDLE', 'the relay sent a malformed pre-key bundle', { cause: err });
+    }
+    if (res.accountId !== account) throw new SdkError('BAD_BUNDLE', 'the bundle is for another account');
+    return res;
+  }
+
+  /** Builds sessions from fetched bundles. libsignal checks both signatures and the identity trust. */
+  private async processBundles(res: PreKeyBundleResponse): Promise<void> {
+    await this.crypto.run(async () => {
+      for (const d of res.devices) {
+        if (res.accountId === this.identity.accountId && d.deviceId === this.identity.deviceId) continue;
+        let bundle: PreKeyBundle;
+        try {
+          bundle = PreKeyBundle.new(
+            d.registrationId,
+            d.deviceId,
+            d.preKey?.keyId ?? null,
+            d.preKey ? PublicKey.deserialize(ab(d.preKey.publicKey)) : null,
+            d.signedPreKey.keyId,
+            PublicKey.deserialize(ab(d.signedPreKey.publicKey)),
+            ab(d.signedPreKey.signature),
+            PublicKey.deserialize(ab(res.identityKey)),
+            d.kyberPreKey.keyId,
+            KEMPublicKey.deserialize(ab(d.kyberPreKey.publicKey)),
+            ab(d.kyberPreKey.signature),
+          );
+          await processPreKeyBundle(bundle, this.addr(res.accountId, d.deviceId), this.localAddress, this.stores.session, this.stores.identity);
+        } catch (err) {
+          this.stores.rollback();
+          if (isSignalError(err, ErrorCode.UntrustedIdentity)) {
+            // Keep the new key (marked unverified) so the user can compare the new safety number.
+            this.stores.identity.recordKey(res.accountId, res.identityKey);
+            this.stores.commit();
+            throw new SdkError('UNTRUSTED_IDENTITY', 'the contact’s identity key changed since it was verified', { cause: err });
+          }
+          throw new SdkError('BAD_BUNDLE', 'a pre-key bundle failed verification', { cause: err });
+        }
+      }
+      this.stores.commit();
+    });
+  }
+
+  /** Devices we hold a session record for; `fresh` lists those whose session is usable. */
+  private knownDevices(account: string): { all: number[]; fresh: number[] } {
+    const all = this.db
+      .prepare('SELECT device FROM sessions WHERE account = ? ORDER BY device', { pluck: true })
+      .all([account])
+      .map(Number)
+      .filter((d) => !(account === this.identity.accountId && d === this.identity.deviceId));
+    const fresh = this.stores.session.activeDevices(account).filter((d) => all.includes(d));
+    return { all, fresh };
+  }
+
+  /** Makes sure every known device of `account` has a usable session; returns the device list. */
+  private async ensureSessions(account: string): Promise<number[]> {
+    const known = this.knownDevices(account);
+    const { all } = known;
+    let { fresh } = known;
+    if (all.length === 0) {
+      const res = await this.fetchBundles(account, '*');
+      if (!res) throw new SdkError('USER_NOT_FOUND', 'no such user');
+      await this.processBundles(res);
+    } else {
+      for (const d of all.filter((x) => !fresh.includes(x))) {
+        const res = await this.fetchBundles(account, d);
+        if (res) await this.processBundles(res);
+        else await this.crypto.run(async () => void this.stores.commit(() => this.stores.session.delete(account, d)));
+      }
+    }
+    ({ fresh } = this.knownDevices(account));
+    return fresh;
+  }
+
+  // ---------------------------------------------------------------- send pipeline
+
+  /**
+   * Sends one message to every device of `account`: resolves the device set,
+   * encrypts per device, and retries on 409/410 with the same message id.
+   * `build` makes each device's envelope (it runs on the crypto queue and its
+   * store writes are committed with `onCommit`).
+   */
+  private async deliver(
+    account: string,
+    timestamp: number,
+    urgent: boolean,
+    build: (device: number) => Promise<{ type: EnvelopeType; content: Uint8Array }>,
+    onCommit?: (devices: number[]) => void,
+  ): Promise<void> {
+    const messageId = randomBytes(16);
+    for (let attempt = 0; attempt < MAX_SEND_ATTEMPTS; attempt++) {
+      const devices = await this.ensureSessions(account);
+      if (devices.length === 0) {
+        if (account === this.identity.accountId) return; // no other own devices
+        throw new SdkError('USER_NOT_FOUND', 'the user has no devices');
+      }
+      const messages = await this.crypto.run(async () => {
+        try {
+          const out: OutgoingDeviceMessage[] = [];
+          for (const device of devices) {
+            const { type, content } = await build(device);
+            const record = this.stores.session.getSync(account, device);
+            if (!record) throw new Error('session vanished');
+            out.push({ type, destinationDevice: device as DeviceId, destinationRegistrationId: record.remoteRegistrationId(), content });
+          }
+          this.stores.commit(() => onCommit?.(devices));
+          return out;
+        } catch (err) {
+          this.stores.rollback();
+          if (isSignalError(err, ErrorCode.UntrustedIdentity))
+            throw new SdkError('UNTRUSTED_IDENTITY', 'the contact’s identity key changed since it was verified', { cause: err });
+          throw err;
+        }
+      });
+      const reply = await this.call('PUT', `/v1/messages/${account}`, {
+        binary: encodeSendRequestBinary({ messages, timestamp, urgent, messageId }),
+      });
+      if (reply.status >= 200 && reply.status < 300) return;
+      const body = errorBody(reply);
+      if (reply.status === 409 && body?.code === 'MISMATCHED_DEVICES') {
+        await this.crypto.run(async () =>
+          void this.stores.commit(() => {
+            for (const d of body.extraDevices ?? []) this.stores.session.delete(account, d);
+          }),
+        );
+        for (const d of body.missingDevices ?? []) {
+          const res = await this.fetchBundles(account, d);
+          if (res) await this.processBundles(res);
+        }
+        continue;
+      }
+      if (reply.status === 410 && body?.code === 'STALE_DEVICES') {
+        await this.crypto.run(async () =>
+          void this.stores.commit(() => {
+            for (const d of body.staleDevices ?? []) this.stores.session.archive(account, d);
+          }),
+        );
+        // ensureSessions fetches fresh bundles for the archived devices on the next attempt.
+        continue;
+      }
+      throw replyError(reply);
+    }
+    throw new SdkError('RELAY_ERROR', 'the device list kept changing; giving up');
+  }
+
+  /** Encrypts an encoded Content (padded) for each device; logs it for resends when asked. */
+  private async sendEncrypted(account: string, plaintext: Uint8Array, timestamp: number, opts: { log: boolean; urgent: boolean }): Promise<void> {
+    const padded = ab(padPlaintext(plaintext));
+    await this.deliver(
+      account,
+      timestamp,
+      opts.urgent,
+      async (device) => {
+        const ct = await signalEncrypt(padded, this.addr(account, device), this.localAddress, this.stores.session, this.stores.identity);
+        const type = ct.type() === (CiphertextMessageType.PreKey as number) ? EnvelopeType.PreKeyMessage : EnvelopeType.Ciphertext;
+        return { type, content: ct.serialize() };
+      },
+      opts.log
+        ? (devices) => {
+            const insert = this.db.prepare('INSERT INTO send_log (account, device, timestamp, content, created_at) VALUES (?, ?, ?, ?, ?)');
+            for (const d of devices) insert.run([account, d, timestamp, ab(plaintext), Date.now()]);
+          }
+        : undefined,
+    );
+  }
+
+  private async sendContent(account: string, content: Content, timestamp: number, opts: { log: boolean; urgent: boolean }): Promise<void> {
+    await this.sendEncrypted(account, encodeContent(content, this.identity.username), timestamp, opts);
+  }
+
+  async send(username: string, text: string): Promise<{ timestamp: number }> {
+    this.assertOpen();
+    if (typeof text !== 'string' || text.length === 0) throw new SdkError('INVALID_INPUT', 'the message is empty');
+    if (Buffer.byteLength(text) > 64 * 1024) throw new SdkError('INVALID_INPUT', 'the message is too long');
+    const account = await this.resolve(username);
+    const name = normalizeUsername(username);
+    const timestamp = this.nextTimestamp();
+    const id = `out:${timestamp}`;
+    this.db
+      .prepare("INSERT INTO messages (id, account, device, direction, timestamp, server_timestamp, body, status, username) VALUES (?, ?, ?, 'out', ?, 0, ?, 'pending', ?)")
+      .run([id, account, this.identity.deviceId, timestamp, text, name]);
+    try {
+      await this.sendContent(account, { kind: 'data', message: { body: text, timestamp } }, timestamp, { log: true, urgent: true });
+    } catch (err) {
+      this.db.prepare("UPDATE messages SET status = 'failed' WHERE id = ?").run([id]);
+      throw err;
+    }
+    this.db.prepare("UPDATE messages SET status = 'sent' WHERE id = ? AND status = 'pending'").run([id]);
+    this.emit('sent', { to: name, timestamp, body: text });
+    // Our other devices learn about it through a sync transcript (only once we have any).
+    if (account !== this.identity.accountId && this.knownDevices(this.identity.accountId).all.length > 0) {
+      this.spawn(() =>
+        this.sendContent(this.identity.accountId, { kind: 'syncSent', destination: account as never, timestamp, message: { body: text, timestamp } }, timestamp, {
+          log: false,
+          urgent: false,
+        }),
+      );
+    }
+    return { timestamp };
+  }
+
+  async sendReadReceipt(username: string, timestamps: number[]): Promise<void> {
+    this.assertOpen();
+    if (timestamps.length === 0) return;
+    if (timestamps.length > 100 || !timestamps.every((t) => Number.isSafeInteger(t) && t >= 0))
+      throw new SdkError('INVALID_INPUT', 'timestamps must be 1..100 non-negative integers');
+    const account = await this.resolve(username);
+    await this.sendContent(account, { kind: 'receipt', type: 'read', timestamps }, this.nextTimestamp(), { log: false, urgent: false });
+    const mark = this.db.prepare("UPDATE messages SET status = 'read' WHERE account = ? AND direction = 'in' AND timestamp = ?");
+    this.db.transaction(() => timestamps.forEach((t) => mark.run([account, t])))();
+  }
+
+  async sendTyping(username: string, started: boolean): Promise<void> {
+    this.assertOpen();
+    const account = await this.resolve(username);
+    const ts = this.nextTimestamp();
+    await this.sendContent(account, { kind: 'typing', action: started ? 'started' : 'stopped', timestamp: ts }, ts, { log: false, urgent: false });
+  }
+
+  // ---------------------------------------------------------------- trust
+
+  async safetyNumber(username: string): Promise<string> {
+    this.assertOpen();
+    const account = await this.resolve(username);
+    return safetyNumber(
+      { accountId: this.identity.accountId, identityKey: this.identityKeyPair.publicKey.serialize() },
+      { accountId: account, identityKey: await this.remoteIdentity(account) },
+    );
+  }
+
+  private async remoteIdentity(account: string): Promise<Uint8Array> {
+    let row = this.stores.identity.row(account);
+    if (!row) {
+      // Unknown contact: learn its key the usual way, by starting sessions.
+      await this.ensureSessions(account);
+      row = this.stores.identity.row(account);
+    }
+    if (!row) throw new SdkError('USER_NOT_FOUND', 'the user has no identity key');
+    return row.key;
+  }
+
+  async verify(username: string, number: string): Promise<void> {
+    this.assertOpen();
+    if (typeof number !== 'string') throw new SdkError('INVALID_INPUT', 'the safety number must be a string');
+    const account = await this.resolve(username);
+    const key = await this.remoteIdentity(account);
+    const expected = safetyNumber(
+      { accountId: this.identity.accountId, identityKey: this.identityKeyPair.publicKey.serialize() },
+      { accountId: account, identityKey: key },
+    );
+    checkSafetyNumber(expected, number);
+    await this.crypto.run(async () => {
+      this.stores.identity.setRow(account, { key, status: IdentityStatus.Verified });
+      this.stores.commit();
+    });
+  }
+
+  /** Trust state of a contact: 'default' (trusted on first use), 'verified', or 'unverified' (changed after verification). */
+  async trustState(username: string): Promise<'unknown' | 'default' | 'verified' | 'unverified'> {
+    const row = this.stores.identity.row(await this.resolve(username));
+    if (!row) return 'unknown';
+    return row.status === IdentityStatus.Verified ? 'verified' : row.status === IdentityStatus.Unverified ? 'unverified' : 'default';
+  }
+
+  // ---------------------------------------------------------------- history
+
+  async history(username: string, limit = 50): Promise<HistoryEntry[]> {
+    this.assertOpen();
+    if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) throw new SdkError('INVALID_INPUT', 'limit must be 1..10000');
+    const account = await this.resolve(username);
+    const rows = this.db
+      .prepare('SELECT direction, timestamp, body, status FROM messages WHERE account = ? ORDER BY timestamp DESC, rowid DESC LIMIT ?')
+      .all([account, limit]);
+    return rows
+      .map((r) => ({ direction: r.direction === 'in' ? ('in' as const) : ('out' as const), timestamp: Number(r.timestamp), body: String(r.body), status: String(r.status) }))
+      .reverse();
+  }
+
+  // ---------------------------------------------------------------- receive pipeline
+
+  private async onRelayRequest(req: RequestFrame): Promise<RequestResult> {
+    if (this.closed) return { status: 503 };
+    if (req.verb === 'PUT' && req.path === '/api/v1/message') {
+      try {
+        return await this.handleEnvelope(req.body);
+      } catch (err) {
+        // Not processed (e.g. the database failed): no ack, so the relay redelivers.
+        this.emit('error', err instanceof Error ? err : new Error('envelope processing failed'));
+        return { status: 500 };
+      }
+    }
+    if (req.verb === 'PUT' && req.path === '/api/v1/queue/empty') return { status: 200, after: () => this.emit('queueEmpty') };
+    if (req.verb === 'PUT' && req.path === '/api/v1/keys/low') {
+      let counts = { ecCount: 0, kyberCount: 0 };
+      try {
+        counts = processKeyCounts(JSON.parse(Buffer.from(req.body).toString('utf8')));
+      } catch {
+        // refill fully
+      }
+      return { status: 200, after: () => this.spawn(() => this.uploadOneTimeKeys(counts)) };
+    }
+    return { status: 404 };
+  }
+
+  private seenGuid(guid: Uint8Array): boolean {
+    return this.db.prepare('SELECT 1 FROM seen_envelopes WHERE server_guid = ?').get([ab(guid)]) !== undefined;
+  }
+  private seenTriple(account: string, device: number, ts: number): boolean {
+    return this.db.prepare('SELECT 1 FROM seen_envelopes WHERE account = ? AND device = ? AND client_ts = ?').get([account, device, ts]) !== undefined;
+  }
+  /** Marks an envelope processed; with `triple`, also its (sender, device, timestamp) so a resent copy is dropped. */
+  private markSeen(env: Envelope, triple: boolean): void {
+    this.db
+      .prepare('INSERT OR IGNORE INTO seen_envelopes (server_guid, account, device, client_ts, seen_at) VALUES (?, ?, ?, ?, ?)')
+      .run([
+        ab(env.serverGuid),
+        triple ? (env.source?.account ?? null) : null,
+        triple ? (env.source?.device ?? null) : null,
+        triple ? env.clientTimestamp : null,
+        Date.now(),
+      ]);
+  }
+
+  /**
+   * One pushed envelope: decrypt, commit ratchet state + result in one
+   * transaction, then ack (status 200), then emit (`after`).
+   */
+  private async handleEnvelope(bytes: Uint8Array): Promise<RequestResult> {
+    let env: Envelope;
+    try {
+      env = processEnvelope(bytes);
+    } catch {
+      return { status: 200 }; // can never be processed; ack so it does not block the queue
+    }
+    if (env.destination.account !== this.identity.accountId || env.destination.device !== this.identity.deviceId) return { status: 200 };
+    if (this.seenGuid(env.serverGuid)) return { status: 200 };
+    const source = env.source;
+    if (!source) {
+      // Sealed sender is not supported yet.
+      await this.crypto.run(async () => this.markSeen(env, false));
+      return { status: 200 };
+    }
+
+    if (env.type === EnvelopeType.ServerDeliveryReceipt) {
+      await this.crypto.run(async () =>
+        this.db.transaction(() => {
+          this.markSeen(env, false);
+          this.db
+            .prepare("UPDATE messages SET status = 'delivered' WHERE account = ? AND direction = 'out' AND timestamp = ? AND status IN ('pending', 'sent')")
+            .run([source.account, env.clientTimestamp]);
+        })(),
+      );
+      return { status: 200, after: () => this.emit('serverReceipt', { fromAccount: source.account, timestamp: env.clientTimestamp }) };
+    }
+
+    if (env.type === EnvelopeType.PlaintextContent) {
+      let dem: DecryptionErrorMessage | null;
+      try {
+        dem = DecryptionErrorMessage.extractFromSerializedBody(PlaintextContent.deserialize(ab(env.content)).body());
+      } catch {
+        dem = null;
+      }
+      return this.onDecryptionError(env, dem);
+    }
+
+    if (env.type !== EnvelopeType.Ciphertext && env.type !== EnvelopeType.PreKeyMessage) {
+      await this.crypto.run(async () => this.markSeen(env, false));
+      return { status: 200 };
+    }
+
+    return this.crypto.run(async () => this.decryptAndCommit(env, source));
+  }
+
+  /** Runs on the crypto queue. */
+  private async decryptAndCommit(env: Envelope, source: { account: string; device: number }): Promise<RequestResult> {
+    const address = this.addr(source.account, source.device);
+    let plaintext: Uint8Array;
+    try {
+      plaintext =
+        env.type === EnvelopeType.PreKeyMessage
+          ? await signalDecryptPreKey(
+              PreKeySignalMessage.deserialize(ab(env.content)),
+              address,
+              this.localAddress,
+              this.stores.session,
+              this.stores.identity,
+              this.stores.preKey,
+              this.stores.signedPreKey,
+              this.stores.kyberPreKey,
+            )
+          : await signalDecrypt(SignalMessage.deserialize(ab(env.content)), address, this.localAddress, this.stores.session, this.stores.identity);
+    } catch (err) {
+      this.stores.rollback();
+      this.markSeen(env, false);
+      if (isSignalError(err, ErrorCode.DuplicatedMessage)) return { status: 200 };
+      // Ask the sender to resend on a fresh session.
+      const type = env.type === EnvelopeType.PreKeyMessage ? CiphertextMessageType.PreKey : CiphertextMessageType.Whisper;
+      let dem: DecryptionErrorMessage | null;
+      try {
+        dem = DecryptionErrorMessage.forOriginal(ab(env.content), type, env.clientTimestamp, source.device);
+      } catch {
+        dem = null;
+      }
+      const demToSend = dem;
+      return { status: 200, after: () => demToSend && this.spawn(() => this.sendDecryptionError(source, demToSend)) };
+    }
+
+    let decoded;
+    try {
+      decoded = processContent(unpadPlaintext(plaintext));
+    } catch {
+      // Decrypted but meaningless: keep the ratchet step, drop the content.
+      this.stores.commit(() => this.markSeen(env, false));
+      return { status: 200 };
+    }
+
+    if (this.seenTriple(source.account, source.device, env.clientTimestamp)) {
+      // A resent copy of something already processed.
+      this.stores.commit(() => this.markSeen(env, false));
+      return { status: 200 };
+    }
+
+    const c = decoded.content;
+    const from = c.kind === 'data' || c.kind === 'receipt' || c.kind === 'typing' ? await this.verifyClaim(decoded.senderUsername, source.account) : null;
+    const id = hex(env.serverGuid);
+    let after: (() => void) | undefined;
+
+    this.stores.commit(() => {
+      this.markSeen(env, true);
+      switch (c.kind) {
+        case 'data': {
+          this.db
+            .prepare("INSERT OR IGNORE INTO messages (id, account, device, direction, timestamp, server_timestamp, body, status, username) VALUES (?, ?, ?, 'in', ?, ?, ?, 'received', ?)")
+            .run([id, source.account, source.device, c.message.timestamp, env.serverTimestamp, c.message.body, from]);
+          const m: IncomingMessage = {
+            id,
+            from,
+            fromAccount: source.account,
+            fromDevice: source.device,
+            timestamp: c.message.timestamp,
+            serverTimestamp: env.serverTimestamp,
+            body: c.message.body,
+          };
+          after = () => {
+            this.emit('message', m);
+            this.spawn(() =>
+              this.sendContent(source.account, { kind: 'receipt', type: 'delivery', timestamps: [m.timestamp] }, this.nextTimestamp(), { log: false, urgent: false }),
+            );
+          };
+          break;
+        }
+        case 'receipt': {
+          const status = c.type === 'read' ? 'read' : 'delivered';
+          const from_ = c.type === 'read' ? "('pending', 'sent', 'delivered')" : "('pending', 'sent')";
+          const upd = this.db.prepare(`UPDATE messages SET status = ? WHERE account = ? AND direction = 'out' AND timestamp = ? AND status IN ${from_}`);
+          for (const t of c.timestamps) upd.run([status, source.account, t]);
+          const r = { from, fromAccount: source.account, type: c.type, timestamps: c.timestamps };
+          after = () => this.emit('receipt', r);
+          break;
+        }
+        case 'typing': {
+          const t = { from, fromAccount: source.account, started: c.action === 'started' };
+          after = () => this.emit('typing', t);
+          break;
+        }
+        case 'syncSent': {
+          if (source.account !== this.identity.accountId) break; // only our own devices send transcripts
+          const to = this.usernameFor(c.destination) ?? c.destination;
+          this.db
+            .prepare("INSERT OR IGNORE INTO messages (id, account, device, direction, timestamp, server_timestamp, body, status, username) VALUES (?, ?, ?, 'out', ?, ?, ?, 'sent', ?)")
+            .run([id, c.destination, source.device, c.message.timestamp, env.serverTimestamp, c.message.body, this.usernameFor(c.destination)]);
+          const s = { to, timestamp: c.message.timestamp, body: c.message.body };
+          after = () => this.emit('sent', s);
+          break;
+        }
+        case 'decryptionError': {
+          let dem: DecryptionErrorMessage | null;
+          try {
+            dem = DecryptionErrorMessage.deserialize(ab(c.message));
+          } catch {
+            dem = null;
+          }
+          if (dem && dem.deviceId() === this.identity.deviceId) {
+            this.stores.session.archive(source.account, source.device);
+            const ts = dem.timestamp();
+            after = () => this.spawn(() => this.resendAfterError(source, ts));
+          }
+          break;
+        }
+        case 'null':
+          break;
+      }
+    });
+    return { status: 200, ...(after ? { after } : {}) };
+  }
+
+  // ---------------------------------------------------------------- decryption errors
+
+  /** A peer could not decrypt something we sent: archive that session, then resend from the send log. */
+  private async onDecryptionError(env: Envelope, dem: DecryptionErrorMessage | null): Promise<RequestResult> {
+    const source = env.source;
+    if (!source) return { status: 200 };
+    // Every device of our account receives the request; only the original sender acts on it.
+    const mine = dem !== null && dem.deviceId() === this.identity.deviceId;
+    await this.crypto.run(async () => {
+      if (mine) this.stores.session.archive(source.account, source.device);
+      this.stores.commit(() => this.markSeen(env, false));
+    });
+    if (!mine || !dem) return { status: 200 };
+    const ts = dem.timestamp();
+    return { status: 200, after: () => this.spawn(() => this.resendAfterError(source, ts)) };
+  }
+
+  private async resendAfterError(source: { account: string; device: number }, timestamp: number): Promise<void> {
+    const row = this.db
+      .prepare('SELECT content FROM send_log WHERE account = ? AND device = ? AND timestamp = ? ORDER BY id DESC LIMIT 1')
+      .get([source.account, source.device, timestamp]);
+    if (row && row.content instanceof Uint8Array) {
+      // Same timestamp: devices that already have it drop the copy as a duplicate.
+      await this.sendEncrypted(source.account, row.content, timestamp, { log: false, urgent: true });
+    } else {
+      // Nothing to resend: a null message still gets a fresh session going.
+      await this.sendContent(source.account, { kind: 'null' }, this.nextTimestamp(), { log: false, urgent: false });
+    }
+  }
+
+  /** Sends a DecryptionErrorMessage (envelope type 8) back to the device whose message failed. */
+  private async sendDecryptionError(source: { account: string; device: number }, dem: DecryptionErrorMessage): Promise<void> {
+    const content = PlaintextContent.from(dem).serialize();
+    await this.deliver(source.account, this.nextTimestamp(), false, async () => ({ type: EnvelopeType.PlaintextContent, content }));
+  }
+}

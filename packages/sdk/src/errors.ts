@@ -1,0 +1,44 @@
+/**
+ * Every failure the SDK reports is an SdkError with a stable `code`. Messages
+ * never contain user data (no usernames, bodies, keys or passwords); callers
+ * branch on `code`, never on the message text.
+ */
+export const SdkErrorCodes = [
+  'PROFILE_EXISTS',
+  'PROFILE_NOT_FOUND',
+  'PROFILE_LOCKED',
+  'PASSPHRASE_REQUIRED',
+  'BAD_PASSPHRASE',
+  'USERNAME_TAKEN',
+  'INVITE_REQUIRED',
+  'USER_NOT_FOUND',
+  'UNTRUSTED_IDENTITY',
+  'SAFETY_NUMBER_MISMATCH',
+  'BAD_BUNDLE',
+  'RELAY_UNREACHABLE',
+  'RELAY_ERROR',
+  'RATE_LIMITED',
+  'INVALID_INPUT',
+  'UNAUTHORIZED',
+] as const;
+export type SdkErrorCode = (typeof SdkErrorCodes)[number];
+
+export class SdkError extends Error {
+  override readonly name = 'SdkError';
+  readonly code: SdkErrorCode;
+  /** HTTP status of the relay answer that caused this error, when there was one. */
+  readonly status: number | undefined;
+  /** Seconds to wait before retrying, for RATE_LIMITED. */
+  readonly retryAfter: number | undefined;
+
+  constructor(code: SdkErrorCode, message: string, opts: { cause?: unknown; status?: number; retryAfter?: number } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.code = code;
+    this.status = opts.status;
+    this.retryAfter = opts.retryAfter;
+  }
+
+  static is(err: unknown, code?: SdkErrorCode): err is SdkError {
+    return err instanceof SdkError && (code === undefined || err.code === code);
+  }
+}

@@ -1,0 +1,6 @@
+/**
+ * @parley/sdk — the Parley client: keys in an encrypted profile, libsignal
+ * sessions, relay transport, and events.
+ */
+export { SdkError, SdkErrorCodes, type SdkErrorCode } from './errors.js';
+export { ParleyClient, type IncomingMessage, type ParleyEvents, type HistoryEntry } from './client.js';

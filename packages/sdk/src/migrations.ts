@@ -1,0 +1,47 @@
+/**
+ * Numbered schema migrations for the profile database. Entry i moves
+ * `user_version` from i to i + 1. Never edit a shipped entry; append a new one.
+ */
+export const MIGRATIONS: readonly string[] = [
+  // 1: initial schema
+  `
+  CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) STRICT;
+
+  -- libsignal state, one opaque serialized record per row
+  CREATE TABLE sessions (account TEXT NOT NULL, device INTEGER NOT NULL, record BLOB NOT NULL,
+                         PRIMARY KEY (account, device)) STRICT;
+  -- identity keys are per account (all devices of an account share one)
+  -- status: 0 = default (trust on first use), 1 = verified, 2 = changed after verification (sending blocked)
+  CREATE TABLE identities (account TEXT PRIMARY KEY, key BLOB NOT NULL, status INTEGER NOT NULL,
+                           updated_at INTEGER NOT NULL) STRICT;
+  CREATE TABLE prekeys (id INTEGER PRIMARY KEY, record BLOB NOT NULL) STRICT;
+  CREATE TABLE signed_prekeys (id INTEGER PRIMARY KEY, record BLOB NOT NULL, created_at INTEGER NOT NULL) STRICT;
+  CREATE TABLE kyber_prekeys (id INTEGER PRIMARY KEY, record BLOB NOT NULL, last_resort INTEGER NOT NULL,
+                              created_at INTEGER NOT NULL) STRICT;
+  -- (key id, signed pre-key id, base key) triples already used with a last-resort Kyber key
+  CREATE TABLE kyber_used (key_id INTEGER NOT NULL, signed_id INTEGER NOT NULL, base_key BLOB NOT NULL,
+                           used_at INTEGER NOT NULL, PRIMARY KEY (key_id, signed_id, base_key)) STRICT;
+  CREATE TABLE sender_keys (address TEXT NOT NULL, distribution_id TEXT NOT NULL, record BLOB NOT NULL,
+                            PRIMARY KEY (address, distribution_id)) STRICT;
+
+  -- username -> account id, learned from relay lookups
+  CREATE TABLE contacts (username TEXT PRIMARY KEY, account TEXT NOT NULL, updated_at INTEGER NOT NULL) STRICT;
+  CREATE INDEX contacts_account ON contacts (account);
+
+  -- conversation history
+  CREATE TABLE messages (id TEXT PRIMARY KEY, account TEXT NOT NULL, device INTEGER NOT NULL,
+                         direction TEXT NOT NULL, timestamp INTEGER NOT NULL, server_timestamp INTEGER NOT NULL,
+                         body TEXT NOT NULL, status TEXT NOT NULL, username TEXT) STRICT;
+  CREATE INDEX messages_peer ON messages (account, timestamp);
+
+  -- envelopes already processed, for dropping redeliveries and resends
+  CREATE TABLE seen_envelopes (server_guid BLOB PRIMARY KEY, account TEXT, device INTEGER, client_ts INTEGER,
+                               seen_at INTEGER NOT NULL) STRICT;
+  CREATE UNIQUE INDEX seen_by_sender ON seen_envelopes (account, device, client_ts);
+
+  -- what we sent, kept about a day so a peer's decryption-error message can be answered
+  CREATE TABLE send_log (id INTEGER PRIMARY KEY AUTOINCREMENT, account TEXT NOT NULL, device INTEGER NOT NULL,
+                         timestamp INTEGER NOT NULL, content BLOB NOT NULL, created_at INTEGER NOT NULL) STRICT;
+  CREATE INDEX send_log_lookup ON send_log (account, device, timestamp);
+  `,
+];

@@ -1,0 +1,349 @@
+/**
+ * Talking to the relay: HTTP (fetch) and the device WebSocket (request and
+ * response frames with ids, in both directions). Both return the same Reply
+ * shape; `expectOk` turns a non-2xx reply into a coded SdkError.
+ */
+import { WebSocket } from 'ws';
+import { decodeFrame, encodeRequest, encodeResponse, processErrorBody, type ErrorBody, type RequestFrame } from '@parley/wire';
+import { SdkError, type SdkErrorCode } from './errors.js';
+
+export const REQUEST_TIMEOUT_MS = 10_000;
+export const KEEPALIVE_MS = 30_000;
+export const RECONNECT_BASE_MS = 500;
+export const RECONNECT_CAP_MS = 30_000;
+export const CLOSE_REPLACED = 4409;
+
+export interface Credentials {
+  accountId: string;
+  deviceId: number;
+  password: string;
+}
+
+export interface Reply {
+  status: number;
+  body: Uint8Array;
+  headers: Record<string, string>;
+}
+
+export type Body = { json: unknown } | { binary: Uint8Array } | undefined;
+
+export function basicAuth(c: Credentials): string {
+  return 'Basic ' + Buffer.from(`${c.accountId}.${c.deviceId}:${c.password}`).toString('base64');
+}
+
+function encodeBody(body: Body): { bytes: Uint8Array | undefined; contentType: string | undefined } {
+  if (body === undefined) return { bytes: undefined, contentType: undefined };
+  if ('json' in body) return { bytes: Buffer.from(JSON.stringify(body.json)), contentType: 'application/json' };
+  return { bytes: body.binary, contentType: 'application/x-protobuf' };
+}
+
+/** Parses a JSON reply body; a body that is not JSON is a relay error. */
+export function replyJson(reply: Reply): unknown {
+  try {
+    return JSON.parse(Buffer.from(reply.body).toString('utf8')) as unknown;
+  } catch (err) {
+    throw new SdkError('RELAY_ERROR', 'the relay sent a malformed answer', { cause: err, status: reply.status });
+  }
+}
+
+/** The validated error body of a non-2xx reply, or null when it has none. */
+export function errorBody(reply: Reply): ErrorBody | null {
+  try {
+    return processErrorBody(JSON.parse(Buffer.from(reply.body).toString('utf8')));
+  } catch {
+    return null;
+  }
+}
+
+const CODE_MAP: Record<string, SdkErrorCode> = {
+  UNAUTHORIZED: 'UNAUTHORIZED',
+  INVITE_REQUIRED: 'INVITE_REQUIRED',
+  USERNAME_TAKEN: 'USERNAME_TAKEN',
+  RATE_LIMITED: 'RATE_LIMITED',
+  NOT_FOUND: 'USER_NOT_FOUND',
+  BAD_REQUEST: 'INVALID_INPUT',
+  TOO_LARGE: 'INVALID_INPUT',
+};
+
+export function replyError(reply: Reply): SdkError {
+  const body = errorBody(reply);
+  const code = (body && CODE_MAP[body.code]) ?? (reply.status === 401 ? 'UNAUTHORIZED' : 'RELAY_ERROR');
+  const retry = Number(reply.headers['retry-after']);
+  // The relay's code and message never carry user data (docs/PROTOCOL.md), so they may be shown.
+  return new SdkError(code, `relay answered ${reply.status}${body ? ` ${body.code}` : ''}`, {
+    status: reply.status,
+    ...(Number.isFinite(retry) && retry >= 0 ? { retryAfter: retry } : {}),
+  });
+}
+
+export function expectOk(reply: Reply): Reply {
+  if (reply.status < 200 || reply.status > 299) throw replyError(reply);
+  return reply;
+}
+
+// ---------------------------------------------------------------- HTTP
+
+export class HttpTransport {
+  constructor(
+    readonly serverUrl: string,
+    private readonly creds: Credentials | null,
+    private readonly timeoutMs = REQUEST_TIMEOUT_MS,
+  ) {}
+
+  async request(verb: string, path: string, body?: Body): Promise<Reply> {
+    const { bytes, contentType } = encodeBody(body);
+    const headers: Record<string, string> = {};
+    if (contentType) headers['content-type'] = contentType;
+    if (this.creds) headers.authorization = basicAuth(this.creds);
+    let res: Response;
+    try {
+      res = await fetch(new URL(path, this.serverUrl), {
+        method: verb,
+        headers,
+        ...(bytes ? { body: bytes } : {}),
+        signal: AbortSignal.timeout(this.timeoutMs),
+      });
+    } catch (err) {
+      throw new SdkError('RELAY_UNREACHABLE', 'cannot reach the relay', { cause: err });
+    }
+    let data: Uint8Array;
+    try {
+      data = new Uint8Array(await res.arrayBuffer());
+    } catch (err) {
+      throw new SdkError('RELAY_UNREACHABLE', 'the relay connection failed mid-answer', { cause: err });
+    }
+    const h: Record<string, string> = {};
+    res.headers.forEach((v, k) => (h[k.toLowerCase()] = v));
+    return { status: res.status, body: data, headers: h };
+  }
+}
+
+// ---------------------------------------------------------------- WebSocket
+
+export type SocketState = 'connecting' | 'open' | 'closed' | 'replaced';
+
+/** The answer to a relay request; `after` runs once the answer (the ack) has been handed to the socket. */
+export interface RequestResult {
+  status: number;
+  body?: Uint8Array;
+  after?: () => void;
+}
+
+export interface SocketOptions {
+  serverUrl: string;
+  creds: Credentials;
+  /** Handles a request from the relay; the returned status is sent back (200 = ack). */
+  onRequest: (req: RequestFrame) => Promise<RequestResult>;
+  onState: (state: SocketState) => void;
+  timeoutMs?: number;
+  keepaliveMs?: number;
+  random?: () => number;
+}
+
+interface Waiter {
+  resolve: (r: Reply) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+export class RelaySocket {
+  private ws: WebSocket | null = null;
+  private open = false;
+  private stopped = false;
+  private attempt = 0;
+  private nextId = 1n;
+  private readonly waiters = new Map<bigint, Waiter>();
+  private keepalive: NodeJS.Timeout | null = null;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  private readonly timeoutMs: number;
+
+  constructor(private readonly opts: SocketOptions) {
+    this.timeoutMs = opts.timeoutMs ?? REQUEST_TIMEOUT_MS;
+  }
+
+  get isOpen(): boolean {
+    return this.open;
+  }
+
+  /** Connects; rejects if this first attempt fails. Later drops reconnect by themselves. */
+  start(): Promise<void> {
+    this.stopped = false;
+    return this.dial();
+  }
+
+  private url(): string {
+    const u = new URL('/v1/websocket', this.opts.serverUrl);
+    u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
+    return u.toString();
+  }
+
+  private dial(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.opts.onState('connecting');
+      const ws = new WebSocket(this.url(), {
+        headers: { authorization: basicAuth(this.opts.creds) },
+        handshakeTimeout: this.timeoutMs,
+        maxPayload: 2 * 1024 * 1024,
+      });
+      this.ws = ws;
+      let settled = false;
+      ws.binaryType = 'nodebuffer';
+
+      ws.on('unexpected-response', (_req, res) => {
+        settled = true;
+        const status = res.statusCode ?? 0;
+        res.resume();
+        ws.terminate();
+        reject(
+          status === 401
+            ? new SdkError('UNAUTHORIZED', 'the relay refused the credentials', { status })
+            : new SdkError('RELAY_ERROR', `relay answered ${status} to the upgrade`, { status }),
+        );
+      });
+      ws.on('open', () => {
+        if (this.ws !== ws) return;
+        settled = true;
+        this.open = true;
+        this.attempt = 0;
+        this.startKeepalive();
+        this.opts.onState('open');
+        resolve();
+      });
+      ws.on('message', (data: Buffer, isBinary: boolean) => {
+        if (isBinary) this.onFrame(ws, data);
+      });
+      ws.on('error', (err) => {
+        if (!settled) {
+          settled = true;
+          reject(new SdkError('RELAY_UNREACHABLE', 'cannot reach the relay', { cause: err }));
+        }
+      });
+      ws.on('close', (code) => {
+        if (this.ws !== ws) return;
+        const wasOpen = this.open;
+        this.open = false;
+        this.ws = null;
+        this.stopKeepalive();
+        this.failWaiters();
+        if (code === CLOSE_REPLACED) {
+          this.stopped = true;
+          this.opts.onState('replaced');
+          return;
+        }
+        this.opts.onState('closed');
+        // Reconnect only after a connection that once worked; a failed first dial is reported to start().
+        if (!this.stopped && (wasOpen || this.attempt > 0)) this.scheduleReconnect();
+      });
+    });
+  }
+
+  private scheduleReconnect(): void {
+    const ceiling = Math.min(RECONNECT_CAP_MS, RECONNECT_BASE_MS * 2 ** this.attempt);
+    const delay = Math.floor((this.opts.random ?? Math.random)() * ceiling); // full jitter
+    this.attempt++;
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      if (this.stopped) return;
+      this.dial().catch(() => {
+        // the close handler schedules the next attempt
+      });
+    }, delay);
+    this.reconnectTimer.unref?.();
+  }
+
+  private startKeepalive(): void {
+    this.stopKeepalive();
+    this.keepalive = setInterval(() => {
+      this.request('GET', '/v1/keepalive').catch(() => {
+        // A keepalive that gets no answer means the connection is dead: drop it and reconnect.
+        this.ws?.terminate();
+      });
+    }, this.opts.keepaliveMs ?? KEEPALIVE_MS);
+    this.keepalive.unref?.();
+  }
+  private stopKeepalive(): void {
+    if (this.keepalive) clearInterval(this.keepalive);
+    this.keepalive = null;
+  }
+
+  private failWaiters(): void {
+    for (const [id, w] of this.waiters) {
+      clearTimeout(w.timer);
+      this.waiters.delete(id);
+      w.reject(new SdkError('RELAY_UNREACHABLE', 'the relay connection closed'));
+    }
+  }
+
+  private onFrame(ws: WebSocket, data: Buffer): void {
+    let frame;
+    try {
+      frame = decodeFrame(data);
+    } catch {
+      return; // not a frame we understand; the relay will time it out
+    }
+    if (frame.kind === 'response') {
+      const w = this.waiters.get(frame.id);
+      if (!w) return;
+      this.waiters.delete(frame.id);
+      clearTimeout(w.timer);
+      w.resolve({ status: frame.status, body: frame.body, headers: frame.headers });
+      return;
+    }
+    const id = frame.id;
+    this.opts
+      .onRequest(frame)
+      .catch((): RequestResult => ({ status: 500 }))
+      .then((r) => {
+        if (ws.readyState === WebSocket.OPEN)
+          ws.send(encodeResponse({ id, status: r.status, message: r.status < 300 ? 'OK' : 'Error', headers: {}, body: r.body ?? new Uint8Array(0) }));
+        // The work is committed either way; an unacked envelope comes back and is dropped as a duplicate.
+        r.after?.();
+      })
+      .catch(() => {
+        // socket went away while answering: the relay redelivers
+      });
+  }
+
+  request(verb: string, path: string, body?: Body): Promise<Reply> {
+    const ws = this.ws;
+    if (!ws || !this.open) return Promise.reject(new SdkError('RELAY_UNREACHABLE', 'not connected'));
+    const { bytes, contentType } = encodeBody(body);
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters.delete(id);
+        reject(new SdkError('RELAY_UNREACHABLE', 'the relay did not answer in time'));
+      }, this.timeoutMs);
+      this.waiters.set(id, { resolve, reject, timer });
+      ws.send(
+        encodeRequest({ id, verb, path, headers: contentType ? { 'content-type': contentType } : {}, body: bytes ?? new Uint8Array(0) }),
+        (err) => {
+          if (!err) return;
+          clearTimeout(timer);
+          this.waiters.delete(id);
+          reject(new SdkError('RELAY_UNREACHABLE', 'could not send to the relay', { cause: err }));
+        },
+      );
+    });
+  }
+
+  async close(): Promise<void> {
+    this.stopped = true;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    this.stopKeepalive();
+    const ws = this.ws;
+    if (!ws) return;
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => {
+        ws.terminate();
+        resolve();
+      }, 2000);
+      ws.once('close', () => {
+        clearTimeout(t);
+        resolve();
+      });
+      ws.close(1000);
+    });
+  }
+}
