@@ -1,0 +1,94 @@
+/** Relay configuration: defaults, and reading it from the environment. */
+
+/** One token bucket: `burst` tokens at most, refilled at `perSecond`. */
+export interface BucketConfig {
+  burst: number;
+  perSecond: number;
+}
+
+/** Token buckets for each rate-limited action. */
+export interface RateLimitConfig {
+  /** Registrations per client IP. */
+  register: BucketConfig;
+  /** Sends per device. */
+  send: BucketConfig;
+  /** Pre-key bundle fetches per device. */
+  bundle: BucketConfig;
+  /** Username lookups per device. */
+  lookup: BucketConfig;
+}
+
+export interface RelayConfig {
+  host: string;
+  /** 0 picks an ephemeral port. */
+  port: number;
+  /** Holds relay.db. */
+  dataDir: string;
+  /** null = open registration. */
+  inviteCodes: string[] | null;
+  messageTtlMs: number;
+  purgeIntervalMs: number;
+  rateLimits?: Partial<RateLimitConfig>;
+  logLevel?: string;
+  /** File path or file descriptor; default 1 (stdout). */
+  logDestination?: string | number;
+}
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+export const defaultRateLimits: RateLimitConfig = {
+  register: { burst: 20, perSecond: 0.5 },
+  send: { burst: 200, perSecond: 50 },
+  bundle: { burst: 100, perSecond: 10 },
+  lookup: { burst: 100, perSecond: 10 },
+};
+
+/** The full rate-limit table with the configured overrides applied. */
+export function resolveRateLimits(partial: Partial<RateLimitConfig> | undefined): RateLimitConfig {
+  return { ...defaultRateLimits, ...(partial ?? {}) };
+}
+
+/** A complete config from defaults plus overrides. */
+export function defaultRelayConfig(overrides: Partial<RelayConfig> = {}): RelayConfig {
+  return {
+    host: '127.0.0.1',
+    port: 0,
+    dataDir: './data',
+    inviteCodes: null,
+    messageTtlMs: 30 * DAY_MS,
+    purgeIntervalMs: 60 * 60 * 1000,
+    logLevel: 'info',
+    logDestination: 1,
+    ...overrides,
+  };
+}
+
+/**
+ * Read PARLEY_HOST, PARLEY_PORT, PARLEY_DATA_DIR, PARLEY_INVITE_CODES
+ * (comma-separated), PARLEY_MESSAGE_TTL_DAYS and PARLEY_LOG_LEVEL; explicit
+ * overrides win over the environment.
+ * @throws RangeError when a numeric variable is not a valid number.
+ */
+export function relayConfigFromEnv(env: NodeJS.ProcessEnv, overrides: Partial<RelayConfig> = {}): RelayConfig {
+  const fromEnv: Partial<RelayConfig> = {};
+  if (env.PARLEY_HOST) fromEnv.host = env.PARLEY_HOST;
+  if (env.PARLEY_PORT !== undefined && env.PARLEY_PORT !== '') {
+    const port = Number(env.PARLEY_PORT);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new RangeError('PARLEY_PORT must be an integer in 0..65535');
+    fromEnv.port = port;
+  }
+  if (env.PARLEY_DATA_DIR) fromEnv.dataDir = env.PARLEY_DATA_DIR;
+  if (env.PARLEY_INVITE_CODES !== undefined) {
+    const codes = env.PARLEY_INVITE_CODES.split(',')
+      .map((c) => c.trim())
+      .filter((c) => c.length > 0);
+    fromEnv.inviteCodes = codes.length > 0 ? codes : null;
+  }
+  if (env.PARLEY_MESSAGE_TTL_DAYS !== undefined && env.PARLEY_MESSAGE_TTL_DAYS !== '') {
+    const days = Number(env.PARLEY_MESSAGE_TTL_DAYS);
+    if (!Number.isFinite(days) || days <= 0) throw new RangeError('PARLEY_MESSAGE_TTL_DAYS must be a positive number');
+    fromEnv.messageTtlMs = Math.round(days * DAY_MS);
+  }
+  if (env.PARLEY_LOG_LEVEL) fromEnv.logLevel = env.PARLEY_LOG_LEVEL;
+  return defaultRelayConfig({ ...fromEnv, ...overrides });
+}

@@ -1,0 +1,322 @@
+/**
+ * The device WebSocket: authenticated at upgrade, one socket per device,
+ * request/response frames with ids in both directions. The relay pushes the
+ * device's queue in order with a bounded window of unacknowledged envelopes;
+ * a 2xx answer is the ack that deletes an envelope.
+ */
+import type { IncomingMessage } from 'node:http';
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { randomUUID } from 'node:crypto';
+import {
+  Limits,
+  type Frame,
+  WireError,
+  WireErrorCode,
+  decodeFrame,
+  encodeEnvelope,
+  encodeRequest,
+  encodeResponse,
+} from '@parley/wire';
+import type { Logger } from 'pino';
+import { type RawData, WebSocket, WebSocketServer } from 'ws';
+import { parseBasicAuth } from './auth.js';
+import { RelayError } from './errors.js';
+import type { RelayMetrics } from './metrics.js';
+import { type BusSignal, type Bus, type Clock, type QueuedEnvelope, type Store, deviceKey } from './ports.js';
+import { type DeviceRef, type Relay, keysLow } from './relay.js';
+import { type RouteResponse, type Router, describeBug, errorResponse } from './router.js';
+
+/** Close codes used by the relay (docs/PROTOCOL.md). */
+export const CloseCodes = { Replaced: 4409, GoingAway: 1001, Idle: 1000, ServerError: 1011 } as const;
+
+export interface GatewayOptions {
+  /** Most envelopes pushed and not yet acknowledged on one socket. */
+  window: number;
+  /** Sockets silent for longer than this are closed. */
+  idleTimeoutMs: number;
+  /** How often to look for idle sockets. */
+  idleCheckMs: number;
+}
+
+export const defaultGatewayOptions: GatewayOptions = { window: 64, idleTimeoutMs: 90_000, idleCheckMs: 15_000 };
+
+interface GatewayDeps {
+  relay: Relay;
+  router: Router;
+  store: Store;
+  bus: Bus;
+  clock: Clock;
+  log: Logger;
+  metrics: RelayMetrics;
+  options: GatewayOptions;
+}
+
+const JSON_HEADERS = { 'content-type': 'application/json' };
+const encoder = new TextEncoder();
+/** Allow frames a bit over the limit so they get a 413 answer instead of a dropped socket. */
+const MAX_PAYLOAD = 2 * 1024 * 1024;
+
+export class Gateway {
+  readonly #wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PAYLOAD });
+  readonly #sessions = new Map<string, Session>();
+  readonly #pending = new Set<Promise<unknown>>();
+  readonly #timer: NodeJS.Timeout;
+  #draining = false;
+
+  constructor(private readonly deps: GatewayDeps) {
+    this.#timer = setInterval(() => this.sweepIdle(), deps.options.idleCheckMs);
+    this.#timer.unref();
+  }
+
+  /** Number of open device sessions. */
+  get size(): number {
+    return this.#sessions.size;
+  }
+
+  /** Handle an HTTP upgrade request for `GET /v1/websocket`. */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    socket.on('error', () => socket.destroy());
+    const path = (req.url ?? '').split('?')[0];
+    if (path !== '/v1/websocket') return reject(socket, 404, 'NOT_FOUND', 'no such route');
+    if (this.#draining) return reject(socket, 503, 'SHUTTING_DOWN', 'relay is shutting down');
+    this.#track(
+      this.deps.relay.authenticate(parseBasicAuth(req.headers.authorization)).then(
+        (me) => {
+          if (this.#draining) return reject(socket, 503, 'SHUTTING_DOWN', 'relay is shutting down');
+          this.#wss.handleUpgrade(req, socket, head, (ws) => this.#open(ws, me));
+        },
+        (err: unknown) => {
+          if (RelayError.is(err)) return reject(socket, err.status, err.code, err.message);
+          this.deps.log.error({ err: describeBug(err) }, 'upgrade failed');
+          reject(socket, 500, 'INTERNAL', 'internal error');
+        },
+      ),
+    );
+  }
+
+  #open(ws: WebSocket, me: DeviceRef): void {
+    const key = deviceKey(me.account, me.device);
+    const session = new Session(ws, me, this.deps, (p) => this.#track(p));
+    const old = this.#sessions.get(key);
+    this.#sessions.set(key, session);
+    this.deps.metrics.openSockets.inc();
+    if (old) old.close(CloseCodes.Replaced, 'replaced by a newer connection');
+    ws.on('close', () => {
+      session.dispose();
+      if (this.#sessions.get(key) === session) this.#sessions.delete(key);
+      this.deps.metrics.openSockets.dec();
+    });
+    session.start();
+  }
+
+  #track<T>(p: Promise<T>): void {
+    const tracked = p.catch((err: unknown) => this.deps.log.error({ err: describeBug(err) }, 'socket task failed'));
+    this.#pending.add(tracked);
+    void tracked.finally(() => this.#pending.delete(tracked));
+  }
+
+  /** Close sockets that have been silent for longer than the idle timeout. */
+  sweepIdle(): void {
+    const cutoff = this.deps.clock.now() - this.deps.options.idleTimeoutMs;
+    for (const s of this.#sessions.values()) if (s.lastSeen < cutoff) s.close(CloseCodes.Idle, 'idle');
+  }
+
+  /** Stop accepting, close every socket with 1001 and wait for running handlers. */
+  async close(): Promise<void> {
+    this.#draining = true;
+    clearInterval(this.#timer);
+    const sockets = [...this.#sessions.values()];
+    for (const s of sockets) s.close(CloseCodes.GoingAway, 'relay shutting down');
+    while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
+    await Promise.all(sockets.map((s) => s.closed(1000)));
+    await new Promise<void>((resolve) => this.#wss.close(() => resolve()));
+  }
+}
+
+function reject(socket: Duplex, status: number, code: string, message: string): void {
+  const body = JSON.stringify({ code, message });
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\ncontent-type: application/json\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
+}
+
+function toBytes(data: RawData): Uint8Array {
+  if (Array.isArray(data)) return new Uint8Array(Buffer.concat(data));
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}
+
+/** One device's socket: its push window, cursor and pending requests. */
+class Session {
+  lastSeen: number;
+  #cursor = 0;
+  #nextId = 1n;
+  readonly #inflight = new Map<bigint, QueuedEnvelope>();
+  #pumping = false;
+  #pumpAgain = false;
+  #backlogFetched = false;
+  #emptySent = false;
+  #disposed = false;
+  #stopping = false;
+  #unsubscribe: (() => void) | null = null;
+  readonly #closedPromise: Promise<void>;
+
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly me: DeviceRef,
+    private readonly deps: GatewayDeps,
+    private readonly track: (p: Promise<unknown>) => void,
+  ) {
+    this.lastSeen = deps.clock.now();
+    this.#closedPromise = new Promise((resolve) => ws.once('close', () => resolve()));
+  }
+
+  start(): void {
+    this.#unsubscribe = this.deps.bus.subscribe(deviceKey(this.me.account, this.me.device), (signal) => this.#onSignal(signal));
+    this.ws.on('message', (data, isBinary) => this.#onMessage(data, isBinary));
+    this.ws.on('pong', () => (this.lastSeen = this.deps.clock.now()));
+    this.ws.on('error', () => this.ws.terminate());
+    this.track(this.#notifyIfKeysLow());
+    this.#pump();
+  }
+
+  /** Stop accepting frames and close the socket. */
+  close(code: number, reason: string): void {
+    this.#stopping = true;
+    if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) this.ws.close(code, reason);
+  }
+
+  /** Resolves once the socket has closed; terminates it after `graceMs`. */
+  async closed(graceMs: number): Promise<void> {
+    const t = setTimeout(() => this.ws.terminate(), graceMs);
+    await this.#closedPromise;
+    clearTimeout(t);
+  }
+
+  dispose(): void {
+    this.#disposed = true;
+    this.#stopping = true;
+    this.#inflight.clear();
+    this.#unsubscribe?.();
+    this.#unsubscribe = null;
+  }
+
+  #onSignal(signal: BusSignal): void {
+    if (this.#disposed) return;
+    if (signal === 'keysLow') this.track(this.#notifyIfKeysLow());
+    else this.#pump();
+  }
+
+  #sendRequest(verb: string, path: string, body: Uint8Array, headers: Record<string, string> = {}): bigint {
+    const id = this.#nextId++;
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(encodeRequest({ id, verb, path, headers, body }));
+    return id;
+  }
+
+  #sendResponse(id: bigint, res: RouteResponse): void {
+    if (this.ws.readyState !== WebSocket.OPEN) return;
+    const body = res.json === undefined ? new Uint8Array(0) : encoder.encode(JSON.stringify(res.json));
+    const headers = { ...(res.json === undefined ? {} : JSON_HEADERS), ...(res.headers ?? {}) };
+    this.ws.send(encodeResponse({ id, status: res.status, message: res.code ?? STATUS_CODES[res.status] ?? '', headers, body }));
+  }
+
+  async #notifyIfKeysLow(): Promise<void> {
+    const counts = await this.deps.store.keyCounts(this.me.account, this.me.device);
+    if (keysLow(counts) && !this.#disposed)
+      this.#sendRequest('PUT', '/api/v1/keys/low', encoder.encode(JSON.stringify(counts)), JSON_HEADERS);
+  }
+
+  /** Push queued envelopes until the window is full or the queue is drained. */
+  #pump(): void {
+    if (this.#pumping) {
+      this.#pumpAgain = true;
+      return;
+    }
+    this.#pumping = true;
+    this.track(
+      this.#pumpLoop()
+        .catch((err: unknown) => {
+          this.deps.log.error({ err: describeBug(err) }, 'queue push failed');
+          this.close(CloseCodes.ServerError, 'internal error');
+        })
+        .finally(() => (this.#pumping = false)),
+    );
+  }
+
+  async #pumpLoop(): Promise<void> {
+    const { window } = this.deps.options;
+    do {
+      this.#pumpAgain = false;
+      while (!this.#disposed && this.#inflight.size < window) {
+        const want = window - this.#inflight.size;
+        const page = await this.deps.store.fetchQueue(this.me.account, this.me.device, this.#cursor, want);
+        if (this.#disposed) return;
+        for (const e of page) {
+          this.#cursor = e.cursor;
+          const id = this.#sendRequest('PUT', '/api/v1/message', encodeEnvelope({ ...e, serverGuid: e.guid }), { 'content-type': 'application/x-protobuf' });
+          this.#inflight.set(id, e);
+          this.deps.metrics.deliveries.inc();
+        }
+        if (page.length < want) {
+          this.#backlogFetched = true;
+          break;
+        }
+      }
+    } while (this.#pumpAgain && !this.#disposed);
+    this.#maybeQueueEmpty();
+  }
+
+  #maybeQueueEmpty(): void {
+    if (this.#backlogFetched && !this.#emptySent && this.#inflight.size === 0 && !this.#disposed) {
+      this.#emptySent = true;
+      this.#sendRequest('PUT', '/api/v1/queue/empty', new Uint8Array(0));
+    }
+  }
+
+  #onMessage(data: RawData, isBinary: boolean): void {
+    this.lastSeen = this.deps.clock.now();
+    if (this.#stopping) return;
+    const bytes = toBytes(data);
+    if (!isBinary) return this.#sendResponse(0n, errorResponse(new RelayError('BAD_REQUEST', 'frames must be binary'), this.deps.log, ''));
+    let frame: Frame;
+    try {
+      frame = decodeFrame(bytes);
+    } catch (err) {
+      // Without a decodable frame there is no id to answer; id 0 marks "your last frame".
+      const e = WireError.is(err) ? err : new WireError(WireErrorCode.Malformed, 'frame: undecodable');
+      return this.#sendResponse(0n, errorResponse(e, this.deps.log, ''));
+    }
+    if (frame.kind === 'response') return this.track(this.#onResponse(frame.id, frame.status));
+    this.track(this.#onRequest(frame));
+  }
+
+  async #onResponse(id: bigint, status: number): Promise<void> {
+    const env = this.#inflight.get(id);
+    if (!env) return;
+    if (status >= 200 && status < 300) await this.deps.relay.acknowledge(this.me, env.guid);
+    // A refused envelope stays queued and is pushed again on the next connection.
+    this.#inflight.delete(id);
+    if (!this.#disposed) this.#pump();
+  }
+
+  async #onRequest(frame: Extract<Frame, { kind: 'request' }>): Promise<void> {
+    if (frame.body.length > Limits.maxFrameBytes) {
+      return this.#sendResponse(frame.id, errorResponse(new RelayError('TOO_LARGE', 'body too large'), this.deps.log, ''));
+    }
+    const requestId = randomUUID();
+    const { authorization: _ignored, ...headers } = frame.headers;
+    const { pattern, response } = await this.deps.router.dispatch({
+      verb: frame.verb,
+      path: frame.path.split('?')[0] ?? '',
+      headers,
+      body: frame.body,
+      ip: '',
+      device: this.me,
+      requestId,
+    });
+    this.deps.log.debug({ requestId, transport: 'ws', route: pattern, status: response.status, code: response.code }, 'request');
+    this.#sendResponse(frame.id, response);
+  }
+}

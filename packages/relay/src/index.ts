@@ -1,0 +1,19 @@
+/** Public API of @parley/relay. */
+export {
+  type RelayConfig,
+  type RateLimitConfig,
+  type BucketConfig,
+  defaultRelayConfig,
+  relayConfigFromEnv,
+  defaultRateLimits,
+} from './config.js';
+export { type RunningRelay, startRelay } from './start.js';
+export { type BuiltRelay, type RelayBuildDeps, buildRelay, createLogger } from './build.js';
+export { RelayError, ErrorCodes, type ErrorCode, type ErrorDetails } from './errors.js';
+export type * from './ports.js';
+export { deviceKey, systemClock } from './ports.js';
+export { Relay, LOW_KEY_THRESHOLD, type DeviceRef } from './relay.js';
+export { MemoryRateLimiter } from './ratelimit.js';
+export { CloseCodes, type GatewayOptions } from './gateway.js';
+export { openSqliteStore, SqliteStore } from './adapters/store/sqlite.js';
+export { LocalBus } from './adapters/bus/local.js';

@@ -1,0 +1,168 @@
+/**
+ * Ports: the small interfaces the relay core depends on. Adapters (SQLite,
+ * PostgreSQL, in-process bus, NATS, …) implement them; the core never imports
+ * an adapter.
+ */
+import type { AccountId, DeviceId, EnvelopeType, KeyCounts, PreKey, SignedPreKey } from '@parley/wire';
+
+/** The durable state of the relay: accounts, devices, keys and queues. */
+export interface Store {
+  /** Create an account with its primary device (id 1). Usernames are unique after normalization. */
+  createAccount(account: NewAccount): Promise<{ kind: 'created' } | { kind: 'usernameTaken' }>;
+  /** The password material of a device, or null when the account or device does not exist. */
+  getDeviceCredentials(account: AccountId, device: DeviceId): Promise<DeviceCredentials | null>;
+  getAccount(account: AccountId): Promise<AccountRecord | null>;
+  /** Account id for a (normalized) username, or null. */
+  lookupUsername(username: string): Promise<AccountId | null>;
+  /** Devices of an account in id order; empty when the account does not exist. */
+  listDevices(account: AccountId): Promise<DeviceSummary[]>;
+  /** Replace the signed / last-resort keys given, append the one-time keys (same key id replaces). */
+  storeKeys(account: AccountId, device: DeviceId, keys: KeyUpload): Promise<void>;
+  /** How many one-time keys of each kind a device has left. */
+  keyCounts(account: AccountId, device: DeviceId): Promise<KeyCounts>;
+  /**
+   * Atomically take one one-time EC and one one-time Kyber key of each selected
+   * device. With no Kyber one-time key left the last-resort key is served; with
+   * no EC key left `preKey` is null. Each one-time key is handed out at most once.
+   */
+  claimBundle(account: AccountId, device: DeviceId | 'all'): Promise<ClaimResult>;
+  /**
+   * Store envelopes for every listed device in one transaction. With an
+   * idempotency key that was seen before, nothing is stored.
+   */
+  enqueue(batch: EnqueueBatch): Promise<EnqueueResult>;
+  /** Up to `limit` queued envelopes of a device with a cursor greater than `after`, in queue order. */
+  fetchQueue(account: AccountId, device: DeviceId, after: number, limit: number): Promise<QueuedEnvelope[]>;
+  /** Delete one envelope of a device's queue by its server guid. */
+  deleteEnvelope(account: AccountId, device: DeviceId, guid: Uint8Array): Promise<DeleteResult>;
+  /** Delete envelopes and idempotency keys created before `before` (ms since epoch). */
+  purge(before: number): Promise<{ envelopes: number; idempotencyKeys: number }>;
+  /** Throws when the store cannot answer. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface NewAccount {
+  accountId: AccountId;
+  username: string;
+  identityKey: Uint8Array;
+  createdAt: number;
+  device: {
+    registrationId: number;
+    passwordSalt: Uint8Array;
+    passwordHash: Uint8Array;
+    signedPreKey: SignedPreKey;
+    kyberLastResortKey: SignedPreKey;
+  };
+}
+
+export interface DeviceCredentials {
+  passwordSalt: Uint8Array;
+  passwordHash: Uint8Array;
+}
+
+export interface AccountRecord {
+  accountId: AccountId;
+  username: string;
+  identityKey: Uint8Array;
+}
+
+export interface DeviceSummary {
+  deviceId: DeviceId;
+  registrationId: number;
+}
+
+export interface KeyUpload {
+  preKeys: PreKey[];
+  kyberPreKeys: SignedPreKey[];
+  signedPreKey: SignedPreKey | null;
+  kyberLastResortKey: SignedPreKey | null;
+}
+
+export interface ClaimedDevice {
+  deviceId: DeviceId;
+  registrationId: number;
+  preKey: PreKey | null;
+  signedPreKey: SignedPreKey;
+  kyberPreKey: SignedPreKey;
+  /** One-time keys left after this claim. */
+  remaining: KeyCounts;
+}
+
+export type ClaimResult =
+  | { kind: 'bundle'; identityKey: Uint8Array; devices: ClaimedDevice[] }
+  | { kind: 'notFound' };
+
+/** An envelope as stored; `content` is opaque ciphertext. */
+export interface StoredEnvelope {
+  guid: Uint8Array;
+  type: EnvelopeType;
+  source: { account: AccountId; device: DeviceId } | null;
+  destination: { account: AccountId; device: DeviceId };
+  clientTimestamp: number;
+  serverTimestamp: number;
+  content: Uint8Array;
+  urgent: boolean;
+}
+
+export interface QueuedEnvelope extends StoredEnvelope {
+  /** Opaque, increasing position in the device's queue. */
+  cursor: number;
+}
+
+export interface EnqueueBatch {
+  envelopes: StoredEnvelope[];
+  /** Null for relay-made envelopes (delivery receipts). */
+  idempotencyKey: IdempotencyKey | null;
+  now: number;
+}
+
+/** A send is identified by who sent it, to which account, and the client's message id. */
+export interface IdempotencyKey {
+  senderAccount: AccountId;
+  senderDevice: DeviceId;
+  destination: AccountId;
+  messageId: Uint8Array;
+}
+
+export type EnqueueResult = { kind: 'stored' } | { kind: 'duplicate' };
+
+export type DeleteResult =
+  | {
+      kind: 'deleted';
+      type: EnvelopeType;
+      source: { account: AccountId; device: DeviceId } | null;
+      clientTimestamp: number;
+    }
+  | { kind: 'notFound' };
+
+/** What a wake-up is about. */
+export type BusSignal = 'messages' | 'keysLow';
+
+/** Wakes whichever node holds a device's socket. A lost signal only delays delivery. */
+export interface Bus {
+  publish(deviceKey: string, signal?: BusSignal): void;
+  /** Returns a function that removes the subscription. */
+  subscribe(deviceKey: string, fn: (signal: BusSignal) => void): () => void;
+  close(): Promise<void>;
+}
+
+/** Injected time source (ms since epoch). */
+export interface Clock {
+  now(): number;
+}
+
+/** A token-bucket limiter; an in-memory one ships, a shared one can replace it. */
+export interface RateLimiter {
+  take(bucket: RateBucket, key: string): Promise<{ kind: 'allowed' } | { kind: 'limited'; retryAfterMs: number }>;
+}
+
+export type RateBucket = 'register' | 'send' | 'bundle' | 'lookup';
+
+/** The key used on the bus and in socket maps for one device. */
+export function deviceKey(account: AccountId, device: DeviceId): string {
+  return `${account}.${device}`;
+}
+
+/** The system clock. */
+export const systemClock: Clock = { now: () => Date.now() };

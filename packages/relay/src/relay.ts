@@ -1,0 +1,256 @@
+/**
+ * Domain services of the relay: registration, keys, bundles, sends and acks.
+ * Inputs are already-validated wire domain types; expected failures are
+ * thrown as RelayError with a stable code and mapped to HTTP at the edge.
+ */
+import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { PublicKey } from '@signalapp/libsignal-client';
+import {
+  type AccountId,
+  type DeviceId,
+  type KeyCounts,
+  type KeyUploadRequest,
+  type PreKeyBundleResponse,
+  type RegisterRequest,
+  type RegisterResponse,
+  type SendRequest,
+  type SignedPreKey,
+  type WhoAmIResponse,
+  EnvelopeType,
+  accountIdFromBytes,
+} from '@parley/wire';
+import type { Logger } from 'pino';
+import { type BasicCredentials, checkPassword, decoyCredentials, hashPassword, secretEquals } from './auth.js';
+import { plainBytes } from './bytes.js';
+import type { RelayConfig } from './config.js';
+import { RelayError } from './errors.js';
+import type { RelayMetrics } from './metrics.js';
+import { type Bus, type Clock, type RateBucket, type RateLimiter, type StoredEnvelope, type Store, deviceKey } from './ports.js';
+
+/** Below this many one-time keys of either kind a device is told to refill. */
+export const LOW_KEY_THRESHOLD = 10;
+
+/** The device a request runs as. */
+export interface DeviceRef {
+  account: AccountId;
+  device: DeviceId;
+}
+
+export interface RelayDeps {
+  store: Store;
+  bus: Bus;
+  clock: Clock;
+  config: RelayConfig;
+  limiter: RateLimiter;
+  metrics: RelayMetrics;
+  log: Logger;
+}
+
+/** True when a device should be asked to upload more one-time keys. */
+export function keysLow(c: KeyCounts): boolean {
+  return c.ecCount < LOW_KEY_THRESHOLD || c.kyberCount < LOW_KEY_THRESHOLD;
+}
+
+function verifySigned(identity: PublicKey, key: SignedPreKey, field: string): void {
+  let ok: boolean;
+  try {
+    ok = identity.verify(plainBytes(key.publicKey), plainBytes(key.signature));
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw new RelayError('BAD_SIGNATURE', `${field}: signature does not verify with the account identity key`);
+}
+
+function identityKeyOf(bytes: Uint8Array): PublicKey {
+  try {
+    return PublicKey.deserialize(plainBytes(bytes));
+  } catch {
+    throw new RelayError('BAD_REQUEST', 'identityKey: not a valid public key');
+  }
+}
+
+/** The relay's use cases, independent of HTTP and WebSocket. */
+export class Relay {
+  constructor(private readonly deps: RelayDeps) {}
+
+  /** Check Basic credentials. @throws RelayError UNAUTHORIZED, the same for unknown devices and wrong passwords. */
+  async authenticate(creds: BasicCredentials | null): Promise<DeviceRef> {
+    if (creds) {
+      const stored = await this.deps.store.getDeviceCredentials(creds.account, creds.device);
+      const { salt, hash } = stored ? { salt: stored.passwordSalt, hash: stored.passwordHash } : decoyCredentials;
+      const ok = checkPassword(creds.password, salt, hash);
+      if (ok && stored) return { account: creds.account, device: creds.device };
+    }
+    this.deps.metrics.authFailures.inc();
+    throw new RelayError('UNAUTHORIZED', 'missing or wrong credentials');
+  }
+
+  /** Take a token or throw RATE_LIMITED. */
+  async limit(bucket: RateBucket, key: string): Promise<void> {
+    const r = await this.deps.limiter.take(bucket, key);
+    if (r.kind === 'limited') {
+      this.deps.metrics.rateLimited.inc({ bucket });
+      throw new RelayError('RATE_LIMITED', `too many ${bucket} requests`, {
+        retryAfterSeconds: Math.max(1, Math.ceil(r.retryAfterMs / 1000)),
+      });
+    }
+  }
+
+  /** Create an account with its primary device. */
+  async register(req: RegisterRequest, ip: string): Promise<RegisterResponse> {
+    await this.limit('register', ip);
+    const codes = this.deps.config.inviteCodes;
+    if (codes !== null) {
+      const given = req.inviteCode;
+      // Compare against every code so timing does not reveal which one matched.
+      let ok = false;
+      for (const code of codes) if (given !== null && secretEquals(given, code)) ok = true;
+      if (!ok) throw new RelayError('INVITE_REQUIRED', 'a valid invite code is required');
+    }
+    const identity = identityKeyOf(req.identityKey);
+    verifySigned(identity, req.signedPreKey, 'signedPreKey');
+    verifySigned(identity, req.kyberLastResortKey, 'kyberLastResortKey');
+    const accountId = accountIdFromBytes(new Uint8Array(randomBytes(16)));
+    const { salt, hash } = hashPassword(req.password);
+    const res = await this.deps.store.createAccount({
+      accountId,
+      username: req.username,
+      identityKey: req.identityKey,
+      createdAt: this.deps.clock.now(),
+      device: {
+        registrationId: req.registrationId,
+        passwordSalt: salt,
+        passwordHash: hash,
+        signedPreKey: req.signedPreKey,
+        kyberLastResortKey: req.kyberLastResortKey,
+      },
+    });
+    if (res.kind === 'usernameTaken') throw new RelayError('USERNAME_TAKEN', 'username is taken');
+    return { accountId, deviceId: 1 as DeviceId };
+  }
+
+  async whoami(me: DeviceRef): Promise<WhoAmIResponse> {
+    const acct = await this.deps.store.getAccount(me.account);
+    if (!acct) throw new RelayError('NOT_FOUND', 'account not found');
+    return { accountId: me.account, deviceId: me.device, username: acct.username };
+  }
+
+  async lookupUsername(me: DeviceRef, username: string): Promise<{ accountId: AccountId }> {
+    await this.limit('lookup', deviceKey(me.account, me.device));
+    const id = await this.deps.store.lookupUsername(username);
+    if (!id) throw new RelayError('NOT_FOUND', 'username not found');
+    return { accountId: id };
+  }
+
+  /** Verify every signed key against the account identity key, then store all or nothing. */
+  async uploadKeys(me: DeviceRef, req: KeyUploadRequest): Promise<void> {
+    const acct = await this.deps.store.getAccount(me.account);
+    if (!acct) throw new RelayError('NOT_FOUND', 'account not found');
+    const identity = identityKeyOf(acct.identityKey);
+    if (req.signedPreKey) verifySigned(identity, req.signedPreKey, 'signedPreKey');
+    if (req.kyberLastResortKey) verifySigned(identity, req.kyberLastResortKey, 'kyberLastResortKey');
+    req.kyberPreKeys.forEach((k, i) => verifySigned(identity, k, `kyberPreKeys[${i}]`));
+    await this.deps.store.storeKeys(me.account, me.device, req);
+  }
+
+  async keyCounts(me: DeviceRef): Promise<KeyCounts> {
+    return this.deps.store.keyCounts(me.account, me.device);
+  }
+
+  /** Claim one-time keys of one or all devices of an account; tells devices running low. */
+  async fetchBundle(me: DeviceRef, account: AccountId, device: DeviceId | 'all'): Promise<PreKeyBundleResponse> {
+    await this.limit('bundle', deviceKey(me.account, me.device));
+    const res = await this.deps.store.claimBundle(account, device);
+    if (res.kind === 'notFound') throw new RelayError('NOT_FOUND', 'account or device not found');
+    for (const d of res.devices) if (keysLow(d.remaining)) this.deps.bus.publish(deviceKey(account, d.deviceId), 'keysLow');
+    return {
+      accountId: account,
+      identityKey: res.identityKey,
+      devices: res.devices.map(({ remaining: _r, ...d }) => d),
+    };
+  }
+
+  /**
+   * Commit one envelope per destination device, then wake those devices.
+   * @throws RelayError NOT_FOUND, MISMATCHED_DEVICES, STALE_DEVICES, RATE_LIMITED
+   */
+  async send(me: DeviceRef, destination: AccountId, req: SendRequest): Promise<{ kind: 'stored' | 'duplicate' }> {
+    await this.limit('send', deviceKey(me.account, me.device));
+    const devices = await this.deps.store.listDevices(destination);
+    if (devices.length === 0) throw new RelayError('NOT_FOUND', 'destination account not found');
+    const self = destination === me.account;
+    const expected = new Map(devices.filter((d) => !(self && d.deviceId === me.device)).map((d) => [d.deviceId as number, d]));
+    const listed = new Set(req.messages.map((m) => m.destinationDevice as number));
+    const missingDevices = [...expected.keys()].filter((id) => !listed.has(id)).sort((a, b) => a - b);
+    const extraDevices = [...listed].filter((id) => !expected.has(id)).sort((a, b) => a - b);
+    if (missingDevices.length > 0 || extraDevices.length > 0) {
+      this.deps.metrics.sends.inc({ result: 'mismatched' });
+      throw new RelayError('MISMATCHED_DEVICES', 'the device list does not match the account', { missingDevices, extraDevices });
+    }
+    const staleDevices = req.messages
+      .filter((m) => expected.get(m.destinationDevice)?.registrationId !== m.destinationRegistrationId)
+      .map((m) => m.destinationDevice as number)
+      .sort((a, b) => a - b);
+    if (staleDevices.length > 0) {
+      this.deps.metrics.sends.inc({ result: 'stale' });
+      throw new RelayError('STALE_DEVICES', 'a registration id is outdated', { staleDevices });
+    }
+    const now = this.deps.clock.now();
+    const envelopes: StoredEnvelope[] = req.messages.map((m) => ({
+      guid: new Uint8Array(randomBytes(16)),
+      type: m.type,
+      source: { account: me.account, device: me.device },
+      destination: { account: destination, device: m.destinationDevice },
+      clientTimestamp: req.timestamp,
+      serverTimestamp: now,
+      content: m.content,
+      urgent: req.urgent,
+    }));
+    const started = performance.now();
+    const res = await this.deps.store.enqueue({
+      envelopes,
+      idempotencyKey: { senderAccount: me.account, senderDevice: me.device, destination, messageId: req.messageId },
+      now,
+    });
+    this.deps.metrics.sendCommitSeconds.observe((performance.now() - started) / 1000);
+    this.deps.metrics.sends.inc({ result: res.kind });
+    if (res.kind === 'stored') for (const e of envelopes) this.deps.bus.publish(deviceKey(destination, e.destination.device));
+    return res;
+  }
+
+  /**
+   * Delete an acknowledged envelope; for an identified sender, queue a server
+   * delivery receipt (type 5) for the sending device.
+   */
+  async acknowledge(me: DeviceRef, guid: Uint8Array): Promise<void> {
+    const res = await this.deps.store.deleteEnvelope(me.account, me.device, guid);
+    if (res.kind === 'notFound') return;
+    this.deps.metrics.acks.inc();
+    if (!res.source || res.type === EnvelopeType.ServerDeliveryReceipt) return;
+    const now = this.deps.clock.now();
+    const source = res.source;
+    await this.deps.store.enqueue({
+      envelopes: [
+        {
+          guid: new Uint8Array(randomBytes(16)),
+          type: EnvelopeType.ServerDeliveryReceipt,
+          source: { account: me.account, device: me.device },
+          destination: source,
+          clientTimestamp: res.clientTimestamp,
+          serverTimestamp: now,
+          content: new Uint8Array(0),
+          urgent: false,
+        },
+      ],
+      idempotencyKey: null,
+      now,
+    });
+    this.deps.bus.publish(deviceKey(source.account, source.device));
+  }
+
+  /** Delete envelopes and idempotency keys older than the retention period. */
+  async purgeExpired(): Promise<{ envelopes: number; idempotencyKeys: number }> {
+    return this.deps.store.purge(this.deps.clock.now() - this.deps.config.messageTtlMs);
+  }
+}

@@ -1,0 +1,235 @@
+/**
+ * Behaviour every Store adapter must have. Each adapter's test file calls
+ * `describeStoreConformance(name, makeStore)` with a factory for a fresh, empty store.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { type AccountId, type DeviceId, EnvelopeType } from '@parley/wire';
+import { IdentityKeyPair } from '@signalapp/libsignal-client';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { NewAccount, Store, StoredEnvelope } from '../src/ports.js';
+import { oneTimeEc, signedEc, signedKyber } from './helpers.js';
+
+const D1 = 1 as DeviceId;
+const bytes = (n: number) => new Uint8Array(randomBytes(n));
+
+function newAccount(username: string, createdAt = 1000): NewAccount {
+  const identity = IdentityKeyPair.generate();
+  return {
+    accountId: randomUUID() as AccountId,
+    username,
+    identityKey: identity.publicKey.serialize(),
+    createdAt,
+    device: {
+      registrationId: 42,
+      passwordSalt: bytes(16),
+      passwordHash: bytes(32),
+      signedPreKey: signedEc(identity, 7),
+      kyberLastResortKey: signedKyber(identity, 9999),
+    },
+  };
+}
+
+function envelope(to: AccountId, device: DeviceId, serverTimestamp: number, from: AccountId | null = null): StoredEnvelope {
+  return {
+    guid: bytes(16),
+    type: from ? EnvelopeType.Ciphertext : EnvelopeType.UnidentifiedSender,
+    source: from ? { account: from, device: D1 } : null,
+    destination: { account: to, device },
+    clientTimestamp: serverTimestamp - 5,
+    serverTimestamp,
+    content: bytes(40),
+    urgent: true,
+  };
+}
+
+export function describeStoreConformance(name: string, makeStore: () => Promise<Store>): void {
+  describe(`Store conformance: ${name}`, () => {
+    let store: Store | undefined;
+    const open = async () => (store = await makeStore());
+    afterEach(async () => {
+      await store?.close();
+      store = undefined;
+    });
+
+    it('creates an account with device 1 and finds it by id and username', async () => {
+      const s = await open();
+      const a = newAccount('alice');
+      expect(await s.createAccount(a)).toEqual({ kind: 'created' });
+      expect(await s.getAccount(a.accountId)).toEqual({ accountId: a.accountId, username: 'alice', identityKey: a.identityKey });
+      expect(await s.lookupUsername('alice')).toBe(a.accountId);
+      expect(await s.lookupUsername('ALICE')).toBe(a.accountId);
+      expect(await s.lookupUsername('bob')).toBeNull();
+      expect(await s.listDevices(a.accountId)).toEqual([{ deviceId: 1, registrationId: 42 }]);
+      expect(await s.getDeviceCredentials(a.accountId, D1)).toEqual({
+        passwordSalt: a.device.passwordSalt,
+        passwordHash: a.device.passwordHash,
+      });
+      expect(await s.getDeviceCredentials(a.accountId, 2 as DeviceId)).toBeNull();
+      expect(await s.getAccount(randomUUID() as AccountId)).toBeNull();
+      expect(await s.listDevices(randomUUID() as AccountId)).toEqual([]);
+    });
+
+    it('keeps usernames unique across case and NFKC variants', async () => {
+      const s = await open();
+      expect((await s.createAccount(newAccount('carol.x'))).kind).toBe('created');
+      expect((await s.createAccount(newAccount('Carol.X'))).kind).toBe('usernameTaken');
+      // Fullwidth letters normalize (NFKC) to the same ASCII username.
+      expect((await s.createAccount(newAccount('ｃａｒｏｌ.x'))).kind).toBe('usernameTaken');
+      expect((await s.createAccount(newAccount('carol.y'))).kind).toBe('created');
+    });
+
+    it('stores keys, counts one-time keys and replaces signed keys', async () => {
+      const s = await open();
+      const a = newAccount('dave');
+      await s.createAccount(a);
+      expect(await s.keyCounts(a.accountId, D1)).toEqual({ ecCount: 0, kyberCount: 0 });
+      const id = IdentityKeyPair.generate();
+      const signed = signedEc(id, 8);
+      await s.storeKeys(a.accountId, D1, {
+        preKeys: [oneTimeEc(1), oneTimeEc(2), oneTimeEc(3)],
+        kyberPreKeys: [signedKyber(id, 1)],
+        signedPreKey: signed,
+        kyberLastResortKey: null,
+      });
+      await s.storeKeys(a.accountId, D1, { preKeys: [oneTimeEc(4)], kyberPreKeys: [], signedPreKey: null, kyberLastResortKey: null });
+      expect(await s.keyCounts(a.accountId, D1)).toEqual({ ecCount: 4, kyberCount: 1 });
+      const claim = await s.claimBundle(a.accountId, D1);
+      if (claim.kind !== 'bundle') throw new Error('expected a bundle');
+      expect(claim.identityKey).toEqual(a.identityKey);
+      const d = claim.devices[0];
+      expect(d?.signedPreKey).toEqual(signed);
+      expect(d?.preKey?.keyId).toBe(1);
+      expect(d?.kyberPreKey.keyId).toBe(1);
+      expect(d?.remaining).toEqual({ ecCount: 3, kyberCount: 0 });
+    });
+
+    it('claims for unknown accounts or devices are notFound', async () => {
+      const s = await open();
+      const a = newAccount('erin');
+      await s.createAccount(a);
+      expect(await s.claimBundle(randomUUID() as AccountId, D1)).toEqual({ kind: 'notFound' });
+      expect(await s.claimBundle(a.accountId, 5 as DeviceId)).toEqual({ kind: 'notFound' });
+      const all = await s.claimBundle(a.accountId, 'all');
+      expect(all.kind === 'bundle' && all.devices.map((d) => d.deviceId)).toEqual([1]);
+    });
+
+    it('hands out each one-time key at most once under 50 concurrent claims, then the last-resort key', async () => {
+      const s = await open();
+      const a = newAccount('frank');
+      await s.createAccount(a);
+      const id = IdentityKeyPair.generate();
+      await s.storeKeys(a.accountId, D1, {
+        preKeys: Array.from({ length: 20 }, (_, i) => oneTimeEc(i + 1)),
+        kyberPreKeys: Array.from({ length: 20 }, (_, i) => signedKyber(id, i + 1)),
+        signedPreKey: null,
+        kyberLastResortKey: null,
+      });
+      const claims = await Promise.all(Array.from({ length: 50 }, () => s.claimBundle(a.accountId, D1)));
+      const ec: number[] = [];
+      const kyber: number[] = [];
+      let lastResort = 0;
+      let noEc = 0;
+      for (const c of claims) {
+        if (c.kind !== 'bundle') throw new Error('expected a bundle');
+        const d = c.devices[0];
+        if (!d) throw new Error('expected a device');
+        if (d.preKey) ec.push(d.preKey.keyId);
+        else noEc++;
+        if (d.kyberPreKey.keyId === 9999) {
+          lastResort++;
+          expect(d.kyberPreKey).toEqual(a.device.kyberLastResortKey);
+        } else kyber.push(d.kyberPreKey.keyId);
+      }
+      expect(new Set(ec).size).toBe(ec.length);
+      expect(new Set(kyber).size).toBe(kyber.length);
+      expect(ec.sort((x, y) => x - y)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+      expect(kyber.length).toBe(20);
+      expect(noEc).toBe(30);
+      expect(lastResort).toBe(30);
+      expect(await s.keyCounts(a.accountId, D1)).toEqual({ ecCount: 0, kyberCount: 0 });
+    });
+
+    it('fetches a device queue in order, page by page after a cursor', async () => {
+      const s = await open();
+      const a = newAccount('gina');
+      const b = newAccount('hank');
+      await s.createAccount(a);
+      await s.createAccount(b);
+      const sent = Array.from({ length: 5 }, (_, i) => envelope(b.accountId, D1, 2000 + i, a.accountId));
+      for (const e of sent) await s.enqueue({ envelopes: [e], idempotencyKey: null, now: e.serverTimestamp });
+      await s.enqueue({ envelopes: [envelope(a.accountId, D1, 3000)], idempotencyKey: null, now: 3000 });
+      const first = await s.fetchQueue(b.accountId, D1, 0, 3);
+      expect(first.map((e) => e.guid)).toEqual(sent.slice(0, 3).map((e) => e.guid));
+      const last = first[2];
+      if (!last) throw new Error('expected three envelopes');
+      const rest = await s.fetchQueue(b.accountId, D1, last.cursor, 10);
+      expect(rest.map((e) => e.guid)).toEqual(sent.slice(3).map((e) => e.guid));
+      const { cursor: _c, ...stored } = rest[0] ?? { cursor: 0 };
+      expect(stored).toEqual(sent[3]);
+      const sealed = await s.fetchQueue(a.accountId, D1, 0, 10);
+      expect(sealed.map((e) => e.source)).toEqual([null]);
+    });
+
+    it('stores a send once per idempotency key and all-or-nothing', async () => {
+      const s = await open();
+      const a = newAccount('ivan');
+      const b = newAccount('jane');
+      await s.createAccount(a);
+      await s.createAccount(b);
+      const key = { senderAccount: a.accountId, senderDevice: D1, destination: b.accountId, messageId: bytes(16) };
+      const first = await s.enqueue({ envelopes: [envelope(b.accountId, D1, 10, a.accountId)], idempotencyKey: key, now: 10 });
+      const again = await s.enqueue({ envelopes: [envelope(b.accountId, D1, 11, a.accountId)], idempotencyKey: key, now: 11 });
+      expect(first).toEqual({ kind: 'stored' });
+      expect(again).toEqual({ kind: 'duplicate' });
+      expect(await s.fetchQueue(b.accountId, D1, 0, 10)).toHaveLength(1);
+      // A duplicate guid makes the whole batch fail, and the idempotency key is not kept.
+      const e = envelope(b.accountId, D1, 12, a.accountId);
+      const key2 = { ...key, messageId: bytes(16) };
+      await expect(s.enqueue({ envelopes: [e, { ...e }], idempotencyKey: key2, now: 12 })).rejects.toThrow();
+      expect(await s.fetchQueue(b.accountId, D1, 0, 10)).toHaveLength(1);
+      expect(await s.enqueue({ envelopes: [envelope(b.accountId, D1, 13, a.accountId)], idempotencyKey: key2, now: 13 })).toEqual({
+        kind: 'stored',
+      });
+    });
+
+    it('deletes an acked envelope once and reports its source', async () => {
+      const s = await open();
+      const a = newAccount('kate');
+      const b = newAccount('liam');
+      await s.createAccount(a);
+      await s.createAccount(b);
+      const e = envelope(b.accountId, D1, 50, a.accountId);
+      await s.enqueue({ envelopes: [e], idempotencyKey: null, now: 50 });
+      // Another device cannot delete it.
+      expect(await s.deleteEnvelope(a.accountId, D1, e.guid)).toEqual({ kind: 'notFound' });
+      expect(await s.deleteEnvelope(b.accountId, D1, e.guid)).toEqual({
+        kind: 'deleted',
+        type: EnvelopeType.Ciphertext,
+        source: { account: a.accountId, device: 1 },
+        clientTimestamp: 45,
+      });
+      expect(await s.deleteEnvelope(b.accountId, D1, e.guid)).toEqual({ kind: 'notFound' });
+      expect(await s.fetchQueue(b.accountId, D1, 0, 10)).toEqual([]);
+    });
+
+    it('purges envelopes and idempotency keys older than a cutoff', async () => {
+      const s = await open();
+      const a = newAccount('mona');
+      await s.createAccount(a);
+      const old = envelope(a.accountId, D1, 100);
+      const fresh = envelope(a.accountId, D1, 900);
+      const key = { senderAccount: a.accountId, senderDevice: D1, destination: a.accountId, messageId: bytes(16) };
+      await s.enqueue({ envelopes: [old], idempotencyKey: key, now: 100 });
+      await s.enqueue({ envelopes: [fresh], idempotencyKey: null, now: 900 });
+      expect(await s.purge(500)).toEqual({ envelopes: 1, idempotencyKeys: 1 });
+      expect((await s.fetchQueue(a.accountId, D1, 0, 10)).map((e) => e.guid)).toEqual([fresh.guid]);
+      // The expired key no longer blocks a send with the same message id.
+      expect((await s.enqueue({ envelopes: [envelope(a.accountId, D1, 950)], idempotencyKey: key, now: 950 })).kind).toBe('stored');
+    });
+
+    it('answers ping while open', async () => {
+      const s = await open();
+      await expect(s.ping()).resolves.toBeUndefined();
+    });
+  });
+}
