@@ -5,7 +5,7 @@
 export const MIGRATIONS: readonly string[] = [
   // 1: initial schema
   `
-  CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) STRICT;
+  CREATE TABLE meta (key TEXT PRIMARY KEY, value ANY NOT NULL) STRICT;
 
   -- libsignal state, one opaque serialized record per row
   CREATE TABLE sessions (account TEXT NOT NULL, device INTEGER NOT NULL, record BLOB NOT NULL,
