@@ -115,6 +115,8 @@ export function acquireLock(dir: string): () => void {
 function openDatabase(file: string, key: Buffer): Db {
   const db = new Database(file, { cacheStatements: true });
   try {
+    // SQLCipher would report a wrong key on stderr; the SDK reports it as BAD_PASSPHRASE instead.
+    db.pragma('cipher_log_level = NONE');
     db.pragma(`key = "x'${key.toString('hex')}'"`);
     // The key is checked lazily: the first read fails with SQLITE_NOTADB if it is wrong.
     db.prepare('SELECT count(*) FROM sqlite_master').get();
