@@ -200,7 +200,7 @@ export async function run(argv: readonly string[], env: NodeJS.ProcessEnv = proc
       eprintln("parley: missing command; run 'parley --help' to see the commands");
       return ExitCode.Usage;
     }
-    await program.parseAsync(argv as string[]);
+    await program.parseAsync(argv);
     return result.code;
   } catch (err) {
     if (err instanceof CommanderError) {

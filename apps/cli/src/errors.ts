@@ -53,7 +53,9 @@ export interface ErrorContext {
 type SdkErrorCode = SdkError['code'];
 
 /** Friendly text for each SDK error code. */
-export function describeSdkError(code: SdkErrorCode, detail: string, ctx: ErrorContext): string {
+export function describeSdkError(err: Pick<SdkError, 'code' | 'message'> & { retryAfter?: number | undefined }, ctx: ErrorContext): string {
+  const code: SdkErrorCode = err.code;
+  const detail = err.message;
   const profile = ctx.profileDir ?? 'the profile directory';
   const peer = ctx.peer !== undefined ? `'${ctx.peer}'` : 'that user';
   const relay = ctx.serverUrl !== undefined ? `the relay at ${ctx.serverUrl}` : 'the relay';
@@ -87,7 +89,7 @@ export function describeSdkError(code: SdkErrorCode, detail: string, ctx: ErrorC
     case 'RELAY_ERROR':
       return `${relay} reported an error${detail ? `: ${detail}` : ''}`;
     case 'RATE_LIMITED':
-      return `${relay} is rate limiting this device; try again later`;
+      return `${relay} is rate limiting this device; try again ${err.retryAfter !== undefined ? `in ${Math.ceil(err.retryAfter)} s` : 'later'}`;
     case 'INVALID_INPUT':
       return detail || 'invalid input';
     case 'UNAUTHORIZED':
@@ -148,10 +150,10 @@ export function reportError(
   const debug = err instanceof Error ? (err.stack ?? err.message) : String(err);
   if (CliError.is(err)) return { line: oneLine(err.message, secrets), exitCode: err.exitCode, debug };
   if (isSdkError(err)) {
-    return { line: oneLine(describeSdkError(err.code, err.message, ctx), secrets), exitCode: ExitCode.Failure, debug };
+    return { line: oneLine(describeSdkError(err, ctx), secrets), exitCode: ExitCode.Failure, debug };
   }
   if (err instanceof Error && typeof (err as NodeJS.ErrnoException).code === 'string') {
-    const text = describeSystemError(err as NodeJS.ErrnoException);
+    const text = describeSystemError(err);
     if (text !== null) return { line: oneLine(text, secrets), exitCode: ExitCode.Failure, debug };
   }
   const message = err instanceof Error ? err.message : String(err);

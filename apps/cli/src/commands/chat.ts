@@ -11,7 +11,7 @@
  * chat after pending sends have finished).
  */
 import { clearLine, createInterface, cursorTo, moveCursor } from 'node:readline';
-import type { IncomingMessage, ParleyClient } from '@parley/sdk';
+import type { IncomingMessage } from '@parley/sdk';
 import { loadSdk, openClient, parseUsernameArg } from '../context.js';
 import { describeSdkError, type ErrorContext, ExitCode, oneLine } from '../errors.js';
 import { excerpt, formatSafetyNumber, safeText, senderLabel, shortTime } from '../format.js';
@@ -97,7 +97,7 @@ export async function runChat(profileDir: string, passphrase: string | null, use
   ctx.serverUrl = client.identity.serverUrl;
   const secrets = passphrase === null ? [] : [passphrase];
   const describe = (err: unknown): string => {
-    if (SdkError.is(err)) return oneLine(describeSdkError(err.code, err.message, { ...ctx, peer }), secrets);
+    if (SdkError.is(err)) return oneLine(describeSdkError(err, { ...ctx, peer }), secrets);
     return oneLine(err instanceof Error ? err.message : String(err), secrets);
   };
 
