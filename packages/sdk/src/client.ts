@@ -336,6 +336,26 @@ export class ParleyClient {
     if (req) await this.uploadKeys(req);
   }
 
+  private refilling: Promise<void> | null = null;
+  private refillAgain = false;
+
+  /** Tops one-time keys up to a full batch. Concurrent calls coalesce, so repeated notices do not overfill. */
+  private refillKeys(): Promise<void> {
+    if (this.refilling) {
+      this.refillAgain = true;
+      return this.refilling;
+    }
+    const run = async () => {
+      do {
+        this.refillAgain = false;
+        const counts = processKeyCounts(replyJson(expectOk(await this.call('GET', '/v1/keys/count'))));
+        await this.uploadOneTimeKeys(counts);
+      } while (this.refillAgain && !this.closed);
+    };
+    this.refilling = run().finally(() => (this.refilling = null));
+    return this.refilling;
+  }
+
   /** On every connect: rotate old signed keys, top up one-time keys, prune logs. */
   private async maintenance(): Promise<void> {
     const rotation = await this.crypto.run(async () => {
@@ -349,8 +369,7 @@ export class ParleyClient {
       }
     });
     if (rotation) await this.uploadKeys(rotation);
-    const counts = processKeyCounts(replyJson(expectOk(await this.call('GET', '/v1/keys/count'))));
-    await this.uploadOneTimeKeys(counts);
+    await this.refillKeys();
     await this.crypto.run(async () => {
       const now = Date.now();
       this.keys.pruneOldKeys();
@@ -716,13 +735,8 @@ export class ParleyClient {
     }
     if (req.verb === 'PUT' && req.path === '/api/v1/queue/empty') return { status: 200, after: () => this.emit('queueEmpty') };
     if (req.verb === 'PUT' && req.path === '/api/v1/keys/low') {
-      let counts = { ecCount: 0, kyberCount: 0 };
-      try {
-        counts = processKeyCounts(JSON.parse(Buffer.from(req.body).toString('utf8')));
-      } catch {
-        // refill fully
-      }
-      return { status: 200, after: () => this.spawn(() => this.uploadOneTimeKeys(counts)) };
+      // The notice's counts may be stale by the time we act; refillKeys asks again.
+      return { status: 200, after: () => this.spawn(() => this.refillKeys()) };
     }
     return { status: 404 };
   }

@@ -51,6 +51,14 @@ describe('against a real relay', () => {
       expect(await alice.history('bob_1')).toEqual([{ direction: 'out', timestamp, body: 'hello bob', status: 'read' }]);
       expect(await bob.history('alice_1')).toEqual([{ direction: 'in', timestamp, body: 'hello bob', status: 'read' }]);
 
+      // Safety numbers agree; verifying with the wrong one fails.
+      const sn = await alice.safetyNumber('bob_1');
+      expect(sn).toMatch(/^[0-9]{60}$/);
+      expect(await bob.safetyNumber('alice_1')).toBe(sn);
+      const wrong = (sn[0] === '1' ? '2' : '1') + sn.slice(1);
+      await expect(alice.verify('bob_1', wrong)).rejects.toSatisfy((e) => SdkError.is(e, 'SAFETY_NUMBER_MISMATCH'));
+      await alice.verify('bob_1', sn.replace(/(.{5})/g, '$1 '));
+
       // And back, over the established session.
       const reply = nextEvent(alice, 'message');
       await bob.send('alice_1', 'hi alice');
@@ -86,6 +94,42 @@ describe('against a real relay', () => {
       await alice.close();
       await bob.close();
     }
+  });
+
+  it('refills one-time keys when the relay says they run low', async () => {
+    const alice = await newClient('alice_4');
+    const bob = await newClient('bob_4');
+    try {
+      await bob.connect();
+      const a = alice as unknown as { fetchBundles(account: string, device: number): Promise<unknown>; call(v: string, p: string): Promise<{ body: Uint8Array }> };
+      const b = bob as unknown as typeof a;
+      const count = async () => JSON.parse(Buffer.from((await b.call('GET', '/v1/keys/count')).body).toString()) as { ecCount: number };
+      expect((await count()).ecCount).toBe(100);
+      for (let i = 0; i < 95; i++) await a.fetchBundles(bob.identity.accountId, 1);
+      // Bob gets keys/low on his socket and uploads a new batch; wait for it (bounded).
+      let ec = 0;
+      for (let i = 0; i < 200 && ec < 10; i++) {
+        ec = (await count()).ecCount;
+        if (ec < 10) await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(ec).toBeGreaterThanOrEqual(10);
+      expect(ec).toBeLessThanOrEqual(100); // repeated notices do not overfill
+    } finally {
+      await alice.close();
+      await bob.close();
+    }
+  });
+
+  it('a passphrase profile needs its passphrase', async () => {
+    const dir = join(tmp.dir, 'pp');
+    const c = await ParleyClient.register({ profileDir: dir, serverUrl: relay.url, username: 'carol_pp', passphrase: 'pass phrase' });
+    await c.close();
+    await expect(ParleyClient.open({ profileDir: dir, passphrase: null })).rejects.toSatisfy((e) => SdkError.is(e, 'PASSPHRASE_REQUIRED'));
+    await expect(ParleyClient.open({ profileDir: dir, passphrase: 'wrong' })).rejects.toSatisfy((e) => SdkError.is(e, 'BAD_PASSPHRASE'));
+    const again = await ParleyClient.open({ profileDir: dir, passphrase: 'pass phrase' });
+    expect(again.identity.username).toBe('carol_pp');
+    await expect(ParleyClient.open({ profileDir: dir, passphrase: 'pass phrase' })).rejects.toSatisfy((e) => SdkError.is(e, 'PROFILE_LOCKED'));
+    await again.close();
   });
 
   it('maps relay errors to codes', async () => {
