@@ -236,35 +236,39 @@ class Session {
     }
     this.#pumping = true;
     this.track(
-      this.#pumpLoop()
-        .catch((err: unknown) => {
-          this.deps.log.error({ err: describeBug(err) }, 'queue push failed');
-          this.close(CloseCodes.ServerError, 'internal error');
-        })
-        .finally(() => (this.#pumping = false)),
+      this.#pumpLoop().catch((err: unknown) => {
+        this.deps.log.error({ err: describeBug(err) }, 'queue push failed');
+        this.close(CloseCodes.ServerError, 'internal error');
+      }),
     );
   }
 
   async #pumpLoop(): Promise<void> {
     const { window } = this.deps.options;
-    do {
-      this.#pumpAgain = false;
-      while (!this.#disposed && this.#inflight.size < window) {
-        const want = window - this.#inflight.size;
-        const page = await this.deps.store.fetchQueue(this.me.account, this.me.device, this.#cursor, want);
-        if (this.#disposed) return;
-        for (const e of page) {
-          this.#cursor = e.cursor;
-          const id = this.#sendRequest('PUT', '/api/v1/message', encodeEnvelope({ ...e, serverGuid: e.guid }), { 'content-type': 'application/x-protobuf' });
-          this.#inflight.set(id, e);
-          this.deps.metrics.deliveries.inc();
+    try {
+      do {
+        this.#pumpAgain = false;
+        while (!this.#disposed && this.#inflight.size < window) {
+          const want = window - this.#inflight.size;
+          const page = await this.deps.store.fetchQueue(this.me.account, this.me.device, this.#cursor, want);
+          if (this.#disposed) return;
+          for (const e of page) {
+            this.#cursor = e.cursor;
+            const body = encodeEnvelope({ ...e, serverGuid: e.guid });
+            const id = this.#sendRequest('PUT', '/api/v1/message', body, { 'content-type': 'application/x-protobuf' });
+            this.#inflight.set(id, e);
+            this.deps.metrics.deliveries.inc();
+          }
+          if (page.length < want) {
+            this.#backlogFetched = true;
+            break;
+          }
         }
-        if (page.length < want) {
-          this.#backlogFetched = true;
-          break;
-        }
-      }
-    } while (this.#pumpAgain && !this.#disposed);
+      } while (this.#pumpAgain && !this.#disposed);
+    } finally {
+      // Cleared in the same tick as the last #pumpAgain check, so no wake-up is lost.
+      this.#pumping = false;
+    }
     this.#maybeQueueEmpty();
   }
 
@@ -295,10 +299,13 @@ class Session {
   async #onResponse(id: bigint, status: number): Promise<void> {
     const env = this.#inflight.get(id);
     if (!env) return;
-    if (status >= 200 && status < 300) await this.deps.relay.acknowledge(this.me, env.guid);
-    // A refused envelope stays queued and is pushed again on the next connection.
-    this.#inflight.delete(id);
-    if (!this.#disposed) this.#pump();
+    try {
+      if (status >= 200 && status < 300) await this.deps.relay.acknowledge(this.me, env.guid);
+    } finally {
+      // A refused (or failed) ack leaves the envelope queued; it is pushed again on the next connection.
+      this.#inflight.delete(id);
+      if (!this.#disposed) this.#pump();
+    }
   }
 
   async #onRequest(frame: Extract<Frame, { kind: 'request' }>): Promise<void> {

@@ -30,7 +30,7 @@ export class ManualClock implements Clock {
   }
 }
 
-export const silentLogger = () => pino({ level: 'silent' });
+export const silentLogger = () => pino({ level: process.env.RELAY_TEST_LOG ?? 'silent' });
 
 export function signedEc(identity: IdentityKeyPair, keyId: number): SignedPreKey {
   const pub = PrivateKey.generate().getPublicKey().serialize();

@@ -170,6 +170,17 @@ export function describeStoreConformance(name: string, makeStore: () => Promise<
       expect(sealed.map((e) => e.source)).toEqual([null]);
     });
 
+    it('round-trips an envelope with empty content (delivery receipts)', async () => {
+      const s = await open();
+      const a = newAccount('nora');
+      await s.createAccount(a);
+      const receipt = { ...envelope(a.accountId, D1, 70, a.accountId), type: EnvelopeType.ServerDeliveryReceipt, content: new Uint8Array(0) };
+      await s.enqueue({ envelopes: [receipt], idempotencyKey: null, now: 70 });
+      const [got] = await s.fetchQueue(a.accountId, D1, 0, 10);
+      expect(got?.content).toEqual(new Uint8Array(0));
+      expect(got?.type).toBe(EnvelopeType.ServerDeliveryReceipt);
+    });
+
     it('stores a send once per idempotency key and all-or-nothing', async () => {
       const s = await open();
       const a = newAccount('ivan');

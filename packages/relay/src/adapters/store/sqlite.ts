@@ -82,7 +82,7 @@ const MIGRATIONS: readonly string[] = [
     source_device  INTEGER,
     client_ts      INTEGER NOT NULL,
     server_ts      INTEGER NOT NULL,
-    content        BLOB NOT NULL,
+    content        BLOB,
     urgent         INTEGER NOT NULL
   );
   CREATE INDEX envelopes_queue ON envelopes (dest_account, dest_device, seq);
@@ -331,7 +331,8 @@ export class SqliteStore implements Store {
         destination: { account: strOf(r, 'dest_account') as AccountId, device: numOf(r, 'dest_device') as DeviceId },
         clientTimestamp: numOf(r, 'client_ts'),
         serverTimestamp: numOf(r, 'server_ts'),
-        content: bytesOf(r, 'content'),
+        // The driver binds an empty blob as NULL (delivery receipts have no content).
+        content: r.content === null ? new Uint8Array(0) : bytesOf(r, 'content'),
         urgent: numOf(r, 'urgent') === 1,
       };
     });
