@@ -248,6 +248,8 @@ describe('WebSocket gateway', () => {
     const alice = await h.register('alice');
     const s = await TestSocket.connect(url, alice.auth);
     const closing = h.built.close();
+    const ready = await h.built.app.inject({ method: 'GET', url: '/readyz' });
+    expect([ready.statusCode, ready.json()]).toEqual([503, expect.objectContaining({ code: 'SHUTTING_DOWN' })]);
     expect((await s.closed).code).toBe(1001);
     await closing;
     await expect(h.store.ping()).rejects.toThrow();
