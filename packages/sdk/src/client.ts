@@ -48,6 +48,7 @@ import {
   unpadPlaintext,
   type DeviceId,
   type KeyUploadRequest,
+  Limits,
 } from '@parley/wire';
 import { type Profile, createProfile, openProfile, profileExists, removeProfileFiles } from './db.js';
 import { SdkError } from './errors.js';
@@ -524,7 +525,21 @@ export class ParleyClient {
    * `build` makes each device's envelope (it runs on the crypto queue and its
    * store writes are committed with `onCommit`).
    */
-  private async deliver(
+  private deliver(
+    account: string,
+    timestamp: number,
+    urgent: boolean,
+    build: (device: number) => Promise<{ type: EnvelopeType; content: Uint8Array }>,
+    onCommit?: (devices: number[]) => void,
+  ): Promise<void> {
+    // One send at a time per recipient: keeps their order and avoids two parallel session setups.
+    let q = this.sendQueues.get(account);
+    if (!q) this.sendQueues.set(account, (q = new Serial()));
+    return q.run(() => this.deliverNow(account, timestamp, urgent, build, onCommit));
+  }
+  private readonly sendQueues = new Map<string, Serial>();
+
+  private async deliverNow(
     account: string,
     timestamp: number,
     urgent: boolean,
@@ -615,7 +630,7 @@ export class ParleyClient {
   async send(username: string, text: string): Promise<{ timestamp: number }> {
     this.assertOpen();
     if (typeof text !== 'string' || text.length === 0) throw new SdkError('INVALID_INPUT', 'the message is empty');
-    if (Buffer.byteLength(text) > 64 * 1024) throw new SdkError('INVALID_INPUT', 'the message is too long');
+    if (Buffer.byteLength(text) > Limits.maxBodyTextBytes) throw new SdkError('INVALID_INPUT', 'the message is too long');
     const account = await this.resolve(username);
     const name = normalizeUsername(username);
     const timestamp = this.nextTimestamp();

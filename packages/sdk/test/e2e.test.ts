@@ -59,6 +59,10 @@ describe('against a real relay', () => {
       await expect(alice.verify('bob_1', wrong)).rejects.toSatisfy((e) => SdkError.is(e, 'SAFETY_NUMBER_MISMATCH'));
       await alice.verify('bob_1', sn.replace(/(.{5})/g, '$1 '));
 
+      const typing = nextEvent(alice, 'typing');
+      await bob.sendTyping('alice_1', true);
+      expect((await typing)[0]).toEqual({ from: 'bob_1', fromAccount: bob.identity.accountId, started: true });
+
       // And back, over the established session.
       const reply = nextEvent(alice, 'message');
       await bob.send('alice_1', 'hi alice');
