@@ -200,7 +200,8 @@ export class Relay {
     const envelopes: StoredEnvelope[] = req.messages.map((m) => ({
       guid: new Uint8Array(randomBytes(16)),
       type: m.type,
-      source: { account: me.account, device: me.device },
+      // A sealed-sender envelope names its sender only inside the ciphertext.
+      source: m.type === EnvelopeType.UnidentifiedSender ? null : { account: me.account, device: me.device },
       destination: { account: destination, device: m.destinationDevice },
       clientTimestamp: req.timestamp,
       serverTimestamp: now,

@@ -447,3 +447,63 @@ describe('operations', () => {
       expect(log).not.toContain(secret);
   });
 });
+
+describe('privacy of logs and storage', () => {
+  it('never logs usernames, passwords, account ids, keys or content, at debug level', async () => {
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        lines.push(chunk.toString());
+        cb();
+      },
+    });
+    h = await makeHarness({}, { logger: pino({ level: 'debug' }, sink) });
+    const alice = await h.register('canary.alice');
+    const bob = await h.register('canary.bob');
+    await h.uploadKeys(bob, 2, 2);
+    const content = Buffer.from('canary-ciphertext-bytes-0123456789');
+    await h.built.app.inject({ method: 'GET', url: '/v1/accounts/username/canary.bob', headers: { authorization: alice.auth } });
+    await h.built.app.inject({ method: 'GET', url: `/v1/keys/${bob.accountId}/1`, headers: { authorization: alice.auth } });
+    expect((await h.send(alice, bob.accountId, [{ device: 1, registrationId: bob.registrationId, content }])).status).toBe(200);
+    await h.built.app.inject({ method: 'GET', url: '/v1/accounts/whoami', headers: { authorization: basicAuth(bob.accountId, 1, alice.password) } });
+    const log = lines.join('');
+    expect(log).toContain('/v1/keys/:accountId/:deviceId');
+    expect(log).toContain('/v1/messages/:accountId');
+    const secrets = [
+      'canary.alice',
+      'canary.bob',
+      alice.password,
+      bob.password,
+      alice.accountId,
+      bob.accountId,
+      alice.auth.slice(6),
+      content.toString(),
+      content.toString('base64'),
+      Buffer.from(bob.identity.publicKey.serialize()).toString('base64'),
+    ];
+    for (const secret of secrets) expect(log).not.toContain(secret);
+  });
+
+  it('stores sealed-sender envelopes without a source', async () => {
+    h = await makeHarness();
+    const alice = await h.register('alice');
+    const bob = await h.register('bob');
+    const res = await h.built.app.inject({
+      method: 'PUT',
+      url: `/v1/messages/${bob.accountId}`,
+      headers: { authorization: alice.auth, 'content-type': 'application/x-protobuf' },
+      payload: Buffer.from(
+        encodeSendRequestBinary({
+          messages: [{ type: EnvelopeType.UnidentifiedSender, destinationDevice: D1, destinationRegistrationId: bob.registrationId, content: new Uint8Array([9]) }],
+          timestamp: 3,
+          urgent: false,
+          messageId: new Uint8Array(randomBytes(16)),
+        }),
+      ),
+    });
+    expect(res.statusCode).toBe(200);
+    const [env] = await h.store.fetchQueue(bob.accountId, D1, 0, 10);
+    expect(env?.source).toBeNull();
+    expect(env?.type).toBe(EnvelopeType.UnidentifiedSender);
+  });
+});

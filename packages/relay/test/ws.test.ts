@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -112,6 +112,12 @@ describe('relay over a real socket (listen(0))', () => {
       expect(receipts).toEqual([111, 222]);
       await a.nextRequest('/api/v1/queue/empty');
       await a.close();
+      await relay.close();
+      // The database holds password hashes only, never the passwords.
+      const files = readdirSync(dataDir).filter((f) => f.startsWith('relay.db'));
+      expect(files).toContain('relay.db');
+      const dump = Buffer.concat(files.map((f) => readFileSync(join(dataDir, f)))).toString('latin1');
+      for (const secret of [alice.password, bob.password]) expect(dump).not.toContain(secret);
     } finally {
       await relay.close();
     }
