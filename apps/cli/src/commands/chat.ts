@@ -106,6 +106,19 @@ export async function runChat(profileDir: string, passphrase: string | null, use
   const screen = new Screen(rl, tty);
   const offs: Array<() => void> = [];
 
+  // Input is buffered from the start (piped stdin may be fully read and
+  // closed before we are connected) and handled strictly in order once
+  // connected; `null` marks the end of input. A /quit waits for earlier sends.
+  const input: Array<string | null> = [];
+  let onInput: ((line: string | null) => void) | null = null;
+  let chain: Promise<void> = Promise.resolve();
+  rl.on('line', (line) => {
+    screen.eraseEcho();
+    if (onInput) onInput(line);
+    else input.push(line);
+  });
+  rl.on('close', () => (onInput ? onInput(null) : input.push(null)));
+
   // What we sent to the peer, by timestamp, so receipts can be shown.
   const sent = new Map<number, { body: string; state: SentState }>();
   const upgrade = (timestamp: number, to: SentState): void => {
@@ -277,10 +290,14 @@ export async function runChat(profileDir: string, passphrase: string | null, use
     }
   };
 
-  // Lines are handled strictly in order, only once connected; a /quit waits
-  // for earlier sends.
-  let markReady: () => void = () => undefined;
-  let chain = new Promise<void>((resolve) => (markReady = resolve));
+  const finish = async (code: number): Promise<void> => {
+    if (finished) return;
+    finished = true;
+    stopTyping(true);
+    await flushReads();
+    resolveDone(code);
+  };
+
   const handleLine = async (raw: string): Promise<void> => {
     if (finished) return;
     const line = raw.trim();
@@ -290,21 +307,6 @@ export async function runChat(profileDir: string, passphrase: string | null, use
     return send(raw);
   };
 
-  const finish = async (code: number): Promise<void> => {
-    if (finished) return;
-    finished = true;
-    stopTyping(true);
-    await flushReads();
-    resolveDone(code);
-  };
-
-  rl.on('line', (line) => {
-    screen.eraseEcho();
-    chain = chain.then(() => handleLine(line));
-  });
-  rl.on('close', () => {
-    chain = chain.then(() => finish(ExitCode.Ok));
-  });
   rl.on('SIGINT', () => rl.close());
   const onSignal = (): void => rl.close();
   process.on('SIGINT', onSignal);
@@ -312,10 +314,13 @@ export async function runChat(profileDir: string, passphrase: string | null, use
 
   try {
     await client.connect();
-    markReady();
     const me = client.identity.username;
     screen.show(`Chatting with ${peer} as ${me}. Type a message and press Enter; /help for commands, /quit to leave.`);
     if (tty) rl.prompt();
+    onInput = (line) => {
+      chain = chain.then(() => (line === null ? finish(ExitCode.Ok) : handleLine(line)));
+    };
+    for (const line of input.splice(0)) onInput(line);
     const code = await done;
     await chain.catch(() => undefined);
     return code;
