@@ -83,6 +83,27 @@ describe('errors against a real relay', () => {
     expect(v.stdout).toMatch(/bob is now verified/);
   });
 
+  it('a profile already in use by another parley process', async () => {
+    const chat = w.live('alice', ['chat', 'bob']);
+    await chat.waitForOutput(/Chatting with bob/, 30_000, 'the chat to connect');
+    const r = await w.cli('alice', ['whoami']);
+    expectOneLineFailure(r, /in use by another parley process/);
+    chat.write('/quit');
+    expect((await chat.waitForExit(30_000)).code).toBe(0);
+  });
+
+  it('a relay that requires an invite code', async () => {
+    const invite = `invite-${Date.now()}`;
+    const relay = await startRelayProcess({ dataDir: join(w.dir, 'invite-data'), logFile: join(w.dir, 'invite.log'), inviteCodes: [invite] });
+    const none = await w.cli('erin', ['register', 'erin', '--server', relay.url]);
+    expectOneLineFailure(none, /invite code/);
+    const wrong = await w.cli('erin', ['register', 'erin', '--server', relay.url, '--invite-code', 'not-it']);
+    expectOneLineFailure(wrong, /invite code/);
+    const right = await w.ok('erin', ['register', 'erin', '--server', relay.url, '--invite-code', invite]);
+    expect(right.stdout).toMatch(/^registered erin /);
+    expect(await relay.stop()).toBe(0);
+  });
+
   it('a relay that cannot start because the port is taken', async () => {
     const r = await runCli(['relay', '--host', '127.0.0.1', '--port', String(w.relay.port), '--data', join(w.dir, 'other-data')], {
       env: cliEnv(),

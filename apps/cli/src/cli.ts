@@ -90,7 +90,7 @@ Example:
     .command('relay')
     .description('run a relay server in the foreground (stop with Ctrl-C or SIGTERM)')
     .option('--host <host>', 'address to listen on (default: $PARLEY_HOST or 127.0.0.1)')
-    .option('--port <port>', 'port to listen on; 0 picks a free one (default: $PARLEY_PORT)', parsePort)
+    .option('--port <port>', 'port to listen on; 0 picks a free one (default: $PARLEY_PORT or 8080)', parsePort)
     .option('--data <dir>', 'data directory (default: $PARLEY_DATA_DIR)')
     .option('--invite-code <code>', 'accept registrations only with this code (repeatable)', collect)
     .action(async (opts: { host?: string; port?: number; data?: string; inviteCode?: string[] }) => {

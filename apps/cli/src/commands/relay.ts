@@ -9,11 +9,19 @@ export interface RelayFlags {
   inviteCode?: string[];
 }
 
+/**
+ * The port `parley relay` uses when neither --port nor PARLEY_PORT is given.
+ * Profiles remember the relay's URL, so a standalone relay needs a stable
+ * port (the library's own default, 0, suits tests and embedding).
+ */
+export const DEFAULT_RELAY_PORT = 8080;
+
 /** Only the flags actually given override the environment. */
-export function relayOverrides(flags: RelayFlags): Partial<RelayConfig> {
+export function relayOverrides(flags: RelayFlags, env: NodeJS.ProcessEnv): Partial<RelayConfig> {
   const overrides: Partial<RelayConfig> = {};
   if (flags.host !== undefined) overrides.host = flags.host;
   if (flags.port !== undefined) overrides.port = flags.port;
+  else if (env.PARLEY_PORT === undefined || env.PARLEY_PORT === '') overrides.port = DEFAULT_RELAY_PORT;
   if (flags.data !== undefined) overrides.dataDir = flags.data;
   if (flags.inviteCode !== undefined && flags.inviteCode.length > 0) overrides.inviteCodes = flags.inviteCode;
   return overrides;
@@ -27,7 +35,7 @@ export async function runRelay(flags: RelayFlags): Promise<number> {
   const { relayConfigFromEnv, startRelay } = await import('@parley/relay');
   let config: RelayConfig;
   try {
-    config = relayConfigFromEnv(process.env, relayOverrides(flags));
+    config = relayConfigFromEnv(process.env, relayOverrides(flags, process.env));
   } catch (err) {
     throw new CliError(`invalid relay configuration: ${err instanceof Error ? err.message : String(err)}`, ExitCode.Usage);
   }
