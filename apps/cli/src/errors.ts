@@ -123,6 +123,8 @@ function describeSystemError(err: NodeJS.ErrnoException): string | null {
       return `permission denied${err.path !== undefined ? `: ${err.path}` : ''}`;
     case 'ENOENT':
       return err.path !== undefined ? `no such file or directory: ${err.path}` : null;
+    case 'ENOTDIR':
+      return err.path !== undefined ? `not a directory: ${err.path}` : null;
     case 'ENOSPC':
       return 'no space left on the device';
     default:

@@ -92,6 +92,24 @@ describe('parley command-line errors', () => {
   });
 });
 
+describe('relay start-up failures', () => {
+  it('rejects an invalid PARLEY_PORT as a configuration error', async () => {
+    expectUsageError(await parley(['relay'], { PARLEY_PORT: 'abc' }), /invalid relay configuration: PARLEY_PORT/);
+  });
+
+  it('reports an unusable data directory in one line, with the stack only under PARLEY_DEBUG=1', async () => {
+    const args = ['relay', '--port', '0', '--data', '/dev/null/relay-data'];
+    const plain = await parley(args);
+    expect(plain.code).toBe(1);
+    expect(plain.stderr).toBe('parley: not a directory: /dev/null/relay-data\n');
+    const debug = await parley(args, { PARLEY_DEBUG: '1' });
+    expect(debug.code).toBe(1);
+    const lines = debug.stderr.trim().split('\n');
+    expect(lines[0]).toBe('parley: not a directory: /dev/null/relay-data');
+    expect(lines.slice(1).some((l) => /^\s+at /.test(l))).toBe(true);
+  });
+});
+
 describe('parley --help and --version', () => {
   it('prints the package version', async () => {
     const r = await parley(['--version']);

@@ -231,6 +231,8 @@ export async function runChat(profileDir: string, passphrase: string | null, use
   if (tty) {
     const onKey = (_: unknown, key: { name?: string } | undefined): void => {
       if (finished || key?.name === 'return' || key?.name === 'enter') return;
+      // Typing a /command is not typing a message.
+      if (rl.line.trimStart().startsWith('/')) return;
       if (!typing) {
         typing = true;
         void client.sendTyping(peer, true).catch(() => undefined);
