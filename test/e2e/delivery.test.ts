@@ -43,6 +43,7 @@ describe('offline delivery of 100 messages through a relay process', () => {
     expect(batch.stdout.trim().split('\n')).toHaveLength(rest.length);
 
     const first = await w.ok('bob', ['receive', '--json'], { timeoutMs: 120_000 });
+    expect(first.stderr).toBe('');
     const received = messagesOf(first.stdout);
     expect(received.map((m) => m.body)).toEqual(bodies);
     for (const m of received) {

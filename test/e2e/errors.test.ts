@@ -40,6 +40,12 @@ describe('errors against a real relay', () => {
     expect(r.code).toBe(1);
   });
 
+  it('chatting with an unknown user', async () => {
+    const r = await w.cli('alice', ['chat', 'nobody_here'], { input: 'hello?\n' });
+    expectOneLineFailure(r, /no user 'nobody_here'/);
+    expect(r.stdout).toBe('');
+  });
+
   it('a wrong passphrase', async () => {
     const wrong = 'definitely-not-the-passphrase';
     const r = await runCli(['--profile', w.profile('alice'), 'send', 'bob', 'hi'], { env: cliEnv({ PARLEY_PASSPHRASE: wrong }) });

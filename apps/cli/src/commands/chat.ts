@@ -101,6 +101,16 @@ export async function runChat(profileDir: string, passphrase: string | null, use
     return oneLine(err instanceof Error ? err.message : String(err), secrets);
   };
 
+  // The history tail. Fetching it also looks the peer up, so a username that
+  // does not exist ends the command here, with one line.
+  let history: Awaited<ReturnType<typeof client.history>>;
+  try {
+    history = await client.history(peer, HISTORY_TAIL);
+  } catch (err) {
+    await client.close().catch(() => undefined);
+    throw err;
+  }
+
   const tty = Boolean(process.stdin.isTTY && process.stdout.isTTY);
   const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: tty, crlfDelay: Infinity });
   const screen = new Screen(rl, tty);
@@ -162,26 +172,21 @@ export async function runChat(profileDir: string, passphrase: string | null, use
   let peerIsTyping = false;
 
   // History first, oldest to newest.
-  try {
-    const items = await client.history(peer, HISTORY_TAIL);
-    const ordered = [...items].sort((a, b) => a.timestamp - b.timestamp);
-    if (ordered.length > 0) screen.show(`-- last ${ordered.length} message${ordered.length === 1 ? '' : 's'} with ${peer} --`);
-    for (const item of ordered) {
-      if (item.direction === 'out') {
-        const state = historyState(item.status);
-        sent.set(item.timestamp, { body: item.body, state });
-        screen.show(`[${shortTime(item.timestamp)}] you: ${safeText(item.body)}${mark(state)}`);
-      } else {
-        screen.show(`[${shortTime(item.timestamp)}] ${peer}: ${safeText(item.body)}`);
-      }
+  const ordered = [...history].sort((a, b) => a.timestamp - b.timestamp);
+  if (ordered.length > 0) screen.show(`-- last ${ordered.length} message${ordered.length === 1 ? '' : 's'} with ${peer} --`);
+  for (const item of ordered) {
+    if (item.direction === 'out') {
+      const state = historyState(item.status);
+      sent.set(item.timestamp, { body: item.body, state });
+      screen.show(`[${shortTime(item.timestamp)}] you: ${safeText(item.body)}${mark(state)}`);
+    } else {
+      screen.show(`[${shortTime(item.timestamp)}] ${peer}: ${safeText(item.body)}`);
     }
-  } catch (err) {
-    // No conversation yet (or the peer is unknown): nothing to show. A real
-    // problem will surface when sending.
-    if (!SdkError.is(err)) throw err;
   }
 
   let finished = false;
+  let connected = false;
+  let lost = false;
   let resolveDone: (code: number) => void = () => undefined;
   const done = new Promise<number>((resolve) => (resolveDone = resolve));
 
@@ -211,6 +216,14 @@ export async function runChat(profileDir: string, passphrase: string | null, use
       if (c.username === peer) screen.show('!!! Use /safety to see the new number and /verify <number> once you have compared it.');
     }),
     client.on('connection', (state) => {
+      if (state === 'closed' && connected && !lost && !finished) {
+        lost = true;
+        screen.show('-- connection to the relay lost; reconnecting… --', true);
+      }
+      if (state === 'open' && lost) {
+        lost = false;
+        screen.show('-- reconnected --', true);
+      }
       if (state === 'replaced') {
         screen.show('parley: another parley process connected with this profile; leaving the chat', true);
         void finish(ExitCode.Failure);
@@ -316,6 +329,7 @@ export async function runChat(profileDir: string, passphrase: string | null, use
 
   try {
     await client.connect();
+    connected = true;
     const me = client.identity.username;
     screen.show(`Chatting with ${peer} as ${me}. Type a message and press Enter; /help for commands, /quit to leave.`);
     if (tty) rl.prompt();
