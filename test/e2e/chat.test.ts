@@ -58,4 +58,13 @@ describe('parley chat over pipes', () => {
     expect(again.stdout).toMatch(/\] you: live hello/);
     expect(again.stdout).toMatch(/\] bob: live reply/);
   }, 120_000);
+
+  it('leaves cleanly on SIGTERM', async () => {
+    const chat = w.live('alice', ['chat', 'bob']);
+    await chat.waitForOutput(READY, 30_000, 'the chat to be ready');
+    chat.child.kill('SIGTERM');
+    const end = await chat.waitForExit(30_000);
+    expect(end.code).toBe(0);
+    expect(end.stderr).toBe('');
+  });
 });

@@ -322,8 +322,13 @@ export async function runChat(profileDir: string, passphrase: string | null, use
     return send(raw);
   };
 
-  rl.on('SIGINT', () => rl.close());
-  const onSignal = (): void => rl.close();
+  // Ctrl-C on the terminal, SIGINT or SIGTERM: leave like /quit (sends
+  // already under way still finish), even if input has already ended.
+  const onSignal = (): void => {
+    rl.close();
+    void finish(ExitCode.Ok);
+  };
+  rl.on('SIGINT', onSignal);
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
