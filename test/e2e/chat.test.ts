@@ -21,7 +21,10 @@ describe('parley chat over pipes', () => {
   });
 
   it('sends each piped line and exits 0 on /quit; the peer receives them', async () => {
-    const r = await w.ok('alice', ['chat', 'bob'], { input: 'hello from a pipe\n\n//slash at the start\n/quit\nnot sent after quit\n', timeoutMs: 60_000 });
+    const r = await w.ok('alice', ['chat', 'bob'], {
+      input: 'hello from a pipe\n\n//slash at the start\n/quit\nnot sent after quit\n',
+      timeoutMs: 60_000,
+    });
     expect(r.stdout).toMatch(READY);
     expect(r.stdout).toMatch(/\] you: hello from a pipe$/m);
     const got = await w.ok('bob', ['receive', '--json']);
@@ -43,7 +46,7 @@ describe('parley chat over pipes', () => {
     alice.write('live hello');
     await bob.waitForOutput(/\] alice: live hello$/m, 30_000, "alice's message in bob's chat");
     // Bob's chat showed it, so it sends a read receipt; alice's chat shows ✓✓.
-    await alice.waitForOutput(/✓✓ read: "live hello"/, 30_000, 'the read receipt in alice\'s chat');
+    await alice.waitForOutput(/✓✓ read: "live hello"/, 30_000, "the read receipt in alice's chat");
 
     bob.write('live reply');
     await alice.waitForOutput(/\] bob: live reply$/m, 30_000, "bob's reply in alice's chat");

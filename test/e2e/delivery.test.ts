@@ -32,7 +32,10 @@ describe('offline delivery of 100 messages through a relay process', () => {
   });
 
   it('delivers every message sent while bob was offline, in order, exactly once', async () => {
-    const bodies = Array.from({ length: COUNT }, (_, i) => `message ${String(i).padStart(3, '0')} of ${COUNT}: ünïcødé ✓ "quotes"`);
+    const bodies = Array.from(
+      { length: COUNT },
+      (_, i) => `message ${String(i).padStart(3, '0')} of ${COUNT}: ünïcødé ✓ "quotes"`,
+    );
 
     for (const body of bodies.slice(0, ONE_PER_PROCESS)) {
       const r = await w.ok('alice', ['send', 'bob', body]);

@@ -100,7 +100,11 @@ describe('errors against a real relay', () => {
 
   it('a relay that requires an invite code', async () => {
     const invite = `invite-${Date.now()}`;
-    const relay = await startRelayProcess({ dataDir: join(w.dir, 'invite-data'), logFile: join(w.dir, 'invite.log'), inviteCodes: [invite] });
+    const relay = await startRelayProcess({
+      dataDir: join(w.dir, 'invite-data'),
+      logFile: join(w.dir, 'invite.log'),
+      inviteCodes: [invite],
+    });
     const none = await w.cli('erin', ['register', 'erin', '--server', relay.url]);
     expectOneLineFailure(none, /invite code/);
     const wrong = await w.cli('erin', ['register', 'erin', '--server', relay.url, '--invite-code', 'not-it']);
@@ -111,10 +115,13 @@ describe('errors against a real relay', () => {
   });
 
   it('a relay that cannot start because the port is taken', async () => {
-    const r = await runCli(['relay', '--host', '127.0.0.1', '--port', String(w.relay.port), '--data', join(w.dir, 'other-data')], {
-      env: cliEnv(),
-      timeoutMs: 20_000,
-    });
+    const r = await runCli(
+      ['relay', '--host', '127.0.0.1', '--port', String(w.relay.port), '--data', join(w.dir, 'other-data')],
+      {
+        env: cliEnv(),
+        timeoutMs: 20_000,
+      },
+    );
     expectOneLineFailure(r, /in use/);
   });
 

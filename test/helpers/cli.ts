@@ -84,7 +84,9 @@ export function spawnCli(args: readonly string[], env: NodeJS.ProcessEnv): LiveC
     notify();
   });
   child.stdin.on('error', () => undefined);
-  const closed = new Promise<CliResult>((resolve) => child.once('close', (code, signal) => resolve({ code, signal, stdout: out, stderr: err })));
+  const closed = new Promise<CliResult>((resolve) =>
+    child.once('close', (code, signal) => resolve({ code, signal, stdout: out, stderr: err })),
+  );
 
   const context = (): string => `\n--- stdout:\n${out}\n--- stderr:\n${err}`;
   return {

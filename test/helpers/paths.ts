@@ -8,5 +8,6 @@ export const CLI_MAIN = fileURLToPath(new URL('../../apps/cli/dist/main.js', imp
 
 /** Fails with an actionable message when the CLI has not been built. */
 export function assertCliBuilt(): void {
-  if (!existsSync(CLI_MAIN)) throw new Error(`${CLI_MAIN} does not exist; run 'npm run build' (or 'npm test', which builds first)`);
+  if (!existsSync(CLI_MAIN))
+    throw new Error(`${CLI_MAIN} does not exist; run 'npm run build' (or 'npm test', which builds first)`);
 }

@@ -22,7 +22,8 @@ export function findInFiles(files: readonly string[], needles: readonly string[]
   for (const file of files) {
     const bytes = readFileSync(file);
     for (const needle of needles) {
-      if (bytes.includes(Buffer.from(needle, 'utf8')) || bytes.includes(Buffer.from(needle, 'utf16le'))) hits.push({ file, needle });
+      if (bytes.includes(Buffer.from(needle, 'utf8')) || bytes.includes(Buffer.from(needle, 'utf16le')))
+        hits.push({ file, needle });
     }
   }
   return hits;

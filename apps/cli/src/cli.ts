@@ -26,13 +26,15 @@ export function cliVersion(): string {
 }
 
 export function parsePort(value: string): number {
-  if (!/^[0-9]{1,5}$/.test(value) || Number(value) > 65535) throw new InvalidArgumentError('expected a port number from 0 to 65535.');
+  if (!/^[0-9]{1,5}$/.test(value) || Number(value) > 65535)
+    throw new InvalidArgumentError('expected a port number from 0 to 65535.');
   return Number(value);
 }
 
 export function parseSeconds(value: string): number {
   const n = Number(value);
-  if (value.trim() === '' || !Number.isFinite(n) || n < 0 || n > 86_400 * 365) throw new InvalidArgumentError('expected a number of seconds (0 or more).');
+  if (value.trim() === '' || !Number.isFinite(n) || n < 0 || n > 86_400 * 365)
+    throw new InvalidArgumentError('expected a number of seconds (0 or more).');
   return n;
 }
 
@@ -134,7 +136,12 @@ Example:
     .option('--stdin', 'send each non-empty line of standard input as a separate message')
     .option('--timeout <seconds>', 'give up on a message after this long', parsePositiveSeconds, 30)
     .action(async (username: string, text: string | undefined, opts: { stdin?: boolean; timeout: number }, cmd: Command) => {
-      result.code = await runSend(profileOf(cmd), passphrase, { username, text, stdin: opts.stdin === true, timeoutSeconds: opts.timeout }, ctx);
+      result.code = await runSend(
+        profileOf(cmd),
+        passphrase,
+        { username, text, stdin: opts.stdin === true, timeoutSeconds: opts.timeout },
+        ctx,
+      );
     });
 
   program
@@ -144,7 +151,12 @@ Example:
     .option('--json', 'one JSON object per line (messages have "type":"message")')
     .option('--timeout <seconds>', 'fail if the queue is not drained within this time', parsePositiveSeconds, 60)
     .action(async (opts: { wait: number; json?: boolean; timeout: number }, cmd: Command) => {
-      result.code = await runReceive(profileOf(cmd), passphrase, { waitSeconds: opts.wait, json: opts.json === true, timeoutSeconds: opts.timeout }, ctx);
+      result.code = await runReceive(
+        profileOf(cmd),
+        passphrase,
+        { waitSeconds: opts.wait, json: opts.json === true, timeoutSeconds: opts.timeout },
+        ctx,
+      );
     });
 
   program
@@ -165,7 +177,7 @@ Example:
 
   program
     .command('verify')
-    .description("mark a contact verified after comparing safety numbers")
+    .description('mark a contact verified after comparing safety numbers')
     .argument('<username>', 'contact')
     .argument('<number...>', 'the safety number (spaces between groups allowed)')
     .action(async (username: string, number: string[], _opts: unknown, cmd: Command) => {

@@ -14,7 +14,9 @@ export interface ProfileOptions {
 
 /** `--profile`, else PARLEY_PROFILE, else ~/.parley; `~/` is expanded. */
 export function resolveProfileDir(opts: ProfileOptions, env: NodeJS.ProcessEnv): string {
-  const raw = opts.profile ?? (env.PARLEY_PROFILE !== undefined && env.PARLEY_PROFILE !== '' ? env.PARLEY_PROFILE : join(homedir(), '.parley'));
+  const raw =
+    opts.profile ??
+    (env.PARLEY_PROFILE !== undefined && env.PARLEY_PROFILE !== '' ? env.PARLEY_PROFILE : join(homedir(), '.parley'));
   const expanded = raw === '~' ? homedir() : raw.startsWith('~/') ? join(homedir(), raw.slice(2)) : raw;
   return isAbsolute(expanded) ? expanded : resolve(expanded);
 }
@@ -46,7 +48,11 @@ export async function openClient(profileDir: string, passphrase: string | null):
 }
 
 /** Runs `fn` with an open client and always closes it. */
-export async function withClient<T>(profileDir: string, passphrase: string | null, fn: (client: ParleyClient) => Promise<T>): Promise<T> {
+export async function withClient<T>(
+  profileDir: string,
+  passphrase: string | null,
+  fn: (client: ParleyClient) => Promise<T>,
+): Promise<T> {
   const client = await openClient(profileDir, passphrase);
   try {
     return await fn(client);

@@ -53,7 +53,10 @@ export interface ErrorContext {
 type SdkErrorCode = SdkError['code'];
 
 /** Friendly text for each SDK error code. */
-export function describeSdkError(err: Pick<SdkError, 'code' | 'message'> & { retryAfter?: number | undefined }, ctx: ErrorContext): string {
+export function describeSdkError(
+  err: Pick<SdkError, 'code' | 'message'> & { retryAfter?: number | undefined },
+  ctx: ErrorContext,
+): string {
   const code: SdkErrorCode = err.code;
   const detail = err.message;
   const profile = ctx.profileDir ?? 'the profile directory';
@@ -108,7 +111,9 @@ export function redact(text: string, secrets: readonly string[]): string {
 
 /** Collapses a message to one line and removes the passphrase if it leaked in. */
 export function oneLine(message: string, secrets: readonly string[] = []): string {
-  return redact(message, secrets).replace(/\s*[\r\n]+\s*/g, ' ').trim();
+  return redact(message, secrets)
+    .replace(/\s*[\r\n]+\s*/g, ' ')
+    .trim();
 }
 
 /** Node's system error codes that deserve a plain explanation. */

@@ -57,7 +57,11 @@ describe('parley command-line errors', () => {
     ['register without --server', ['register', 'alice'], /--server/],
     ['register with a bad URL', ['register', 'alice', '--server', 'not a url', '--no-passphrase'], /invalid --server/],
     ['register with a non-http URL', ['register', 'alice', '--server', 'ftp://x', '--no-passphrase'], /http:\/\/ or https:\/\//],
-    ['register with an invalid username', ['register', 'Al', '--server', 'http://127.0.0.1:1', '--no-passphrase'], /invalid username/],
+    [
+      'register with an invalid username',
+      ['register', 'Al', '--server', 'http://127.0.0.1:1', '--no-passphrase'],
+      /invalid username/,
+    ],
     [
       'register without choosing passphrase protection',
       ['register', 'alice', '--server', 'http://127.0.0.1:1'],
@@ -86,7 +90,9 @@ describe('parley command-line errors', () => {
 
   it('never echoes the passphrase in an error', async () => {
     const secret = 'correct-horse-battery-staple';
-    const r = await parley(['register', 'alice', '--server', 'http://127.0.0.1:1', '--no-passphrase'], { PARLEY_PASSPHRASE: secret });
+    const r = await parley(['register', 'alice', '--server', 'http://127.0.0.1:1', '--no-passphrase'], {
+      PARLEY_PASSPHRASE: secret,
+    });
     expect(r.code).toBe(2);
     expect(r.stderr).not.toContain(secret);
   });

@@ -49,7 +49,9 @@ describe('errors', () => {
   });
   it('names the peer, relay and profile in SDK errors', () => {
     const ctx = { peer: 'bob', serverUrl: 'http://r', profileDir: '/p' };
-    expect(describeSdkError({ code: 'USER_NOT_FOUND', message: 'x' }, ctx)).toBe("there is no user 'bob' on the relay at http://r");
+    expect(describeSdkError({ code: 'USER_NOT_FOUND', message: 'x' }, ctx)).toBe(
+      "there is no user 'bob' on the relay at http://r",
+    );
     expect(describeSdkError({ code: 'BAD_PASSPHRASE', message: 'x' }, ctx)).toContain('/p');
     expect(describeSdkError({ code: 'RATE_LIMITED', message: 'x', retryAfter: 2.5 }, ctx)).toContain('in 3 s');
   });

@@ -89,7 +89,12 @@ function historyState(status: string): SentState {
   return 'sent';
 }
 
-export async function runChat(profileDir: string, passphrase: string | null, username: string, ctx: ErrorContext): Promise<number> {
+export async function runChat(
+  profileDir: string,
+  passphrase: string | null,
+  username: string,
+  ctx: ErrorContext,
+): Promise<number> {
   const peer = parseUsernameArg(username);
   ctx.peer = peer;
   const { SdkError } = await loadSdk();
@@ -147,7 +152,9 @@ export async function runChat(profileDir: string, passphrase: string | null, use
     const batches = [...pendingReads.entries()];
     pendingReads.clear();
     for (const [who, timestamps] of batches) {
-      await client.sendReadReceipt(who, timestamps).catch((err: unknown) => screen.show(`parley: could not send read receipts: ${describe(err)}`, true));
+      await client
+        .sendReadReceipt(who, timestamps)
+        .catch((err: unknown) => screen.show(`parley: could not send read receipts: ${describe(err)}`, true));
     }
   };
   const markRead = (who: string, timestamp: number): void => {
@@ -213,7 +220,8 @@ export async function runChat(profileDir: string, passphrase: string | null, use
     }),
     client.on('identityChanged', (c) => {
       for (const line of identityWarning(c.username ?? `account ${c.accountId}`)) screen.show(line);
-      if (c.username === peer) screen.show('!!! Use /safety to see the new number and /verify <number> once you have compared it.');
+      if (c.username === peer)
+        screen.show('!!! Use /safety to see the new number and /verify <number> once you have compared it.');
     }),
     client.on('connection', (state) => {
       if (state === 'closed' && connected && !lost && !finished) {

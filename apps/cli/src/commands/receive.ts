@@ -50,7 +50,9 @@ function subscribe(client: ParleyClient, json: boolean): Array<() => void> {
       else {
         const n = r.timestamps.length;
         const verb = r.type === 'read' ? 'read' : 'received';
-        println(`[${shortTime(Date.now())}] ${senderLabel(r.from, r.fromAccount)} ${verb} ${n} of your message${n === 1 ? '' : 's'}`);
+        println(
+          `[${shortTime(Date.now())}] ${senderLabel(r.from, r.fromAccount)} ${verb} ${n} of your message${n === 1 ? '' : 's'}`,
+        );
       }
     }),
     client.on('serverReceipt', (r) => out?.({ type: 'serverReceipt', fromAccount: r.fromAccount, timestamp: r.timestamp })),
@@ -63,7 +65,12 @@ function subscribe(client: ParleyClient, json: boolean): Array<() => void> {
   ];
 }
 
-export async function runReceive(profileDir: string, passphrase: string | null, args: ReceiveArgs, ctx: ErrorContext): Promise<number> {
+export async function runReceive(
+  profileDir: string,
+  passphrase: string | null,
+  args: ReceiveArgs,
+  ctx: ErrorContext,
+): Promise<number> {
   const client = await openClient(profileDir, passphrase);
   ctx.serverUrl = client.identity.serverUrl;
   const unsubscribe = subscribe(client, args.json);
@@ -76,7 +83,12 @@ export async function runReceive(profileDir: string, passphrase: string | null, 
 
       timers.push(
         setTimeout(
-          () => reject(new CliError(`timed out after ${args.timeoutSeconds} s waiting for the relay at ${client.identity.serverUrl} to deliver queued messages`)),
+          () =>
+            reject(
+              new CliError(
+                `timed out after ${args.timeoutSeconds} s waiting for the relay at ${client.identity.serverUrl} to deliver queued messages`,
+              ),
+            ),
           args.timeoutSeconds * 1000,
         ),
       );

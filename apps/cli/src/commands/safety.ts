@@ -4,7 +4,12 @@ import { type ErrorContext, ExitCode, usageError } from '../errors.js';
 import { formatSafetyNumber } from '../format.js';
 import { println } from '../io.js';
 
-export async function runSafetyNumber(profileDir: string, passphrase: string | null, username: string, ctx: ErrorContext): Promise<number> {
+export async function runSafetyNumber(
+  profileDir: string,
+  passphrase: string | null,
+  username: string,
+  ctx: ErrorContext,
+): Promise<number> {
   const peer = parseUsernameArg(username);
   ctx.peer = peer;
   await withClient(profileDir, passphrase, async (client) => {

@@ -15,7 +15,8 @@ export interface SendArgs {
 export async function runSend(profileDir: string, passphrase: string | null, args: SendArgs, ctx: ErrorContext): Promise<number> {
   const peer = parseUsernameArg(args.username);
   if (args.stdin && args.text !== undefined) throw usageError('give the message text or --stdin, not both');
-  if (!args.stdin && args.text === undefined) throw usageError('missing message text (or use --stdin to send each line of input)');
+  if (!args.stdin && args.text === undefined)
+    throw usageError('missing message text (or use --stdin to send each line of input)');
   if (args.text !== undefined && args.text.trim() === '') throw usageError('the message is empty');
   ctx.peer = peer;
 
