@@ -3,7 +3,7 @@
  * with `receive`, and two live chats talking to each other with receipts.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createWorld, messagesOf, type World } from '../helpers/world.js';
+import { cleanupAll, createWorld, messagesOf, type World } from '../helpers/world.js';
 
 const READY = /Chatting with \S+ as \S+\./;
 
@@ -16,9 +16,8 @@ describe('parley chat over pipes', () => {
     await w.register('bob');
   });
 
-  afterAll(async () => {
-    await w?.close();
-  });
+  // Not w.close(): it must also run when beforeAll failed half-way.
+  afterAll(cleanupAll);
 
   it('sends each piped line and exits 0 on /quit; the peer receives them', async () => {
     const r = await w.ok('alice', ['chat', 'bob'], {

@@ -4,7 +4,7 @@
  * in order, exactly once.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createWorld, messagesOf, type World } from '../helpers/world.js';
+import { cleanupAll, createWorld, messagesOf, type World } from '../helpers/world.js';
 
 const COUNT = 100;
 /** This many go through one `parley send` process each; the rest through `parley send --stdin`. */
@@ -19,9 +19,8 @@ describe('offline delivery of 100 messages through a relay process', () => {
     await w.register('bob');
   });
 
-  afterAll(async () => {
-    await w?.close();
-  });
+  // Not w.close(): it must also run when beforeAll failed half-way.
+  afterAll(cleanupAll);
 
   it('shows the profile identity with whoami', async () => {
     const r = await w.ok('alice', ['whoami']);

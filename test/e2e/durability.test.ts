@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isRunning } from '../helpers/procs.js';
-import { createWorld, messagesOf, type World } from '../helpers/world.js';
+import { cleanupAll, createWorld, messagesOf, type World } from '../helpers/world.js';
 
 describe('relay kill -9 durability', () => {
   let w: World;
@@ -15,9 +15,8 @@ describe('relay kill -9 durability', () => {
     await w.register('bob');
   });
 
-  afterAll(async () => {
-    await w?.close();
-  });
+  // Not w.close(): it must also run when beforeAll failed half-way.
+  afterAll(cleanupAll);
 
   it('delivers every acknowledged message after the relay is killed and restarted', async () => {
     const bodies = Array.from({ length: 30 }, (_, i) => `durable ${i}`);

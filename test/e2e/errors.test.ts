@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CliResult, cliEnv, errorLine, runCli } from '../helpers/cli.js';
 import { startRelayProcess } from '../helpers/relay.js';
-import { createWorld, type World } from '../helpers/world.js';
+import { cleanupAll, createWorld, type World } from '../helpers/world.js';
 
 function expectOneLineFailure(r: CliResult, pattern: RegExp, secret?: string): string {
   expect(r.code, `stdout:\n${r.stdout}\nstderr:\n${r.stderr}`).not.toBe(0);
@@ -30,9 +30,8 @@ describe('errors against a real relay', () => {
     await w.register('bob');
   });
 
-  afterAll(async () => {
-    await w?.close();
-  });
+  // Not w.close(): it must also run when beforeAll failed half-way.
+  afterAll(cleanupAll);
 
   it('sending to an unknown user', async () => {
     const r = await w.cli('alice', ['send', 'nobody_here', 'hello?']);

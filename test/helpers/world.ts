@@ -31,6 +31,12 @@ export interface World {
   close(): Promise<void>;
 }
 
+/** Kills every process the test file started and removes its temporary directories. */
+export async function cleanupAll(): Promise<void> {
+  await killAll();
+  removeTempDirs();
+}
+
 export function describeResult(args: readonly string[], r: CliResult): string {
   return `parley ${args.join(' ')} exited with ${r.code ?? r.signal}\n--- stdout:\n${r.stdout}\n--- stderr:\n${r.stderr}`;
 }
@@ -67,10 +73,7 @@ export async function createWorld(label: string, opts: { env?: NodeJS.ProcessEnv
       await world.relay.kill9();
       world.relay = await startRelayProcess(relayOpts);
     },
-    close: async () => {
-      await killAll();
-      removeTempDirs();
-    },
+    close: cleanupAll,
   };
   return world;
 }
