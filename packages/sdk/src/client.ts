@@ -324,9 +324,15 @@ export class ParleyClient {
   }
 
   private async uploadOneTimeKeys(counts: { ecCount: number; kyberCount: number }): Promise<void> {
-    const req = await this.crypto.run(async () => {
+    const req = await this.atomically(() => this.keys.refill(counts));
+    if (req) await this.uploadKeys(req);
+  }
+
+  /** Runs `fn` on the crypto queue; its store writes commit together if it succeeds and are dropped if it throws. */
+  private atomically<T>(fn: () => Promise<T>): Promise<T> {
+    return this.crypto.run(async () => {
       try {
-        const r = await this.keys.refill(counts);
+        const r = await fn();
         this.stores.commit();
         return r;
       } catch (err) {
@@ -334,7 +340,6 @@ export class ParleyClient {
         throw err;
       }
     });
-    if (req) await this.uploadKeys(req);
   }
 
   private refilling: Promise<void> | null = null;
@@ -359,16 +364,7 @@ export class ParleyClient {
 
   /** On every connect: rotate old signed keys, top up one-time keys, prune logs. */
   private async maintenance(): Promise<void> {
-    const rotation = await this.crypto.run(async () => {
-      try {
-        const r = await this.keys.rotateIfDue();
-        this.stores.commit();
-        return r;
-      } catch (err) {
-        this.stores.rollback();
-        throw err;
-      }
-    });
+    const rotation = await this.atomically(() => this.keys.rotateIfDue());
     if (rotation) await this.uploadKeys(rotation);
     await this.refillKeys();
     await this.crypto.run(async () => {
