@@ -28,6 +28,8 @@ describe('offline delivery of 100 messages through a relay process', () => {
     expect(r.stdout).toMatch(/^account\s+[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/m);
     expect(r.stdout).toMatch(/^device\s+1$/m);
     expect(r.stdout).toContain(w.relay.url);
+    const json = JSON.parse((await w.ok('alice', ['whoami', '--json'])).stdout) as Record<string, unknown>;
+    expect(json).toMatchObject({ username: 'alice', deviceId: 1, serverUrl: w.relay.url, profile: w.profile('alice') });
   });
 
   it('delivers every message sent while bob was offline, in order, exactly once', async () => {
