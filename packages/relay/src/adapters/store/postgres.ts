@@ -1,0 +1,489 @@
+/**
+ * The scale-out Store: PostgreSQL, shared by every relay node. It is the
+ * source of truth; the bus only wakes nodes up.
+ *
+ * Durability: every connection runs with `synchronous_commit = on`, so a
+ * statement that returned has its WAL flushed; a 2xx after `enqueue` survives
+ * a crash of any relay node and of the database server.
+ *
+ * Queue order: each device has a row in `queue_heads` holding the last
+ * sequence number handed out. An enqueue bumps that counter with an upsert,
+ * which row-locks it until the transaction commits, so for one device the
+ * sequence numbers become visible in the order they were assigned. A reader
+ * that has seen seq N can therefore never later find a newly committed seq
+ * below N (a global bigserial would allow that: concurrent transactions commit
+ * out of order and a reader moving its cursor past a gap would skip an
+ * envelope forever).
+ *
+ * Throughput: an enqueue is one statement (data-modifying CTEs), hence one
+ * round trip and one implicit transaction; concurrent commits on different
+ * pool connections share WAL flushes (PostgreSQL's group commit).
+ */
+import {
+  type AccountId,
+  type DeviceId,
+  type EnvelopeType,
+  type KeyCounts,
+  type PreKey,
+  type SignedPreKey,
+  normalizeUsername,
+} from '@parley/wire';
+import type {
+  AccountRecord,
+  ClaimResult,
+  ClaimedDevice,
+  DeleteResult,
+  DeviceCredentials,
+  DeviceSummary,
+  EnqueueBatch,
+  EnqueueResult,
+  KeyUpload,
+  NewAccount,
+  QueuedEnvelope,
+  Store,
+} from '../../ports.js';
+import { POSTGRES_MIGRATIONS } from './postgres-migrations.js';
+
+/** The small part of a `pg` query result this adapter reads. */
+export interface PgResult {
+  rows: Row[];
+  rowCount: number | null;
+}
+/** The part of `pg.PoolClient` used here (kysely-style structural subset). */
+export interface PgClient {
+  query(text: string, values?: unknown[]): Promise<PgResult>;
+  release(err?: Error | boolean): void;
+}
+/** The part of `pg.Pool` used here. */
+export interface PgPool {
+  query(text: string, values?: unknown[]): Promise<PgResult>;
+  connect(): Promise<PgClient>;
+  end(): Promise<void>;
+}
+
+type Row = Record<string, unknown>;
+
+export interface PostgresStoreOptions {
+  /** Most connections this node opens (default 10). */
+  maxConnections?: number;
+  /**
+   * A schema to create and use instead of `public` (tests use one per store
+   * for isolation). Must match `[a-z_][a-z0-9_]*`.
+   */
+  schema?: string;
+}
+
+/** Arbitrary, fixed key for the advisory lock that serializes migrations across nodes. */
+const MIGRATION_LOCK_KEY = 7_200_817_001;
+
+function bytesOf(row: Row, col: string): Uint8Array {
+  const v = row[col];
+  if (!(v instanceof Uint8Array)) throw new TypeError(`column ${col} is not bytea`);
+  return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+}
+function numOf(row: Row, col: string): number {
+  const v = row[col];
+  // int8 and numeric come back as strings; everything stored here fits a double exactly.
+  if (typeof v === 'string') return Number(v);
+  if (typeof v !== 'number') throw new TypeError(`column ${col} is not a number`);
+  return v;
+}
+function strOf(row: Row, col: string): string {
+  const v = row[col];
+  if (typeof v !== 'string') throw new TypeError(`column ${col} is not text`);
+  return v;
+}
+/** A Buffer view without copying, the type `pg` binds as bytea. */
+function buf(b: Uint8Array): Buffer {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+}
+
+/**
+ * Apply pending migrations inside one transaction per migration, holding an
+ * advisory lock so nodes starting together do not race. Returns the version.
+ */
+export async function migratePostgres(pool: PgPool, schema?: string): Promise<number> {
+  const client = await pool.connect();
+  try {
+    await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY]);
+    try {
+      // Under the lock: IF NOT EXISTS alone is not safe against a concurrent CREATE.
+      if (schema !== undefined) await client.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+      await client.query(
+        'CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())',
+      );
+      const res = await client.query('SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations');
+      let version = numOf(res.rows[0] ?? { v: 0 }, 'v');
+      for (; version < POSTGRES_MIGRATIONS.length; version++) {
+        const sql = POSTGRES_MIGRATIONS[version] as string;
+        await client.query('BEGIN');
+        try {
+          await client.query(sql);
+          await client.query('INSERT INTO schema_migrations (version) VALUES ($1)', [version + 1]);
+          await client.query('COMMIT');
+        } catch (err) {
+          await client.query('ROLLBACK');
+          throw err;
+        }
+      }
+      return version;
+    } finally {
+      await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]);
+    }
+  } finally {
+    client.release();
+  }
+}
+
+/**
+ * Connect to PostgreSQL (`postgres://user@host:port/db`), apply migrations
+ * and return the store. Loads the `pg` driver on first use.
+ * @throws when the server is unreachable or a migration fails.
+ */
+export async function openPostgresStore(url: string, opts: PostgresStoreOptions = {}): Promise<PostgresStore> {
+  const { default: pg } = await import('pg');
+  const schema = opts.schema;
+  if (schema !== undefined && !/^[a-z_][a-z0-9_]*$/.test(schema)) throw new RangeError('schema: must match [a-z_][a-z0-9_]*');
+  const settings = ['-c synchronous_commit=on'];
+  if (schema !== undefined) settings.push(`-c search_path=${schema}`);
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: opts.maxConnections ?? 10,
+    options: settings.join(' '),
+    connectionTimeoutMillis: 10_000,
+    idleTimeoutMillis: 30_000,
+  });
+  // An idle connection dropped by the server must not crash the process; the pool replaces it.
+  pool.on('error', () => undefined);
+  try {
+    await migratePostgres(pool, schema);
+  } catch (err) {
+    await pool.end();
+    throw err;
+  }
+  return new PostgresStore(pool);
+}
+
+const ENVELOPE_COLUMNS = 'seq, guid, dest_account, dest_device, type, source_account, source_device, client_ts, server_ts, content, urgent';
+
+/**
+ * One statement: record the idempotency key (if any); only when it is new (or
+ * absent) bump each destination device's queue head, in a fixed order so
+ * concurrent multi-device sends cannot deadlock, and insert the envelopes
+ * with consecutive per-device sequence numbers.
+ */
+const ENQUEUE_SQL = `
+WITH idem AS (
+  INSERT INTO sent_messages (sender_account, sender_device, destination, message_id, created_at)
+  SELECT $1::text, $2::integer, $3::text, $4::bytea, $5::bigint WHERE $1::text IS NOT NULL
+  ON CONFLICT DO NOTHING
+  RETURNING 1 AS ok
+), proceed AS (
+  SELECT 1 AS ok WHERE $1::text IS NULL OR EXISTS (SELECT 1 FROM idem)
+), input AS (
+  SELECT * FROM unnest($6::text[], $7::integer[], $8::bytea[], $9::integer[], $10::text[], $11::integer[],
+                       $12::bigint[], $13::bigint[], $14::bytea[], $15::boolean[])
+    WITH ORDINALITY AS t(da, dd, guid, type, sa, sd, cts, sts, content, urgent, ord)
+), counts AS (
+  SELECT da, dd, count(*)::bigint AS n FROM input GROUP BY da, dd
+), heads AS (
+  INSERT INTO queue_heads (account_id, device_id, last_seq)
+  SELECT c.da, c.dd, c.n FROM counts c, proceed ORDER BY c.da, c.dd
+  ON CONFLICT (account_id, device_id) DO UPDATE SET last_seq = queue_heads.last_seq + excluded.last_seq
+  RETURNING account_id, device_id, last_seq
+)
+INSERT INTO envelopes (dest_account, dest_device, seq, guid, type, source_account, source_device, client_ts, server_ts, content, urgent)
+SELECT i.da, i.dd,
+       h.last_seq - c.n + row_number() OVER (PARTITION BY i.da, i.dd ORDER BY i.ord),
+       i.guid, i.type, i.sa, i.sd, i.cts, i.sts, i.content, i.urgent
+FROM input i
+JOIN counts c ON c.da = i.da AND c.dd = i.dd
+JOIN heads h ON h.account_id = i.da AND h.device_id = i.dd
+RETURNING 1 AS ok`;
+
+const TAKE_EC_SQL = `
+DELETE FROM ec_prekeys WHERE (account_id, device_id, key_id) = (
+  SELECT account_id, device_id, key_id FROM ec_prekeys WHERE account_id = $1 AND device_id = $2
+  ORDER BY key_id LIMIT 1 FOR UPDATE SKIP LOCKED)
+RETURNING key_id, public_key`;
+
+const TAKE_KYBER_SQL = `
+DELETE FROM kyber_prekeys WHERE (account_id, device_id, key_id) = (
+  SELECT account_id, device_id, key_id FROM kyber_prekeys WHERE account_id = $1 AND device_id = $2
+  ORDER BY key_id LIMIT 1 FOR UPDATE SKIP LOCKED)
+RETURNING key_id, public_key, signature`;
+
+const COUNTS_SQL = `
+SELECT (SELECT count(*) FROM ec_prekeys WHERE account_id = $1 AND device_id = $2) AS ec,
+       (SELECT count(*) FROM kyber_prekeys WHERE account_id = $1 AND device_id = $2) AS kyber`;
+
+/** Store over a PostgreSQL pool. */
+export class PostgresStore implements Store {
+  readonly #pool: PgPool;
+  #closed = false;
+
+  constructor(pool: PgPool) {
+    this.#pool = pool;
+  }
+
+  /** Run `fn` in a transaction on one connection; rolls back when it throws. */
+  async #tx<T>(fn: (c: PgClient) => Promise<T>): Promise<T> {
+    const c = await this.#pool.connect();
+    let broken = false;
+    try {
+      await c.query('BEGIN');
+      const out = await fn(c);
+      await c.query('COMMIT');
+      return out;
+    } catch (err) {
+      try {
+        await c.query('ROLLBACK');
+      } catch {
+        broken = true;
+      }
+      throw err;
+    } finally {
+      c.release(broken);
+    }
+  }
+
+  async createAccount(a: NewAccount): Promise<{ kind: 'created' } | { kind: 'usernameTaken' }> {
+    const username = normalizeUsername(a.username);
+    const d = a.device;
+    return this.#tx(async (c) => {
+      const res = await c.query(
+        `INSERT INTO accounts (account_id, username, identity_key, created_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (username) DO NOTHING RETURNING account_id`,
+        [a.accountId, username, buf(a.identityKey), a.createdAt],
+      );
+      if (res.rows.length === 0) return { kind: 'usernameTaken' as const };
+      await c.query(
+        `INSERT INTO devices (account_id, device_id, registration_id, password_salt, password_hash,
+           signed_key_id, signed_key, signed_key_sig, kyber_lr_id, kyber_lr_key, kyber_lr_sig, created_at)
+         VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+        [
+          a.accountId,
+          d.registrationId,
+          buf(d.passwordSalt),
+          buf(d.passwordHash),
+          d.signedPreKey.keyId,
+          buf(d.signedPreKey.publicKey),
+          buf(d.signedPreKey.signature),
+          d.kyberLastResortKey.keyId,
+          buf(d.kyberLastResortKey.publicKey),
+          buf(d.kyberLastResortKey.signature),
+          a.createdAt,
+        ],
+      );
+      return { kind: 'created' as const };
+    });
+  }
+
+  async getDeviceCredentials(account: AccountId, device: DeviceId): Promise<DeviceCredentials | null> {
+    const res = await this.#pool.query('SELECT password_salt, password_hash FROM devices WHERE account_id = $1 AND device_id = $2', [
+      account,
+      device,
+    ]);
+    const row = res.rows[0];
+    return row ? { passwordSalt: bytesOf(row, 'password_salt'), passwordHash: bytesOf(row, 'password_hash') } : null;
+  }
+
+  async getAccount(account: AccountId): Promise<AccountRecord | null> {
+    const res = await this.#pool.query('SELECT account_id, username, identity_key FROM accounts WHERE account_id = $1', [account]);
+    const row = res.rows[0];
+    if (!row) return null;
+    return { accountId: strOf(row, 'account_id') as AccountId, username: strOf(row, 'username'), identityKey: bytesOf(row, 'identity_key') };
+  }
+
+  async lookupUsername(username: string): Promise<AccountId | null> {
+    const res = await this.#pool.query('SELECT account_id FROM accounts WHERE username = $1', [normalizeUsername(username)]);
+    const row = res.rows[0];
+    return row ? (strOf(row, 'account_id') as AccountId) : null;
+  }
+
+  async listDevices(account: AccountId): Promise<DeviceSummary[]> {
+    const res = await this.#pool.query('SELECT device_id, registration_id FROM devices WHERE account_id = $1 ORDER BY device_id', [account]);
+    return res.rows.map((r) => ({ deviceId: numOf(r, 'device_id') as DeviceId, registrationId: numOf(r, 'registration_id') }));
+  }
+
+  async storeKeys(account: AccountId, device: DeviceId, keys: KeyUpload): Promise<void> {
+    await this.#tx(async (c) => {
+      const s = keys.signedPreKey;
+      if (s)
+        await c.query('UPDATE devices SET signed_key_id = $1, signed_key = $2, signed_key_sig = $3 WHERE account_id = $4 AND device_id = $5', [
+          s.keyId,
+          buf(s.publicKey),
+          buf(s.signature),
+          account,
+          device,
+        ]);
+      const k = keys.kyberLastResortKey;
+      if (k)
+        await c.query('UPDATE devices SET kyber_lr_id = $1, kyber_lr_key = $2, kyber_lr_sig = $3 WHERE account_id = $4 AND device_id = $5', [
+          k.keyId,
+          buf(k.publicKey),
+          buf(k.signature),
+          account,
+          device,
+        ]);
+      if (keys.preKeys.length > 0)
+        await c.query(
+          `INSERT INTO ec_prekeys (account_id, device_id, key_id, public_key)
+           SELECT $1, $2, t.id, t.pk FROM unnest($3::integer[], $4::bytea[]) AS t(id, pk)
+           ON CONFLICT (account_id, device_id, key_id) DO UPDATE SET public_key = excluded.public_key`,
+          [account, device, keys.preKeys.map((p) => p.keyId), keys.preKeys.map((p) => buf(p.publicKey))],
+        );
+      if (keys.kyberPreKeys.length > 0)
+        await c.query(
+          `INSERT INTO kyber_prekeys (account_id, device_id, key_id, public_key, signature)
+           SELECT $1, $2, t.id, t.pk, t.sig FROM unnest($3::integer[], $4::bytea[], $5::bytea[]) AS t(id, pk, sig)
+           ON CONFLICT (account_id, device_id, key_id) DO UPDATE SET public_key = excluded.public_key, signature = excluded.signature`,
+          [
+            account,
+            device,
+            keys.kyberPreKeys.map((p) => p.keyId),
+            keys.kyberPreKeys.map((p) => buf(p.publicKey)),
+            keys.kyberPreKeys.map((p) => buf(p.signature)),
+          ],
+        );
+    });
+  }
+
+  async keyCounts(account: AccountId, device: DeviceId): Promise<KeyCounts> {
+    const res = await this.#pool.query(COUNTS_SQL, [account, device]);
+    const row = res.rows[0] ?? { ec: 0, kyber: 0 };
+    return { ecCount: numOf(row, 'ec'), kyberCount: numOf(row, 'kyber') };
+  }
+
+  async claimBundle(account: AccountId, device: DeviceId | 'all'): Promise<ClaimResult> {
+    return this.#tx(async (c): Promise<ClaimResult> => {
+      const acct = (await c.query('SELECT identity_key FROM accounts WHERE account_id = $1', [account])).rows[0];
+      if (!acct) return { kind: 'notFound' };
+      const rows = (
+        await c.query(
+          `SELECT device_id, registration_id, signed_key_id, signed_key, signed_key_sig, kyber_lr_id, kyber_lr_key, kyber_lr_sig
+           FROM devices WHERE account_id = $1 AND ($2::integer IS NULL OR device_id = $2) ORDER BY device_id`,
+          [account, device === 'all' ? null : device],
+        )
+      ).rows;
+      if (rows.length === 0) return { kind: 'notFound' };
+      const devices: ClaimedDevice[] = [];
+      for (const r of rows) {
+        const id = numOf(r, 'device_id') as DeviceId;
+        // FOR UPDATE SKIP LOCKED: concurrent claims each take a different key and never wait on each other.
+        const ec = (await c.query(TAKE_EC_SQL, [account, id])).rows[0];
+        const ky = (await c.query(TAKE_KYBER_SQL, [account, id])).rows[0];
+        const counts = (await c.query(COUNTS_SQL, [account, id])).rows[0] ?? { ec: 0, kyber: 0 };
+        const preKey: PreKey | null = ec ? { keyId: numOf(ec, 'key_id'), publicKey: bytesOf(ec, 'public_key') } : null;
+        const kyberPreKey: SignedPreKey = ky
+          ? { keyId: numOf(ky, 'key_id'), publicKey: bytesOf(ky, 'public_key'), signature: bytesOf(ky, 'signature') }
+          : { keyId: numOf(r, 'kyber_lr_id'), publicKey: bytesOf(r, 'kyber_lr_key'), signature: bytesOf(r, 'kyber_lr_sig') };
+        devices.push({
+          deviceId: id,
+          registrationId: numOf(r, 'registration_id'),
+          preKey,
+          signedPreKey: { keyId: numOf(r, 'signed_key_id'), publicKey: bytesOf(r, 'signed_key'), signature: bytesOf(r, 'signed_key_sig') },
+          kyberPreKey,
+          remaining: { ecCount: numOf(counts, 'ec'), kyberCount: numOf(counts, 'kyber') },
+        });
+      }
+      return { kind: 'bundle', identityKey: bytesOf(acct, 'identity_key'), devices };
+    });
+  }
+
+  async enqueue(batch: EnqueueBatch): Promise<EnqueueResult> {
+    const k = batch.idempotencyKey;
+    const es = batch.envelopes;
+    if (es.length === 0) {
+      // Nothing to queue: only the idempotency key tells a first send from a repeat.
+      if (!k) return { kind: 'stored' };
+      const r = await this.#pool.query(
+        `INSERT INTO sent_messages (sender_account, sender_device, destination, message_id, created_at)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
+        [k.senderAccount, k.senderDevice, k.destination, buf(k.messageId), batch.now],
+      );
+      return (r.rowCount ?? 0) === 0 ? { kind: 'duplicate' } : { kind: 'stored' };
+    }
+    const res = await this.#pool.query(ENQUEUE_SQL, [
+      k?.senderAccount ?? null,
+      k?.senderDevice ?? null,
+      k?.destination ?? null,
+      k ? buf(k.messageId) : null,
+      batch.now,
+      es.map((e) => e.destination.account),
+      es.map((e) => e.destination.device),
+      es.map((e) => buf(e.guid)),
+      es.map((e) => e.type),
+      es.map((e) => e.source?.account ?? null),
+      es.map((e) => e.source?.device ?? null),
+      es.map((e) => e.clientTimestamp),
+      es.map((e) => e.serverTimestamp),
+      es.map((e) => buf(e.content)),
+      es.map((e) => e.urgent),
+    ]);
+    return (res.rowCount ?? 0) === 0 ? { kind: 'duplicate' } : { kind: 'stored' };
+  }
+
+  async fetchQueue(account: AccountId, device: DeviceId, after: number, limit: number): Promise<QueuedEnvelope[]> {
+    const res = await this.#pool.query(
+      `SELECT ${ENVELOPE_COLUMNS} FROM envelopes WHERE dest_account = $1 AND dest_device = $2 AND seq > $3 ORDER BY seq LIMIT $4`,
+      [account, device, after, limit],
+    );
+    return res.rows.map((r) => {
+      const sa = r.source_account;
+      return {
+        cursor: numOf(r, 'seq'),
+        guid: bytesOf(r, 'guid'),
+        type: numOf(r, 'type') as EnvelopeType,
+        source: typeof sa === 'string' ? { account: sa as AccountId, device: numOf(r, 'source_device') as DeviceId } : null,
+        destination: { account: strOf(r, 'dest_account') as AccountId, device: numOf(r, 'dest_device') as DeviceId },
+        clientTimestamp: numOf(r, 'client_ts'),
+        serverTimestamp: numOf(r, 'server_ts'),
+        content: bytesOf(r, 'content'),
+        urgent: r.urgent === true,
+      };
+    });
+  }
+
+  async deleteEnvelope(account: AccountId, device: DeviceId, guid: Uint8Array): Promise<DeleteResult> {
+    const res = await this.#pool.query(
+      `DELETE FROM envelopes WHERE guid = $3 AND dest_account = $1 AND dest_device = $2
+       RETURNING type, source_account, source_device, client_ts`,
+      [account, device, buf(guid)],
+    );
+    const r = res.rows[0];
+    if (!r) return { kind: 'notFound' };
+    const sa = r.source_account;
+    return {
+      kind: 'deleted',
+      type: numOf(r, 'type') as EnvelopeType,
+      source: typeof sa === 'string' ? { account: sa as AccountId, device: numOf(r, 'source_device') as DeviceId } : null,
+      clientTimestamp: numOf(r, 'client_ts'),
+    };
+  }
+
+  async purge(before: number): Promise<{ envelopes: number; idempotencyKeys: number }> {
+    return this.#tx(async (c) => {
+      const e = await c.query('DELETE FROM envelopes WHERE server_ts < $1', [before]);
+      const s = await c.query('DELETE FROM sent_messages WHERE created_at < $1', [before]);
+      return { envelopes: e.rowCount ?? 0, idempotencyKeys: s.rowCount ?? 0 };
+    });
+  }
+
+  /** A server setting as this store's connections see it (diagnostics and tests). */
+  async setting(name: 'synchronous_commit' | 'server_version'): Promise<string> {
+    const res = await this.#pool.query(`SHOW ${name}`);
+    return strOf(res.rows[0] ?? {}, name);
+  }
+
+  async ping(): Promise<void> {
+    if (this.#closed) throw new Error('store closed');
+    await this.#pool.query('SELECT 1');
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#pool.end();
+  }
+}
