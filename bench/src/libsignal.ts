@@ -31,23 +31,23 @@ class MemoryStores {
     })();
   }
   get identityStore(): S.IdentityKeyStore {
-    const self = this;
+    const { identity, registrationId, identities } = this;
     return new (class extends S.IdentityKeyStore {
       async getIdentityKey() {
-        return self.identity.privateKey;
+        return identity.privateKey;
       }
       async getLocalRegistrationId() {
-        return self.registrationId;
+        return registrationId;
       }
       async saveIdentity(a: S.ProtocolAddress, k: S.PublicKey) {
-        self.identities.set(a.toString(), k);
+        identities.set(a.toString(), k);
         return S.IdentityChange.NewOrUnchanged;
       }
       async isTrustedIdentity() {
         return true;
       }
       async getIdentity(a: S.ProtocolAddress) {
-        return self.identities.get(a.toString()) ?? null;
+        return identities.get(a.toString()) ?? null;
       }
     })();
   }

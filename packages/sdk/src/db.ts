@@ -113,6 +113,8 @@ export function acquireLock(dir: string): () => void {
 // ---------------------------------------------------------------- database
 
 function openDatabase(file: string, key: Buffer): Db {
+  // Create the file owner-only first; SQLite gives its WAL and SHM files the same mode.
+  fs.closeSync(fs.openSync(file, 'a', 0o600));
   const db = new Database(file, { cacheStatements: true });
   try {
     // SQLCipher would report a wrong key on stderr; the SDK reports it as BAD_PASSPHRASE instead.

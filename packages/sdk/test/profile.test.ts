@@ -34,6 +34,7 @@ describe('profile database', () => {
     (await createProfile(d, null)).close();
     expect(statSync(join(d, ProfileFiles.keyFile)).mode & 0o777).toBe(0o600);
     expect(statSync(d).mode & 0o777).toBe(0o700);
+    expect(statSync(join(d, ProfileFiles.db)).mode & 0o777).toBe(0o600);
     expect(readFileSync(join(d, ProfileFiles.keyFile)).length).toBe(32);
     (await openProfile(d, 'anything')).close();
     (await openProfile(d, null)).close();
