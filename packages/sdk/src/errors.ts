@@ -20,6 +20,9 @@ export const SdkErrorCodes = [
   'RATE_LIMITED',
   'INVALID_INPUT',
   'UNAUTHORIZED',
+  'ATTACHMENT_TOO_LARGE',
+  'ATTACHMENT_UNAVAILABLE',
+  'ATTACHMENT_INVALID',
 ] as const;
 export type SdkErrorCode = (typeof SdkErrorCodes)[number];
 

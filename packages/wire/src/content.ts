@@ -4,11 +4,14 @@
  * `encodeContent` builds the bytes to pad and encrypt.
  */
 import { create, fromBinary, type MessageInitShape, toBinary } from '@bufbuild/protobuf';
+import { type Attachment, AttachmentLimits, parseBlobId } from './attachments.js';
 import { fail, WireError, WireErrorCode } from './errors.js';
 import {
+  type AttachmentPointer as PbAttachmentPointer,
   type Content as PbContent,
   ContentSchema,
   type DataMessage as PbDataMessage,
+  DataMessageSchema,
   ReceiptMessage_Type,
   TypingMessage_Action,
 } from './gen/parley/v1/content_pb.js';
@@ -18,6 +21,8 @@ import { Limits } from './limits.js';
 export interface DataMessage {
   body: string;
   timestamp: number;
+  /** Absent means none. */
+  attachments?: Attachment[];
 }
 
 export type Content =
@@ -33,9 +38,30 @@ const ts = (v: bigint, field: string): number => {
   return Number(v);
 };
 
+function processAttachment(a: PbAttachmentPointer, field: string): Attachment {
+  if (a.key.length !== AttachmentLimits.keyBytes) fail(`${field}.key`, `must be ${AttachmentLimits.keyBytes} bytes`);
+  if (a.digest.length !== AttachmentLimits.digestBytes) fail(`${field}.digest`, `must be ${AttachmentLimits.digestBytes} bytes`);
+  if (a.size > BigInt(AttachmentLimits.maxSize)) fail(`${field}.size`, 'out of range');
+  if (a.contentType.length > AttachmentLimits.maxContentTypeChars)
+    fail(`${field}.contentType`, `at most ${AttachmentLimits.maxContentTypeChars} characters`);
+  if (Buffer.byteLength(a.fileName) > AttachmentLimits.maxFileNameBytes)
+    fail(`${field}.fileName`, `at most ${AttachmentLimits.maxFileNameBytes} bytes`);
+  return {
+    blobId: parseBlobId(a.blobId, `${field}.blobId`),
+    key: a.key,
+    digest: a.digest,
+    size: Number(a.size),
+    contentType: a.contentType,
+    fileName: a.fileName,
+  };
+}
+
 function processData(m: PbDataMessage, field: string): DataMessage {
   if (Buffer.byteLength(m.body) > Limits.maxBodyTextBytes) fail(`${field}.body`, `at most ${Limits.maxBodyTextBytes} bytes`);
-  return { body: m.body, timestamp: ts(m.timestamp, `${field}.timestamp`) };
+  const out: DataMessage = { body: m.body, timestamp: ts(m.timestamp, `${field}.timestamp`) };
+  if (m.attachments.length > AttachmentLimits.maxPerMessage) fail(`${field}.attachments`, `at most ${AttachmentLimits.maxPerMessage}`);
+  if (m.attachments.length > 0) out.attachments = m.attachments.map((a, i) => processAttachment(a, `${field}.attachments[${i}]`));
+  return out;
 }
 
 /** A decrypted Content with the sender's claimed username (unverified). */
@@ -105,11 +131,22 @@ function processOne(raw: PbContent): Content {
 }
 
 export function encodeContent(c: Content, senderUsername: string | null = null): Uint8Array {
-  const data = (m: DataMessage) => ({ body: m.body, timestamp: BigInt(m.timestamp) });
+  const data = (m: DataMessage) => ({
+    body: m.body,
+    timestamp: BigInt(m.timestamp),
+    attachments: (m.attachments ?? []).map((a) => ({
+      blobId: a.blobId,
+      key: a.key,
+      digest: a.digest,
+      size: BigInt(a.size),
+      contentType: a.contentType,
+      fileName: a.fileName,
+    })),
+  });
   return toBinary(ContentSchema, create(ContentSchema, { ...contentInit(c, data), senderUsername: senderUsername ?? '' }));
 }
 
-function contentInit(c: Content, data: (m: DataMessage) => { body: string; timestamp: bigint }): MessageInitShape<typeof ContentSchema> {
+function contentInit(c: Content, data: (m: DataMessage) => MessageInitShape<typeof DataMessageSchema>): MessageInitShape<typeof ContentSchema> {
   switch (c.kind) {
     case 'data':
       return { dataMessage: data(c.message) };

@@ -6,3 +6,4 @@ export * from './api.js';
 export * from './messages.js';
 export * from './frames.js';
 export * from './content.js';
+export * from './attachments.js';

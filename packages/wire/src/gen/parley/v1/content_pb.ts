@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file parley/v1/content.proto.
  */
 export const file_parley_v1_content: GenFile = /*@__PURE__*/
-  fileDesc("ChdwYXJsZXkvdjEvY29udGVudC5wcm90bxIJcGFybGV5LnYxIt0CCgdDb250ZW50EiwKDGRhdGFfbWVzc2FnZRgBIAEoCzIWLnBhcmxleS52MS5EYXRhTWVzc2FnZRIsCgxzeW5jX21lc3NhZ2UYAiABKAsyFi5wYXJsZXkudjEuU3luY01lc3NhZ2USMgoPcmVjZWlwdF9tZXNzYWdlGAMgASgLMhkucGFybGV5LnYxLlJlY2VpcHRNZXNzYWdlEjAKDnR5cGluZ19tZXNzYWdlGAQgASgLMhgucGFybGV5LnYxLlR5cGluZ01lc3NhZ2USLAoMbnVsbF9tZXNzYWdlGAUgASgLMhYucGFybGV5LnYxLk51bGxNZXNzYWdlEiAKGGRlY3J5cHRpb25fZXJyb3JfbWVzc2FnZRgGIAEoDBInCh9zZW5kZXJfa2V5X2Rpc3RyaWJ1dGlvbl9tZXNzYWdlGAcgASgMEhcKD3NlbmRlcl91c2VybmFtZRgIIAEoCSIZChFBdHRhY2htZW50UG9pbnRlckoECAEQECIUCgxHcm91cENvbnRleHRKBAgBEBAiugEKC0RhdGFNZXNzYWdlEgwKBGJvZHkYASABKAkSEQoJdGltZXN0YW1wGAIgASgEEjEKC2F0dGFjaG1lbnRzGAMgAygLMhwucGFybGV5LnYxLkF0dGFjaG1lbnRQb2ludGVyEiYKBWdyb3VwGAQgASgLMhcucGFybGV5LnYxLkdyb3VwQ29udGV4dBIUCgxleHBpcmVfdGltZXIYBSABKA0SEwoLcHJvZmlsZV9rZXkYBiABKAxKBAgHEBAijgEKDlJlY2VpcHRNZXNzYWdlEiwKBHR5cGUYASABKA4yHi5wYXJsZXkudjEuUmVjZWlwdE1lc3NhZ2UuVHlwZRISCgp0aW1lc3RhbXBzGAIgAygEIjoKBFR5cGUSEAoMVFlQRV9VTktOT1dOEAASEQoNVFlQRV9ERUxJVkVSWRABEg0KCVRZUEVfUkVBRBACIqsBCg1UeXBpbmdNZXNzYWdlEhEKCXRpbWVzdGFtcBgBIAEoBBIvCgZhY3Rpb24YAiABKA4yHy5wYXJsZXkudjEuVHlwaW5nTWVzc2FnZS5BY3Rpb24SEAoIZ3JvdXBfaWQYAyABKAwiRAoGQWN0aW9uEhIKDkFDVElPTl9VTktOT1dOEAASEgoOQUNUSU9OX1NUQVJURUQQARISCg5BQ1RJT05fU1RPUFBFRBACIh4KC051bGxNZXNzYWdlEg8KB3BhZGRpbmcYASABKAwiyAEKC1N5bmNNZXNzYWdlEikKBHNlbnQYASABKAsyGy5wYXJsZXkudjEuU3luY01lc3NhZ2UuU2VudBInCgRyZWFkGAIgASgLMhkucGFybGV5LnYxLlJlY2VpcHRNZXNzYWdlGl8KBFNlbnQSGwoTZGVzdGluYXRpb25fYWNjb3VudBgBIAEoDBIRCgl0aW1lc3RhbXAYAiABKAQSJwoHbWVzc2FnZRgDIAEoCzIWLnBhcmxleS52MS5EYXRhTWVzc2FnZUoECAMQEGIGcHJvdG8z");
+  fileDesc("ChdwYXJsZXkvdjEvY29udGVudC5wcm90bxIJcGFybGV5LnYxIt0CCgdDb250ZW50EiwKDGRhdGFfbWVzc2FnZRgBIAEoCzIWLnBhcmxleS52MS5EYXRhTWVzc2FnZRIsCgxzeW5jX21lc3NhZ2UYAiABKAsyFi5wYXJsZXkudjEuU3luY01lc3NhZ2USMgoPcmVjZWlwdF9tZXNzYWdlGAMgASgLMhkucGFybGV5LnYxLlJlY2VpcHRNZXNzYWdlEjAKDnR5cGluZ19tZXNzYWdlGAQgASgLMhgucGFybGV5LnYxLlR5cGluZ01lc3NhZ2USLAoMbnVsbF9tZXNzYWdlGAUgASgLMhYucGFybGV5LnYxLk51bGxNZXNzYWdlEiAKGGRlY3J5cHRpb25fZXJyb3JfbWVzc2FnZRgGIAEoDBInCh9zZW5kZXJfa2V5X2Rpc3RyaWJ1dGlvbl9tZXNzYWdlGAcgASgMEhcKD3NlbmRlcl91c2VybmFtZRgIIAEoCSJ+ChFBdHRhY2htZW50UG9pbnRlchIPCgdibG9iX2lkGAEgASgJEgsKA2tleRgCIAEoDBIOCgZkaWdlc3QYAyABKAwSDAoEc2l6ZRgEIAEoBBIUCgxjb250ZW50X3R5cGUYBSABKAkSEQoJZmlsZV9uYW1lGAYgASgJSgQIBxAQIhQKDEdyb3VwQ29udGV4dEoECAEQECK6AQoLRGF0YU1lc3NhZ2USDAoEYm9keRgBIAEoCRIRCgl0aW1lc3RhbXAYAiABKAQSMQoLYXR0YWNobWVudHMYAyADKAsyHC5wYXJsZXkudjEuQXR0YWNobWVudFBvaW50ZXISJgoFZ3JvdXAYBCABKAsyFy5wYXJsZXkudjEuR3JvdXBDb250ZXh0EhQKDGV4cGlyZV90aW1lchgFIAEoDRITCgtwcm9maWxlX2tleRgGIAEoDEoECAcQECKOAQoOUmVjZWlwdE1lc3NhZ2USLAoEdHlwZRgBIAEoDjIeLnBhcmxleS52MS5SZWNlaXB0TWVzc2FnZS5UeXBlEhIKCnRpbWVzdGFtcHMYAiADKAQiOgoEVHlwZRIQCgxUWVBFX1VOS05PV04QABIRCg1UWVBFX0RFTElWRVJZEAESDQoJVFlQRV9SRUFEEAIiqwEKDVR5cGluZ01lc3NhZ2USEQoJdGltZXN0YW1wGAEgASgEEi8KBmFjdGlvbhgCIAEoDjIfLnBhcmxleS52MS5UeXBpbmdNZXNzYWdlLkFjdGlvbhIQCghncm91cF9pZBgDIAEoDCJECgZBY3Rpb24SEgoOQUNUSU9OX1VOS05PV04QABISCg5BQ1RJT05fU1RBUlRFRBABEhIKDkFDVElPTl9TVE9QUEVEEAIiHgoLTnVsbE1lc3NhZ2USDwoHcGFkZGluZxgBIAEoDCLIAQoLU3luY01lc3NhZ2USKQoEc2VudBgBIAEoCzIbLnBhcmxleS52MS5TeW5jTWVzc2FnZS5TZW50EicKBHJlYWQYAiABKAsyGS5wYXJsZXkudjEuUmVjZWlwdE1lc3NhZ2UaXwoEU2VudBIbChNkZXN0aW5hdGlvbl9hY2NvdW50GAEgASgMEhEKCXRpbWVzdGFtcBgCIAEoBBInCgdtZXNzYWdlGAMgASgLMhYucGFybGV5LnYxLkRhdGFNZXNzYWdlSgQIAxAQYgZwcm90bzM");
 
 /**
  * @generated from message parley.v1.Content
@@ -76,9 +76,54 @@ export const ContentSchema: GenMessage<Content> = /*@__PURE__*/
   messageDesc(file_parley_v1_content, 0);
 
 /**
+ * Everything needed to fetch, verify and decrypt one attachment. It travels
+ * only inside the end-to-end encrypted Content; the relay sees the blob id
+ * when the recipient downloads, never the key, digest, type or name.
+ *
  * @generated from message parley.v1.AttachmentPointer
  */
 export type AttachmentPointer = Message<"parley.v1.AttachmentPointer"> & {
+  /**
+   * the relay's random id of the encrypted blob
+   *
+   * @generated from field: string blob_id = 1;
+   */
+  blobId: string;
+
+  /**
+   * 64 bytes: AES-256 key || HMAC-SHA256 key
+   *
+   * @generated from field: bytes key = 2;
+   */
+  key: Uint8Array;
+
+  /**
+   * SHA-256 of the whole encrypted blob
+   *
+   * @generated from field: bytes digest = 3;
+   */
+  digest: Uint8Array;
+
+  /**
+   * plaintext size in bytes (before padding)
+   *
+   * @generated from field: uint64 size = 4;
+   */
+  size: bigint;
+
+  /**
+   * MIME type, may be empty
+   *
+   * @generated from field: string content_type = 5;
+   */
+  contentType: string;
+
+  /**
+   * the sender's file name, may be empty
+   *
+   * @generated from field: string file_name = 6;
+   */
+  fileName: string;
 };
 
 /**
