@@ -32,6 +32,41 @@ export interface RelayConfig {
   logLevel?: string;
   /** File path or file descriptor; default 1 (stdout). */
   logDestination?: string | number;
+  /**
+   * Where state lives: `sqlite` (default, `<dataDir>/relay.db`) or a
+   * `postgres://` URL shared by every node of a cluster.
+   */
+  store?: string;
+  /** How nodes wake each other: `local` (default, one process) or a `nats://` URL (comma-separated servers). */
+  bus?: string;
+  /** Where rate-limit buckets live: `memory` (default, per node) or a `redis://` URL shared by the cluster. */
+  rateLimiter?: string;
+  /**
+   * How often each socket re-reads its queue without a wake-up (ms, 0 = never).
+   * Defaults to 0 with the local bus and 2000 with NATS.
+   */
+  pollIntervalMs?: number;
+}
+
+/** The kind of store a `store` setting names. @throws RangeError for anything else. */
+export function storeKind(store: string | undefined): 'sqlite' | 'postgres' {
+  if (store === undefined || store === '' || store === 'sqlite') return 'sqlite';
+  if (/^postgres(ql)?:\/\//.test(store)) return 'postgres';
+  throw new RangeError('store must be "sqlite" or a postgres:// URL');
+}
+
+/** The kind of bus a `bus` setting names. @throws RangeError for anything else. */
+export function busKind(bus: string | undefined): 'local' | 'nats' {
+  if (bus === undefined || bus === '' || bus === 'local') return 'local';
+  if (bus.split(',').every((s) => /^(nats|tls):\/\/\S+$/.test(s.trim()))) return 'nats';
+  throw new RangeError('bus must be "local" or nats:// URLs separated by commas');
+}
+
+/** The kind of rate limiter a `rateLimiter` setting names. @throws RangeError for anything else. */
+export function rateLimiterKind(limiter: string | undefined): 'memory' | 'redis' {
+  if (limiter === undefined || limiter === '' || limiter === 'memory') return 'memory';
+  if (/^rediss?:\/\//.test(limiter)) return 'redis';
+  throw new RangeError('rate limiter must be "memory" or a redis:// URL');
 }
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -65,7 +100,8 @@ export function defaultRelayConfig(overrides: Partial<RelayConfig> = {}): RelayC
 
 /**
  * Read PARLEY_HOST, PARLEY_PORT, PARLEY_DATA_DIR, PARLEY_INVITE_CODES
- * (comma-separated), PARLEY_MESSAGE_TTL_DAYS and PARLEY_LOG_LEVEL; explicit
+ * (comma-separated), PARLEY_MESSAGE_TTL_DAYS, PARLEY_LOG_LEVEL, PARLEY_STORE,
+ * PARLEY_BUS, PARLEY_RATE_LIMITER and PARLEY_POLL_INTERVAL_MS; explicit
  * overrides win over the environment.
  * @throws RangeError when a numeric variable is not a valid number.
  */
@@ -90,5 +126,18 @@ export function relayConfigFromEnv(env: NodeJS.ProcessEnv, overrides: Partial<Re
     fromEnv.messageTtlMs = Math.round(days * DAY_MS);
   }
   if (env.PARLEY_LOG_LEVEL) fromEnv.logLevel = env.PARLEY_LOG_LEVEL;
-  return defaultRelayConfig({ ...fromEnv, ...overrides });
+  if (env.PARLEY_STORE) fromEnv.store = env.PARLEY_STORE;
+  if (env.PARLEY_BUS) fromEnv.bus = env.PARLEY_BUS;
+  if (env.PARLEY_RATE_LIMITER) fromEnv.rateLimiter = env.PARLEY_RATE_LIMITER;
+  if (env.PARLEY_POLL_INTERVAL_MS !== undefined && env.PARLEY_POLL_INTERVAL_MS !== '') {
+    const ms = Number(env.PARLEY_POLL_INTERVAL_MS);
+    if (!Number.isInteger(ms) || ms < 0) throw new RangeError('PARLEY_POLL_INTERVAL_MS must be a non-negative integer');
+    fromEnv.pollIntervalMs = ms;
+  }
+  const config = defaultRelayConfig({ ...fromEnv, ...overrides });
+  // Reject a malformed store/bus/limiter now, with a message that does not echo the URL (it may hold a password).
+  storeKind(config.store);
+  busKind(config.bus);
+  rateLimiterKind(config.rateLimiter);
+  return config;
 }

@@ -37,9 +37,29 @@ export interface GatewayOptions {
   idleTimeoutMs: number;
   /** How often to look for idle sockets. */
   idleCheckMs: number;
+  /**
+   * How often every open session re-reads its queue even without a wake-up;
+   * 0 turns it off. The in-process bus never loses a wake-up, so the embedded
+   * relay leaves it off; a cluster turns it on so a wake-up lost on the
+   * network only delays delivery.
+   */
+  pollIntervalMs: number;
 }
 
-export const defaultGatewayOptions: GatewayOptions = { window: 64, idleTimeoutMs: 90_000, idleCheckMs: 15_000 };
+export const defaultGatewayOptions: GatewayOptions = { window: 64, idleTimeoutMs: 90_000, idleCheckMs: 15_000, pollIntervalMs: 0 };
+
+/**
+ * Orders sockets of one device by when they opened (then by a random id):
+ * the newest wins. Across nodes this relies on roughly synchronized clocks;
+ * a tie-break by id keeps both nodes agreeing on one winner.
+ */
+function newerToken(a: string, b: string): boolean {
+  const [at = '', aid = ''] = a.split(':');
+  const [bt = '', bid = ''] = b.split(':');
+  const an = Number(at);
+  const bn = Number(bt);
+  return an !== bn ? an > bn : aid > bid;
+}
 
 interface GatewayDeps {
   relay: Relay;
@@ -62,11 +82,21 @@ export class Gateway {
   readonly #sessions = new Map<string, Session>();
   readonly #pending = new Set<Promise<unknown>>();
   readonly #timer: NodeJS.Timeout;
+  readonly #pollTimer: NodeJS.Timeout | null = null;
   #draining = false;
 
   constructor(private readonly deps: GatewayDeps) {
     this.#timer = setInterval(() => this.sweepIdle(), deps.options.idleCheckMs);
     this.#timer.unref();
+    if (deps.options.pollIntervalMs > 0) {
+      this.#pollTimer = setInterval(() => this.pollAll(), deps.options.pollIntervalMs);
+      this.#pollTimer.unref();
+    }
+  }
+
+  /** Ask every open session to look at its queue (the safety net for lost wake-ups). */
+  pollAll(): void {
+    for (const s of this.#sessions.values()) s.poll();
   }
 
   /** Number of open device sessions. */
@@ -126,6 +156,7 @@ export class Gateway {
   async close(): Promise<void> {
     this.#draining = true;
     clearInterval(this.#timer);
+    if (this.#pollTimer) clearInterval(this.#pollTimer);
     const sockets = [...this.#sessions.values()];
     for (const s of sockets) s.close(CloseCodes.GoingAway, 'relay shutting down');
     while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
@@ -162,6 +193,8 @@ class Session {
   #stopping = false;
   #unsubscribe: (() => void) | null = null;
   readonly #closedPromise: Promise<void>;
+  /** `<opened ms>:<random>`: tells this socket apart from the device's other sockets on any node. */
+  readonly #token: string;
 
   constructor(
     private readonly ws: WebSocket,
@@ -170,11 +203,15 @@ class Session {
     private readonly track: (p: Promise<unknown>) => void,
   ) {
     this.lastSeen = deps.clock.now();
+    this.#token = `${Date.now()}:${randomUUID()}`;
     this.#closedPromise = new Promise((resolve) => ws.once('close', () => resolve()));
   }
 
   start(): void {
-    this.#unsubscribe = this.deps.bus.subscribe(deviceKey(this.me.account, this.me.device), (signal) => this.#onSignal(signal));
+    const key = deviceKey(this.me.account, this.me.device);
+    this.#unsubscribe = this.deps.bus.subscribe(key, (signal) => this.#onSignal(signal));
+    // One socket per device across the cluster: an older socket on another node closes with 4409.
+    this.deps.bus.publish(key, `replaced:${this.#token}`);
     this.ws.on('message', (data, isBinary) => this.#onMessage(data, isBinary));
     this.ws.on('pong', () => (this.lastSeen = this.deps.clock.now()));
     this.ws.on('error', () => this.ws.terminate());
@@ -206,7 +243,13 @@ class Session {
   #onSignal(signal: BusSignal): void {
     if (this.#disposed) return;
     if (signal === 'keysLow') this.track(this.#notifyIfKeysLow());
-    else this.#pump();
+    else if (signal === 'messages') this.#pump();
+    else if (newerToken(signal.slice('replaced:'.length), this.#token)) this.close(CloseCodes.Replaced, 'replaced by a newer connection');
+  }
+
+  /** Re-read the queue (no-op while a push is running or the socket is closing). */
+  poll(): void {
+    if (!this.#disposed && !this.#stopping) this.#pump();
   }
 
   #sendRequest(verb: string, path: string, body: Uint8Array, headers: Record<string, string> = {}): bigint {

@@ -17,3 +17,8 @@ export { MemoryRateLimiter } from './ratelimit.js';
 export { CloseCodes, type GatewayOptions } from './gateway.js';
 export { openSqliteStore, SqliteStore } from './adapters/store/sqlite.js';
 export { LocalBus } from './adapters/bus/local.js';
+export { storeKind, busKind, rateLimiterKind } from './config.js';
+// Cluster adapters: these modules load their drivers (pg, NATS, ioredis) only when opened.
+export { openPostgresStore, PostgresStore, migratePostgres, type PostgresStoreOptions } from './adapters/store/postgres.js';
+export { openNatsBus, NatsBus, type NatsBusOptions } from './adapters/bus/nats.js';
+export { openRedisRateLimiter, RedisRateLimiter, type RedisRateLimiterOptions } from './adapters/ratelimit/redis.js';

@@ -136,8 +136,11 @@ export type DeleteResult =
     }
   | { kind: 'notFound' };
 
-/** What a wake-up is about. */
-export type BusSignal = 'messages' | 'keysLow';
+/**
+ * What a wake-up is about. `replaced:<token>` announces a new socket for the
+ * device (on any node); sessions with an older token close with 4409.
+ */
+export type BusSignal = 'messages' | 'keysLow' | `replaced:${string}`;
 
 /** Wakes whichever node holds a device's socket. A lost signal only delays delivery. */
 export interface Bus {
