@@ -6,6 +6,9 @@
 import { randomUUID } from 'node:crypto';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import { pino, type Logger } from 'pino';
+import { resolveAttachmentConfig } from './attachment-config.js';
+import { type AttachmentsEdge, registerAttachments } from './attachments.js';
+import type { BlobStore } from './blobstore.js';
 import { type RelayConfig, resolveRateLimits } from './config.js';
 import { type ErrorCode, ErrorCodes } from './errors.js';
 import { Gateway, type GatewayOptions, defaultGatewayOptions } from './gateway.js';
@@ -28,6 +31,8 @@ export interface RelayBuildDeps {
   /** Defaults to a pino logger from `config.logLevel` / `config.logDestination`. */
   logger?: Logger;
   gateway?: Partial<GatewayOptions>;
+  /** Attachment blobs; without one the attachment routes answer 404. */
+  blobs?: BlobStore;
 }
 
 /** A relay that is built but not listening. `close()` drains it and closes the store. */
@@ -37,6 +42,8 @@ export interface BuiltRelay {
   gateway: Gateway;
   metrics: RelayMetrics;
   log: Logger;
+  /** The attachment routes, when a BlobStore was given. */
+  attachments: AttachmentsEdge | null;
   /** Run the purge job once now. */
   purge(): Promise<{ envelopes: number; idempotencyKeys: number }>;
   close(): Promise<void>;
@@ -172,6 +179,10 @@ export function buildRelay(deps: RelayBuildDeps): BuiltRelay {
     },
   });
 
+  const attachments = deps.blobs
+    ? registerAttachments(app, { relay, blobs: deps.blobs, clock, config: resolveAttachmentConfig(config.attachments), log, metrics })
+    : null;
+
   app.server.on('upgrade', (req, socket, head: Buffer) => gateway.handleUpgrade(req, socket, head));
 
   let purging: Promise<unknown> = Promise.resolve();
@@ -192,6 +203,7 @@ export function buildRelay(deps: RelayBuildDeps): BuiltRelay {
       clearInterval(purgeTimer);
       await gateway.close();
       await app.close();
+      await attachments?.close();
       await purging;
       await bus.close();
       await store.close();
@@ -200,5 +212,5 @@ export function buildRelay(deps: RelayBuildDeps): BuiltRelay {
     return closing;
   };
 
-  return { app, relay, gateway, metrics, log, purge, close };
+  return { app, relay, gateway, metrics, log, attachments, purge, close };
 }

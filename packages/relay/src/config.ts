@@ -1,4 +1,5 @@
 /** Relay configuration: defaults, and reading it from the environment. */
+import { type AttachmentConfig, attachmentConfigFromEnv } from './attachment-config.js';
 
 /** One token bucket: `burst` tokens at most, refilled at `perSecond`. */
 export interface BucketConfig {
@@ -32,6 +33,8 @@ export interface RelayConfig {
   logLevel?: string;
   /** File path or file descriptor; default 1 (stdout). */
   logDestination?: string | number;
+  /** Attachment limits, expiry and blob storage (defaults in attachment-config.ts). */
+  attachments?: Partial<AttachmentConfig>;
   /**
    * Where state lives: `sqlite` (default, `<dataDir>/relay.db`) or a
    * `postgres://` URL shared by every node of a cluster.
@@ -126,6 +129,8 @@ export function relayConfigFromEnv(env: NodeJS.ProcessEnv, overrides: Partial<Re
     fromEnv.messageTtlMs = Math.round(days * DAY_MS);
   }
   if (env.PARLEY_LOG_LEVEL) fromEnv.logLevel = env.PARLEY_LOG_LEVEL;
+  const attachments = attachmentConfigFromEnv(env);
+  if (attachments) fromEnv.attachments = attachments;
   if (env.PARLEY_STORE) fromEnv.store = env.PARLEY_STORE;
   if (env.PARLEY_BUS) fromEnv.bus = env.PARLEY_BUS;
   if (env.PARLEY_RATE_LIMITER) fromEnv.rateLimiter = env.PARLEY_RATE_LIMITER;
