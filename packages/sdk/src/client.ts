@@ -7,6 +7,7 @@
  * Relay pushes are handled on `inbox`, in arrival order.
  */
 import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import {
   CiphertextMessageType,
   DecryptionErrorMessage,
@@ -26,6 +27,7 @@ import {
   signalEncrypt,
 } from '@signalapp/libsignal-client';
 import {
+  type Attachment,
   type Content,
   type Envelope,
   EnvelopeType,
@@ -50,13 +52,15 @@ import {
   type KeyUploadRequest,
   Limits,
 } from '@parley/wire';
+import { type AttachmentInfo, type SendFileOptions, downloadReceived, pendingDownloads, storeReceived, uploadFile } from './attachment-flow.js';
+import type { Progress } from './attachments.js';
 import { type Profile, createProfile, openProfile, profileExists, removeProfileFiles } from './db.js';
 import { SdkError } from './errors.js';
 import { KeyManager, getMeta, newAccountSecrets, setMeta } from './keys.js';
 import { Serial } from './serial.js';
 import { IdentityStatus, Stores, ab } from './stores.js';
 import { checkSafetyNumber, safetyNumber } from './trust.js';
-import { HttpTransport, RelaySocket, type Body, type Reply, type RequestResult, errorBody, expectOk, replyError, replyJson } from './transport.js';
+import { HttpTransport, RelaySocket, type Body, type Reply, type RequestResult, basicAuth, errorBody, expectOk, replyError, replyJson } from './transport.js';
 
 // ---------------------------------------------------------------- public types
 
@@ -69,6 +73,8 @@ export interface IncomingMessage {
   timestamp: number;
   serverTimestamp: number;
   body: string;
+  /** Received attachments (not downloaded yet; see `downloadAttachment`). */
+  attachments: AttachmentInfo[];
 }
 
 export interface ParleyEvents {
@@ -626,6 +632,41 @@ export class ParleyClient {
   async send(username: string, text: string): Promise<{ timestamp: number }> {
     this.assertOpen();
     if (typeof text !== 'string' || text.length === 0) throw new SdkError('INVALID_INPUT', 'the message is empty');
+    return this.sendData(username, text, []);
+  }
+
+  /**
+   * Encrypts a file, uploads it (resuming an interrupted upload of the same
+   * unchanged file), then sends a message carrying its pointer and `text`.
+   */
+  async sendFile(username: string, file: SendFileOptions & { text?: string }): Promise<{ timestamp: number; attachment: AttachmentInfo }> {
+    this.assertOpen();
+    const text = file.text ?? '';
+    if (Buffer.byteLength(text) > Limits.maxBodyTextBytes) throw new SdkError('INVALID_INPUT', 'the message is too long');
+    await this.resolve(username); // fail on an unknown user before uploading anything
+    const pointer = await uploadFile({ db: this.db, serverUrl: this.identity.serverUrl, auth: this.tusAuth() }, file);
+    const { timestamp } = await this.sendData(username, text, [pointer]);
+    return { timestamp, attachment: { index: 0, size: pointer.size, contentType: pointer.contentType, fileName: pointer.fileName } };
+  }
+
+  /** Downloads, verifies and decrypts a received attachment into `dir` (default: `<profile>/downloads`). */
+  async downloadAttachment(messageId: string, index: number, opts: { dir?: string; onProgress?: (p: Progress) => void } = {}): Promise<{ path: string } & AttachmentInfo> {
+    this.assertOpen();
+    const dir = opts.dir ?? join(this.profile.dir, 'downloads');
+    return downloadReceived(this.db, this.identity.serverUrl, messageId, index, dir, opts.onProgress);
+  }
+
+  /** Received attachments that are not saved yet (e.g. an earlier download was interrupted). */
+  pendingAttachments(): Array<{ messageId: string } & AttachmentInfo> {
+    this.assertOpen();
+    return pendingDownloads(this.db);
+  }
+
+  private tusAuth(): string {
+    return basicAuth({ accountId: this.identity.accountId, deviceId: this.identity.deviceId, password: this.password() });
+  }
+
+  private async sendData(username: string, text: string, attachments: Attachment[]): Promise<{ timestamp: number }> {
     if (Buffer.byteLength(text) > Limits.maxBodyTextBytes) throw new SdkError('INVALID_INPUT', 'the message is too long');
     const account = await this.resolve(username);
     const name = normalizeUsername(username);
@@ -635,7 +676,8 @@ export class ParleyClient {
       .prepare("INSERT INTO messages (id, account, device, direction, timestamp, server_timestamp, body, status, username) VALUES (?, ?, ?, 'out', ?, 0, ?, 'pending', ?)")
       .run([id, account, this.identity.deviceId, timestamp, text, name]);
     try {
-      await this.sendContent(account, { kind: 'data', message: { body: text, timestamp } }, timestamp, { log: true, urgent: true });
+      const message = attachments.length > 0 ? { body: text, timestamp, attachments } : { body: text, timestamp };
+      await this.sendContent(account, { kind: 'data', message }, timestamp, { log: true, urgent: true });
     } catch (err) {
       this.db.prepare("UPDATE messages SET status = 'failed' WHERE id = ?").run([id]);
       throw err;
@@ -882,6 +924,7 @@ export class ParleyClient {
           this.db
             .prepare("INSERT OR IGNORE INTO messages (id, account, device, direction, timestamp, server_timestamp, body, status, username) VALUES (?, ?, ?, 'in', ?, ?, ?, 'received', ?)")
             .run([id, source.account, source.device, c.message.timestamp, env.serverTimestamp, c.message.body, from]);
+          const attachments = storeReceived(this.db, id, c.message.attachments ?? []);
           const m: IncomingMessage = {
             id,
             from,
@@ -890,6 +933,7 @@ export class ParleyClient {
             timestamp: c.message.timestamp,
             serverTimestamp: env.serverTimestamp,
             body: c.message.body,
+            attachments,
           };
           after = () => {
             this.emit('message', m);

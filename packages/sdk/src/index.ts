@@ -4,3 +4,7 @@
  */
 export { SdkError, SdkErrorCodes, type SdkErrorCode } from './errors.js';
 export { ParleyClient, type IncomingMessage, type ParleyEvents, type HistoryEntry } from './client.js';
+export type { AttachmentInfo, SendFileOptions } from './attachment-flow.js';
+export type { Progress } from './attachments.js';
+export { encryptedSize, paddedSize } from './attachment-crypto.js';
+export { verifyAndDecryptTo } from './attachments.js';

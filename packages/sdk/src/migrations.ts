@@ -44,4 +44,16 @@ export const MIGRATIONS: readonly string[] = [
                          timestamp INTEGER NOT NULL, content BLOB NOT NULL, created_at INTEGER NOT NULL) STRICT;
   CREATE INDEX send_log_lookup ON send_log (account, device, timestamp);
   `,
+  // 2: attachments
+  `
+  -- pointers of received attachments; status: pending | saved | invalid | unavailable
+  CREATE TABLE attachments (message_id TEXT NOT NULL, idx INTEGER NOT NULL, blob_id TEXT NOT NULL,
+                            key BLOB NOT NULL, digest BLOB NOT NULL, size INTEGER NOT NULL,
+                            content_type TEXT NOT NULL, file_name TEXT NOT NULL, status TEXT NOT NULL,
+                            path TEXT, PRIMARY KEY (message_id, idx)) STRICT;
+  CREATE INDEX attachments_status ON attachments (status);
+  -- uploads not finished yet, so a repeated send of the same file resumes (same key and IV = same blob)
+  CREATE TABLE pending_uploads (fingerprint TEXT PRIMARY KEY, blob_id TEXT NOT NULL, location TEXT NOT NULL,
+                                key BLOB NOT NULL, iv BLOB NOT NULL, created_at INTEGER NOT NULL) STRICT;
+  `,
 ];

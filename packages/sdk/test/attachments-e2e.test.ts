@@ -1,0 +1,93 @@
+/** Attachments between two SDK clients through a real relay (filesystem blob store). */
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, openSync, readFileSync, readdirSync, writeFileSync, writeSync, closeSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { defaultRelayConfig, startRelay, type RunningRelay } from '@parley/relay';
+import { ParleyClient, SdkError, encryptedSize } from '../src/index.js';
+import { nextEvent, tempDir } from './helpers.js';
+
+let relay: RunningRelay;
+const tmp = tempDir('parley-att-e2e-');
+const relayDir = join(tmp.dir, 'relay');
+let alice: ParleyClient;
+let bob: ParleyClient;
+
+beforeAll(async () => {
+  relay = await startRelay(defaultRelayConfig({ port: 0, dataDir: relayDir, logLevel: 'silent' }));
+  alice = await ParleyClient.register({ profileDir: join(tmp.dir, 'alice'), serverUrl: relay.url, username: 'alice_a', passphrase: null });
+  bob = await ParleyClient.register({ profileDir: join(tmp.dir, 'bob'), serverUrl: relay.url, username: 'bob_a', passphrase: null });
+  await alice.connect();
+  await bob.connect();
+});
+afterAll(async () => {
+  await alice?.close();
+  await bob?.close();
+  await relay?.close();
+  tmp.cleanup();
+});
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+describe('attachments through a relay', () => {
+  it('sends a file with a caption; the recipient downloads exactly that file', async () => {
+    const data = randomBytes(300_000);
+    const src = join(tmp.dir, 'photo.jpg');
+    writeFileSync(src, data);
+    const got = nextEvent(bob, 'message');
+    const progress: number[] = [];
+    const sent = await alice.sendFile('bob_a', { path: src, text: 'look', contentType: 'image/jpeg', onProgress: (p) => progress.push(p.done) });
+    expect(sent.attachment).toEqual({ index: 0, size: data.length, contentType: 'image/jpeg', fileName: 'photo.jpg' });
+    expect(progress.at(-1)).toBe(encryptedSize(data.length));
+    const [m] = await got;
+    expect(m.body).toBe('look');
+    expect(m.attachments).toEqual([{ index: 0, size: data.length, contentType: 'image/jpeg', fileName: 'photo.jpg' }]);
+    expect(bob.pendingAttachments()).toHaveLength(1);
+    const saved = await bob.downloadAttachment(m.id, 0);
+    expect(saved.path).toBe(join(tmp.dir, 'bob', 'downloads', 'photo.jpg'));
+    expect(sha(readFileSync(saved.path))).toBe(sha(data));
+    expect(bob.pendingAttachments()).toHaveLength(0);
+    // The relay's copy is ciphertext of the padded size, not the file.
+    const blobFiles = readdirSync(join(relayDir, 'blobs', 'data'));
+    const blobs = blobFiles.map((f) => readFileSync(join(relayDir, 'blobs', 'data', f)));
+    expect(blobs.some((b) => b.length === encryptedSize(data.length))).toBe(true);
+    for (const b of blobs) expect(b.includes(data.subarray(1000, 1064))).toBe(false);
+  });
+
+  it('refuses a blob the relay tampered with and leaves nothing in downloads', async () => {
+    const data = randomBytes(5000);
+    const src = join(tmp.dir, 'secret.txt');
+    writeFileSync(src, data);
+    const got = nextEvent(bob, 'message');
+    await alice.sendFile('bob_a', { path: src });
+    const [m] = await got;
+    const dataDir = join(relayDir, 'blobs', 'data');
+    const newest = readdirSync(dataDir)
+      .map((f) => join(dataDir, f))
+      .find((f) => readFileSync(f).length === encryptedSize(data.length));
+    expect(newest).toBeDefined();
+    const fd = openSync(newest!, 'r+');
+    writeSync(fd, Buffer.from([0x42]), 0, 1, 100);
+    closeSync(fd);
+    const dl = join(tmp.dir, 'dl-tamper');
+    await expect(bob.downloadAttachment(m.id, 0, { dir: dl })).rejects.toSatisfy((e) => SdkError.is(e, 'ATTACHMENT_INVALID'));
+    expect(existsSync(dl) ? readdirSync(dl) : []).toEqual([]);
+    expect(bob.pendingAttachments().some((p) => p.messageId === m.id)).toBe(false); // marked invalid, not retried
+  });
+
+  it('sends an empty file', async () => {
+    const src = join(tmp.dir, 'empty.bin');
+    writeFileSync(src, Buffer.alloc(0));
+    const got = nextEvent(bob, 'message');
+    await alice.sendFile('bob_a', { path: src });
+    const [m] = await got;
+    const saved = await bob.downloadAttachment(m.id, 0, { dir: join(tmp.dir, 'dl-empty') });
+    expect(readFileSync(saved.path).length).toBe(0);
+  });
+
+  it('refuses a missing file or a directory before uploading', async () => {
+    await expect(alice.sendFile('bob_a', { path: join(tmp.dir, 'nope') })).rejects.toSatisfy((e) => SdkError.is(e, 'INVALID_INPUT'));
+    await expect(alice.sendFile('bob_a', { path: tmp.dir })).rejects.toSatisfy((e) => SdkError.is(e, 'INVALID_INPUT'));
+    await expect(alice.sendFile('nobody_here', { path: join(tmp.dir, 'empty.bin') })).rejects.toSatisfy((e) => SdkError.is(e, 'USER_NOT_FOUND'));
+  });
+});
