@@ -206,15 +206,18 @@ export interface ClientRecord {
   username: string;
   received: string[];
   replaced: number;
+  /** Connections that closed (the client then reconnects by itself). */
+  drops: number;
   errors: number;
 }
 
 export async function newClient(profileDir: string, serverUrl: string, username: string): Promise<ClientRecord> {
   const client = await ParleyClient.register({ profileDir, serverUrl, username, passphrase: null });
-  const rec: ClientRecord = { client, username, received: [], replaced: 0, errors: 0 };
+  const rec: ClientRecord = { client, username, received: [], replaced: 0, drops: 0, errors: 0 };
   client.on('message', (m) => void rec.received.push(m.body));
   client.on('connection', (s) => {
     if (s === 'replaced') rec.replaced++;
+    if (s === 'closed') rec.drops++;
   });
   client.on('error', () => void rec.errors++);
   await client.connect();
