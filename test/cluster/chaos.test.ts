@@ -11,7 +11,17 @@ import { freePort } from '../helpers/net.js';
 import { killAll } from '../helpers/procs.js';
 import { makeTempDir, removeTempDirs } from '../helpers/tmp.js';
 import { sleep } from '../helpers/wait.js';
-import { Balancer, type ClientRecord, ClusterNode, NATS_URL, checkDelivery, createDatabase, eventually, newClient, servicesAvailable } from './harness.js';
+import {
+  Balancer,
+  type ClientRecord,
+  ClusterNode,
+  NATS_URL,
+  checkDelivery,
+  createDatabase,
+  eventually,
+  newClient,
+  servicesAvailable,
+} from './harness.js';
 import { startLoad } from './load.js';
 
 const available = await servicesAvailable('postgres', 'nats');
@@ -21,7 +31,11 @@ describe('the delivery check', () => {
   it('flags a missing, a duplicated and a reordered message', () => {
     const rec = (received: string[]) => ({ received }) as unknown as ClientRecord;
     const acked = new Map([['a', [1, 2, 3].map((n) => ({ to: 'b', n }))]]);
-    expect(checkDelivery(acked, new Map([['b', rec(['a:1', 'a:2', 'a:3'])]]))).toEqual({ missing: [], duplicates: [], outOfOrder: [] });
+    expect(checkDelivery(acked, new Map([['b', rec(['a:1', 'a:2', 'a:3'])]]))).toEqual({
+      missing: [],
+      duplicates: [],
+      outOfOrder: [],
+    });
     expect(checkDelivery(acked, new Map([['b', rec(['a:1', 'a:3', 'a:3', 'a:2'])]]))).toEqual({
       missing: [],
       duplicates: ['a:3@undefined'],
@@ -41,7 +55,15 @@ describe.skipIf(!available)('kill -9 of random nodes under load', () => {
     db = await createDatabase();
     const tmp = makeTempDir('chaos');
     for (const name of ['n1', 'n2', 'n3'])
-      nodes.push(new ClusterNode(name, await freePort(), { dataDir: tmp, logDir: tmp, store: db.url, bus: NATS_URL, pollIntervalMs: 1_000 }));
+      nodes.push(
+        new ClusterNode(name, await freePort(), {
+          dataDir: tmp,
+          logDir: tmp,
+          store: db.url,
+          bus: NATS_URL,
+          pollIntervalMs: 1_000,
+        }),
+      );
     await Promise.all(nodes.map((n) => n.start()));
     balancer = await Balancer.start(nodes.map((n) => n.port));
     for (let i = 0; i < 6; i++) clients.push(await newClient(join(tmp, `c${i}`), balancer.url, `chaos_${i}`));
@@ -56,38 +78,44 @@ describe.skipIf(!available)('kill -9 of random nodes under load', () => {
     removeTempDirs();
   });
 
-  it(`delivers every acknowledged message exactly once, in order, across ${CYCLES} kill -9 cycles`, { timeout: 240_000 }, async () => {
-    const load = startLoad(clients, 120);
-    try {
-      await sleep(1_500);
-      for (let cycle = 0; cycle < CYCLES; cycle++) {
-        const victim = nodes[Math.floor(Math.random() * nodes.length)] as ClusterNode;
-        await victim.kill9();
-        // The balancer skips a refusing backend; clients on the victim reconnect elsewhere.
-        await sleep(800 + Math.random() * 700);
-        await victim.start();
-        await sleep(700 + Math.random() * 700);
+  it(
+    `delivers every acknowledged message exactly once, in order, across ${CYCLES} kill -9 cycles`,
+    { timeout: 240_000 },
+    async () => {
+      const load = startLoad(clients, 120);
+      try {
+        await sleep(1_500);
+        for (let cycle = 0; cycle < CYCLES; cycle++) {
+          const victim = nodes[Math.floor(Math.random() * nodes.length)] as ClusterNode;
+          await victim.kill9();
+          // The balancer skips a refusing backend; clients on the victim reconnect elsewhere.
+          await sleep(800 + Math.random() * 700);
+          await victim.start();
+          await sleep(700 + Math.random() * 700);
+        }
+        await sleep(1_000);
+      } finally {
+        await load.stop();
       }
-      await sleep(1_000);
-    } finally {
-      await load.stop();
-    }
-    const total = [...load.acked.values()].reduce((n, s) => n + s.length, 0);
-    const receivers = new Map(clients.map((c) => [c.username, c]));
-    await eventually(
-      () => checkDelivery(load.acked, receivers).missing.length === 0,
-      60_000,
-      'every acknowledged message to arrive',
-    ).catch(() => undefined);
-    const result = checkDelivery(load.acked, receivers);
-    console.log(`chaos: ${CYCLES} kill -9 cycles, ${total} acknowledged sends, ${load.failed()} failed sends, ` +
-      `${clients.reduce((n, c) => n + c.received.length, 0)} messages shown, ${clients.reduce((n, c) => n + c.drops, 0)} client reconnects`);
-    expect(total).toBeGreaterThan(100);
-    // The kills really moved clients between nodes.
-    expect(clients.reduce((n, c) => n + c.drops, 0)).toBeGreaterThanOrEqual(CYCLES);
-    expect(result.missing).toEqual([]);
-    expect(result.duplicates).toEqual([]);
-    expect(result.outOfOrder).toEqual([]);
-    expect(clients.map((c) => c.replaced)).toEqual(clients.map(() => 0));
-  });
+      const total = [...load.acked.values()].reduce((n, s) => n + s.length, 0);
+      const receivers = new Map(clients.map((c) => [c.username, c]));
+      await eventually(
+        () => checkDelivery(load.acked, receivers).missing.length === 0,
+        60_000,
+        'every acknowledged message to arrive',
+      ).catch(() => undefined);
+      const result = checkDelivery(load.acked, receivers);
+      console.log(
+        `chaos: ${CYCLES} kill -9 cycles, ${total} acknowledged sends, ${load.failed()} failed sends, ` +
+          `${clients.reduce((n, c) => n + c.received.length, 0)} messages shown, ${clients.reduce((n, c) => n + c.drops, 0)} client reconnects`,
+      );
+      expect(total).toBeGreaterThan(100);
+      // The kills really moved clients between nodes.
+      expect(clients.reduce((n, c) => n + c.drops, 0)).toBeGreaterThanOrEqual(CYCLES);
+      expect(result.missing).toEqual([]);
+      expect(result.duplicates).toEqual([]);
+      expect(result.outOfOrder).toEqual([]);
+      expect(clients.map((c) => c.replaced)).toEqual(clients.map(() => 0));
+    },
+  );
 });

@@ -11,7 +11,16 @@ import { freePort } from '../helpers/net.js';
 import { killAll } from '../helpers/procs.js';
 import { makeTempDir, removeTempDirs } from '../helpers/tmp.js';
 import { sleep } from '../helpers/wait.js';
-import { type ClientRecord, ClusterNode, OwnNats, checkDelivery, createDatabase, eventually, newClient, servicesAvailable } from './harness.js';
+import {
+  type ClientRecord,
+  ClusterNode,
+  OwnNats,
+  checkDelivery,
+  createDatabase,
+  eventually,
+  newClient,
+  servicesAvailable,
+} from './harness.js';
 import { startLoad } from './load.js';
 
 const NATS_BIN = process.env.PARLEY_NATS_SERVER ?? '/usr/sbin/nats-server';
@@ -34,10 +43,19 @@ describe.skipIf(!available)('NATS killed and restarted mid-run', () => {
     await nats.start();
     const tmp = makeTempDir('natsrestart');
     for (const name of ['n1', 'n2', 'n3'])
-      nodes.push(new ClusterNode(name, await freePort(), { dataDir: tmp, logDir: tmp, store: db.url, bus: nats.url, pollIntervalMs: 1_000 }));
+      nodes.push(
+        new ClusterNode(name, await freePort(), {
+          dataDir: tmp,
+          logDir: tmp,
+          store: db.url,
+          bus: nats.url,
+          pollIntervalMs: 1_000,
+        }),
+      );
     await Promise.all(nodes.map((n) => n.start()));
     // Clients pinned to nodes round-robin: the ring's neighbours sit on different nodes.
-    for (let i = 0; i < 6; i++) clients.push(await newClient(join(tmp, `c${i}`), (nodes[i % 3] as ClusterNode).url, `natsr_${i}`));
+    for (let i = 0; i < 6; i++)
+      clients.push(await newClient(join(tmp, `c${i}`), (nodes[i % 3] as ClusterNode).url, `natsr_${i}`));
   });
 
   afterAll(async () => {

@@ -21,7 +21,13 @@ describe.skipIf(!available)('three relay nodes', () => {
     db = await createDatabase();
     const tmp = makeTempDir('cluster3');
     for (const name of ['n1', 'n2', 'n3']) {
-      const node = new ClusterNode(name, await freePort(), { dataDir: tmp, logDir: tmp, store: db.url, bus: NATS_URL, pollIntervalMs: 60_000 });
+      const node = new ClusterNode(name, await freePort(), {
+        dataDir: tmp,
+        logDir: tmp,
+        store: db.url,
+        bus: NATS_URL,
+        pollIntervalMs: 60_000,
+      });
       nodes.push(node);
     }
     await Promise.all(nodes.map((n) => n.start()));

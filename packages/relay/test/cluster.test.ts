@@ -78,7 +78,9 @@ async function register(node: Node, username: string): Promise<Account> {
 
 async function send(node: Node, from: Account, to: Account, content: Uint8Array): Promise<number> {
   const body = encodeSendRequestBinary({
-    messages: [{ type: EnvelopeType.Ciphertext, destinationDevice: 1 as DeviceId, destinationRegistrationId: to.registrationId, content }],
+    messages: [
+      { type: EnvelopeType.Ciphertext, destinationDevice: 1 as DeviceId, destinationRegistrationId: to.registrationId, content },
+    ],
     timestamp: Date.now(),
     urgent: true,
     messageId: new Uint8Array(randomBytes(16)),
@@ -191,7 +193,12 @@ describe.skipIf(!available)('cluster adapters (PostgreSQL + NATS + Redis)', () =
     const n2 = await openRedisRateLimiter(REDIS_URL, limits, { keyPrefix });
     running.push(n1, n2);
     const key = `${crypto.randomUUID()}.1`;
-    const results = [await n1.take('send', key), await n2.take('send', key), await n1.take('send', key), await n2.take('send', key)];
+    const results = [
+      await n1.take('send', key),
+      await n2.take('send', key),
+      await n1.take('send', key),
+      await n2.take('send', key),
+    ];
     expect(results.slice(0, 3)).toEqual([{ kind: 'allowed' }, { kind: 'allowed' }, { kind: 'allowed' }]);
     const last = results[3];
     expect(last?.kind).toBe('limited');

@@ -10,7 +10,12 @@ describe('cluster configuration', () => {
       PARLEY_POLL_INTERVAL_MS: '1500',
     };
     const c = relayConfigFromEnv(env);
-    expect([c.store, c.bus, c.rateLimiter, c.pollIntervalMs]).toEqual([env.PARLEY_STORE, env.PARLEY_BUS, env.PARLEY_RATE_LIMITER, 1500]);
+    expect([c.store, c.bus, c.rateLimiter, c.pollIntervalMs]).toEqual([
+      env.PARLEY_STORE,
+      env.PARLEY_BUS,
+      env.PARLEY_RATE_LIMITER,
+      1500,
+    ]);
     expect(relayConfigFromEnv(env, { store: 'sqlite', bus: 'local' })).toMatchObject({ store: 'sqlite', bus: 'local' });
     const plain = relayConfigFromEnv({});
     expect([plain.store, plain.bus, plain.rateLimiter]).toEqual([undefined, undefined, undefined]);

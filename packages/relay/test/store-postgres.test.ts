@@ -35,11 +35,19 @@ describe.skipIf(!available)('postgres', () => {
         const versions = await pool.query('SELECT version FROM schema_migrations ORDER BY version');
         expect(versions.rows.map((r: { version: number }) => r.version)).toEqual(POSTGRES_MIGRATIONS.map((_, i) => i + 1));
         const tables = await pool.query(
-          "SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY table_name",
+          'SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY table_name',
           [schema],
         );
         expect(tables.rows.map((r: { table_name: string }) => r.table_name)).toEqual(
-          expect.arrayContaining(['accounts', 'devices', 'ec_prekeys', 'kyber_prekeys', 'envelopes', 'queue_heads', 'sent_messages']),
+          expect.arrayContaining([
+            'accounts',
+            'devices',
+            'ec_prekeys',
+            'kyber_prekeys',
+            'envelopes',
+            'queue_heads',
+            'sent_messages',
+          ]),
         );
       } finally {
         await pool.end();

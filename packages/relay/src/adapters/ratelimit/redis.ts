@@ -86,7 +86,8 @@ export class RedisRateLimiter implements RateLimiter {
           timer = setTimeout(() => reject(new Error('rate limiter: redis timed out')), this.opts.timeoutMs ?? 250);
         }),
       ]);
-      if (!Array.isArray(res) || typeof res[0] !== 'number' || typeof res[1] !== 'number') throw new Error('rate limiter: bad reply');
+      if (!Array.isArray(res) || typeof res[0] !== 'number' || typeof res[1] !== 'number')
+        throw new Error('rate limiter: bad reply');
       return res[0] === 1 ? { kind: 'allowed' } : { kind: 'limited', retryAfterMs: res[1] };
     } catch (err) {
       this.opts.onError?.(err);

@@ -164,7 +164,8 @@ export async function openPostgresStore(url: string, opts: PostgresStoreOptions 
   return new PostgresStore(pool);
 }
 
-const ENVELOPE_COLUMNS = 'seq, guid, dest_account, dest_device, type, source_account, source_device, client_ts, server_ts, content, urgent';
+const ENVELOPE_COLUMNS =
+  'seq, guid, dest_account, dest_device, type, source_account, source_device, client_ts, server_ts, content, urgent';
 
 /**
  * One statement: record the idempotency key (if any); only when it is new (or
@@ -280,19 +281,25 @@ export class PostgresStore implements Store {
   }
 
   async getDeviceCredentials(account: AccountId, device: DeviceId): Promise<DeviceCredentials | null> {
-    const res = await this.#pool.query('SELECT password_salt, password_hash FROM devices WHERE account_id = $1 AND device_id = $2', [
-      account,
-      device,
-    ]);
+    const res = await this.#pool.query(
+      'SELECT password_salt, password_hash FROM devices WHERE account_id = $1 AND device_id = $2',
+      [account, device],
+    );
     const row = res.rows[0];
     return row ? { passwordSalt: bytesOf(row, 'password_salt'), passwordHash: bytesOf(row, 'password_hash') } : null;
   }
 
   async getAccount(account: AccountId): Promise<AccountRecord | null> {
-    const res = await this.#pool.query('SELECT account_id, username, identity_key FROM accounts WHERE account_id = $1', [account]);
+    const res = await this.#pool.query('SELECT account_id, username, identity_key FROM accounts WHERE account_id = $1', [
+      account,
+    ]);
     const row = res.rows[0];
     if (!row) return null;
-    return { accountId: strOf(row, 'account_id') as AccountId, username: strOf(row, 'username'), identityKey: bytesOf(row, 'identity_key') };
+    return {
+      accountId: strOf(row, 'account_id') as AccountId,
+      username: strOf(row, 'username'),
+      identityKey: bytesOf(row, 'identity_key'),
+    };
   }
 
   async lookupUsername(username: string): Promise<AccountId | null> {
@@ -302,7 +309,10 @@ export class PostgresStore implements Store {
   }
 
   async listDevices(account: AccountId): Promise<DeviceSummary[]> {
-    const res = await this.#pool.query('SELECT device_id, registration_id FROM devices WHERE account_id = $1 ORDER BY device_id', [account]);
+    const res = await this.#pool.query(
+      'SELECT device_id, registration_id FROM devices WHERE account_id = $1 ORDER BY device_id',
+      [account],
+    );
     return res.rows.map((r) => ({ deviceId: numOf(r, 'device_id') as DeviceId, registrationId: numOf(r, 'registration_id') }));
   }
 
@@ -310,22 +320,16 @@ export class PostgresStore implements Store {
     await this.#tx(async (c) => {
       const s = keys.signedPreKey;
       if (s)
-        await c.query('UPDATE devices SET signed_key_id = $1, signed_key = $2, signed_key_sig = $3 WHERE account_id = $4 AND device_id = $5', [
-          s.keyId,
-          buf(s.publicKey),
-          buf(s.signature),
-          account,
-          device,
-        ]);
+        await c.query(
+          'UPDATE devices SET signed_key_id = $1, signed_key = $2, signed_key_sig = $3 WHERE account_id = $4 AND device_id = $5',
+          [s.keyId, buf(s.publicKey), buf(s.signature), account, device],
+        );
       const k = keys.kyberLastResortKey;
       if (k)
-        await c.query('UPDATE devices SET kyber_lr_id = $1, kyber_lr_key = $2, kyber_lr_sig = $3 WHERE account_id = $4 AND device_id = $5', [
-          k.keyId,
-          buf(k.publicKey),
-          buf(k.signature),
-          account,
-          device,
-        ]);
+        await c.query(
+          'UPDATE devices SET kyber_lr_id = $1, kyber_lr_key = $2, kyber_lr_sig = $3 WHERE account_id = $4 AND device_id = $5',
+          [k.keyId, buf(k.publicKey), buf(k.signature), account, device],
+        );
       if (keys.preKeys.length > 0)
         await c.query(
           `INSERT INTO ec_prekeys (account_id, device_id, key_id, public_key)
@@ -382,7 +386,11 @@ export class PostgresStore implements Store {
           deviceId: id,
           registrationId: numOf(r, 'registration_id'),
           preKey,
-          signedPreKey: { keyId: numOf(r, 'signed_key_id'), publicKey: bytesOf(r, 'signed_key'), signature: bytesOf(r, 'signed_key_sig') },
+          signedPreKey: {
+            keyId: numOf(r, 'signed_key_id'),
+            publicKey: bytesOf(r, 'signed_key'),
+            signature: bytesOf(r, 'signed_key_sig'),
+          },
           kyberPreKey,
           remaining: { ecCount: numOf(counts, 'ec'), kyberCount: numOf(counts, 'kyber') },
         });

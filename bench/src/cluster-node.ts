@@ -1,0 +1,19 @@
+/**
+ * One relay process for the cluster benchmark: the real `startRelay` with the
+ * environment's store and bus (PARLEY_STORE, PARLEY_BUS), rate limits lifted
+ * so the load generator measures the relay rather than its token buckets.
+ * Prints `{"port":N}` once listening; exits cleanly on SIGTERM.
+ */
+import { relayConfigFromEnv, startRelay } from '@parley/relay';
+
+const open = { burst: 1e9, perSecond: 1e9 };
+const config = relayConfigFromEnv(process.env, {
+  port: 0,
+  logLevel: 'warn',
+  rateLimits: { register: open, send: open, bundle: open, lookup: open },
+});
+const relay = await startRelay(config);
+process.stdout.write(`${JSON.stringify({ port: relay.port })}\n`);
+process.once('SIGTERM', () => {
+  void relay.close().then(() => process.exit(0));
+});

@@ -1,0 +1,310 @@
+/**
+ * Cluster benchmark: 1, 2 and 3 relay processes on PostgreSQL + NATS (and one
+ * embedded SQLite relay for reference), driven over real WebSockets. Senders
+ * and receivers sit on different nodes whenever there is more than one, so
+ * every message crosses the bus. Reports delivered messages per second, the
+ * send→push latency (p50/p99) and CPU time per message of the relay
+ * processes, PostgreSQL and NATS, read from /proc.
+ *
+ * The load generator shares the machine's cores with everything it measures;
+ * the figures are for comparing rows of one run, not absolute capacity.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, readdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { IdentityKeyPair, KEMKeyPair, PrivateKey } from '@signalapp/libsignal-client';
+import {
+  type AccountId,
+  type DeviceId,
+  EnvelopeType,
+  decodeFrame,
+  encodeRegisterRequest,
+  encodeRequest,
+  encodeResponse,
+  encodeSendRequestBinary,
+  processEnvelope,
+} from '@parley/wire';
+import pg from 'pg';
+import WebSocket from 'ws';
+
+const NODE_MAIN = fileURLToPath(new URL('./cluster-node.js', import.meta.url));
+const PG_URL = process.env.PARLEY_BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
+const NATS_URL = process.env.PARLEY_BENCH_NATS ?? 'nats://127.0.0.1:4222';
+const TICKS_PER_SECOND = 100; // Linux USER_HZ
+
+export interface ClusterRow {
+  label: string;
+  nodes: number;
+  perSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  relayMicros: number;
+  dbMicros: number;
+  natsMicros: number;
+}
+
+/** utime + stime of a process, in microseconds; 0 when it has gone. */
+function cpuMicros(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / TICKS_PER_SECOND;
+  } catch {
+    return 0;
+  }
+}
+
+/** Summed CPU of every process whose command name is `comm` (PostgreSQL backends, nats-server). */
+function cpuOfCommand(comm: string): number {
+  let total = 0;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/comm`, 'utf8').trim() === comm) total += cpuMicros(Number(entry));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return total;
+}
+
+async function startNode(env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; port: number }> {
+  const child = spawn(
+    process.execPath,
+    [...(process.env.PARLEY_BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.PARLEY_BENCH_PROF] : []), NODE_MAIN],
+    { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const port = await new Promise<number>((resolve, reject) => {
+    let buf = '';
+    child.stdout?.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const line = buf.split('\n').find((l) => l.startsWith('{"port"'));
+      if (line) resolve((JSON.parse(line) as { port: number }).port);
+    });
+    child.once('exit', (code) => reject(new Error(`bench relay exited with ${code}`)));
+  });
+  return { child, port };
+}
+
+interface Account {
+  accountId: AccountId;
+  registrationId: number;
+  auth: string;
+}
+
+function signed(identity: IdentityKeyPair, pub: Uint8Array<ArrayBuffer>, keyId: number) {
+  return { keyId, publicKey: pub, signature: identity.privateKey.sign(pub) };
+}
+
+async function register(baseUrl: string, username: string): Promise<Account> {
+  const identity = IdentityKeyPair.generate();
+  const password = randomBytes(32).toString('base64url');
+  const registrationId = 1 + Math.floor(Math.random() * 16000);
+  const res = await fetch(`${baseUrl}/v1/accounts`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(
+      encodeRegisterRequest({
+        username,
+        password,
+        registrationId,
+        identityKey: identity.publicKey.serialize(),
+        signedPreKey: signed(identity, PrivateKey.generate().getPublicKey().serialize(), 1),
+        kyberLastResortKey: signed(identity, KEMKeyPair.generate().getPublicKey().serialize(), 1),
+        inviteCode: null,
+      }),
+    ),
+  });
+  if (res.status !== 200) throw new Error(`register: ${res.status}`);
+  const { accountId } = (await res.json()) as { accountId: AccountId };
+  return { accountId, registrationId, auth: `Basic ${Buffer.from(`${accountId}.1:${password}`).toString('base64')}` };
+}
+
+function openSocket(
+  baseUrl: string,
+  a: Account,
+  onRequest: (ws: WebSocket, id: bigint, path: string, body: Uint8Array) => void,
+  onResponse?: (status: number) => void,
+): Promise<WebSocket> {
+  const ws = new WebSocket(`${baseUrl.replace(/^http/, 'ws')}/v1/websocket`, { headers: { authorization: a.auth } });
+  ws.on('message', (data: Buffer) => {
+    const f = decodeFrame(new Uint8Array(data));
+    if (f.kind === 'request') onRequest(ws, f.id, f.path, f.body);
+    else onResponse?.(f.status);
+  });
+  return new Promise((resolve, reject) => {
+    ws.once('open', () => resolve(ws));
+    ws.once('error', reject);
+  });
+}
+
+const ack = (ws: WebSocket, id: bigint) =>
+  ws.send(encodeResponse({ id, status: 200, message: 'OK', headers: {}, body: new Uint8Array(0) }));
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] as number;
+}
+
+/** One measured run against `n` freshly started nodes. */
+async function run(
+  label: string,
+  n: number,
+  mode: 'postgres' | 'sqlite',
+  opts: { pairs: number; window: number; seconds: number },
+): Promise<ClusterRow> {
+  const dbName = `parley_bench_${process.pid}_${Date.now().toString(36)}`;
+  const tmp = mkdtempSync(join(tmpdir(), 'parley-bench-'));
+  const children: ChildProcess[] = [];
+  const sockets: WebSocket[] = [];
+  let admin: pg.Client | null = null;
+  try {
+    let env: NodeJS.ProcessEnv = { PARLEY_DATA_DIR: tmp, PARLEY_STORE: 'sqlite', PARLEY_BUS: 'local' };
+    if (mode === 'postgres') {
+      admin = new pg.Client({ connectionString: PG_URL });
+      await admin.connect();
+      await admin.query(`CREATE DATABASE ${dbName}`);
+      const url = new URL(PG_URL);
+      url.pathname = `/${dbName}`;
+      env = { PARLEY_STORE: url.toString(), PARLEY_BUS: NATS_URL, PARLEY_DATA_DIR: tmp };
+    }
+    const nodes: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const { child, port } = await startNode(env);
+      children.push(child);
+      nodes.push(port);
+    }
+    const urlOf = (i: number) => `http://127.0.0.1:${nodes[i % n] as number}`;
+    const senders: Account[] = [];
+    const receivers: Account[] = [];
+    for (let i = 0; i < opts.pairs; i++) {
+      senders.push(await register(urlOf(i), `bs_${i}`));
+      receivers.push(await register(urlOf(i + 1), `br_${i}`));
+    }
+
+    let measuring = false;
+    let stopped = false;
+    let delivered = 0;
+    const latencies: number[] = [];
+    const content = new Uint8Array(1024);
+    for (const [i, r] of receivers.entries()) {
+      sockets.push(
+        await openSocket(urlOf(i + 1), r, (ws, id, path, body) => {
+          if (path === '/api/v1/message') {
+            const env = processEnvelope(body);
+            const sentAt = Buffer.from(env.content).readDoubleLE(0);
+            if (measuring && sentAt > 0) {
+              delivered++;
+              latencies.push(performance.now() - sentAt);
+            }
+          }
+          ack(ws, id);
+        }),
+      );
+    }
+    const starters: Array<() => void> = [];
+    for (const [i, s] of senders.entries()) {
+      const to = receivers[i] as Account;
+      let nextId = 1n;
+      const sendOne = (ws: WebSocket) => {
+        if (stopped) return;
+        Buffer.from(content.buffer).writeDoubleLE(performance.now(), 0);
+        const body = encodeSendRequestBinary({
+          messages: [
+            {
+              type: EnvelopeType.Ciphertext,
+              destinationDevice: 1 as DeviceId,
+              destinationRegistrationId: to.registrationId,
+              content,
+            },
+          ],
+          timestamp: Date.now(),
+          urgent: true,
+          messageId: new Uint8Array(randomBytes(16)),
+        });
+        ws.send(
+          encodeRequest({
+            id: nextId++,
+            verb: 'PUT',
+            path: `/v1/messages/${to.accountId}`,
+            headers: { 'content-type': 'application/x-protobuf' },
+            body,
+          }),
+        );
+      };
+      let ws: WebSocket | null = null;
+      ws = await openSocket(
+        urlOf(i),
+        s,
+        (sock, id) => ack(sock, id),
+        (status) => {
+          if (status !== 200) throw new Error(`send answered ${status}`);
+          if (ws) sendOne(ws);
+        },
+      );
+      sockets.push(ws);
+      const opened = ws;
+      starters.push(() => sendOne(opened));
+    }
+    // Open every sender's window; each answer sends the next one (closed loop).
+    for (const start of starters) for (let k = 0; k < opts.window; k++) start();
+    await new Promise((r) => setTimeout(r, 1_000));
+    const relayPids = children.map((c) => c.pid ?? 0);
+    const cpu0 = {
+      relay: relayPids.reduce((t, p) => t + cpuMicros(p), 0),
+      db: cpuOfCommand('postgres'),
+      nats: cpuOfCommand('nats-server'),
+    };
+    const t0 = performance.now();
+    measuring = true;
+    await new Promise((r) => setTimeout(r, opts.seconds * 1000));
+    measuring = false;
+    const elapsed = (performance.now() - t0) / 1000;
+    const cpu1 = {
+      relay: relayPids.reduce((t, p) => t + cpuMicros(p), 0),
+      db: cpuOfCommand('postgres'),
+      nats: cpuOfCommand('nats-server'),
+    };
+    stopped = true;
+    latencies.sort((a, b) => a - b);
+    const per = (d: number) => (delivered > 0 ? d / delivered : NaN);
+    return {
+      label,
+      nodes: n,
+      perSecond: delivered / elapsed,
+      p50Ms: percentile(latencies, 0.5),
+      p99Ms: percentile(latencies, 0.99),
+      relayMicros: per(cpu1.relay - cpu0.relay),
+      dbMicros: mode === 'postgres' ? per(cpu1.db - cpu0.db) : NaN,
+      natsMicros: mode === 'postgres' ? per(cpu1.nats - cpu0.nats) : NaN,
+    };
+  } finally {
+    for (const ws of sockets) ws.terminate();
+    for (const c of children) c.kill('SIGTERM');
+    await Promise.all(children.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.once('exit', r)))));
+    if (admin) {
+      await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`).catch(() => undefined);
+      await admin.end();
+    }
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/** Runs every configuration; skips the cluster rows when PostgreSQL or NATS is not there. */
+export async function benchCluster(quick: boolean): Promise<{ rows: ClusterRow[]; skipped: string | null }> {
+  const opts = quick ? { pairs: 16, window: 4, seconds: 4 } : { pairs: 32, window: 4, seconds: 12 };
+  const rows: ClusterRow[] = [await run('embedded (SQLite, local bus)', 1, 'sqlite', opts)];
+  try {
+    const c = new pg.Client({ connectionString: PG_URL });
+    await c.connect();
+    await c.end();
+  } catch {
+    return { rows, skipped: 'PostgreSQL unreachable' };
+  }
+  for (const n of [1, 2, 3])
+    rows.push(await run(`cluster, ${n} node${n > 1 ? 's' : ''} (PostgreSQL + NATS)`, n, 'postgres', opts));
+  return { rows, skipped: null };
+}
