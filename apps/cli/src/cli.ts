@@ -7,7 +7,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { runChat } from './commands/chat.js';
 import { runReceive } from './commands/receive.js';
 import { runRegister } from './commands/register.js';
-import { runRelay } from './commands/relay.js';
+import { type RelayFlags, runRelay } from './commands/relay.js';
 import { runSafetyNumber, runVerify } from './commands/safety.js';
 import { runSend } from './commands/send.js';
 import { runWhoami } from './commands/whoami.js';
@@ -95,7 +95,10 @@ Example:
     .option('--port <port>', 'port to listen on; 0 picks a free one (default: $PARLEY_PORT or 8080)', parsePort)
     .option('--data <dir>', 'data directory (default: $PARLEY_DATA_DIR)')
     .option('--invite-code <code>', 'accept registrations only with this code (repeatable)', collect)
-    .action(async (opts: { host?: string; port?: number; data?: string; inviteCode?: string[] }) => {
+    .option('--store <url>', 'sqlite (default) or postgres://… shared by a cluster (default: $PARLEY_STORE)')
+    .option('--bus <url>', 'local (default) or nats://… for a cluster (default: $PARLEY_BUS)')
+    .option('--rate-limiter <url>', 'memory (default) or redis://… shared by a cluster (default: $PARLEY_RATE_LIMITER)')
+    .action(async (opts: RelayFlags) => {
       result.code = await runRelay(opts);
     });
 

@@ -7,6 +7,12 @@ export interface RelayFlags {
   port?: number;
   data?: string;
   inviteCode?: string[];
+  /** `sqlite` or a postgres:// URL (cluster mode). */
+  store?: string;
+  /** `local` or nats:// URLs (cluster mode). */
+  bus?: string;
+  /** `memory` or a redis:// URL (limits shared by a cluster). */
+  rateLimiter?: string;
 }
 
 /**
@@ -24,6 +30,9 @@ export function relayOverrides(flags: RelayFlags, env: NodeJS.ProcessEnv): Parti
   else if (env.PARLEY_PORT === undefined || env.PARLEY_PORT === '') overrides.port = DEFAULT_RELAY_PORT;
   if (flags.data !== undefined) overrides.dataDir = flags.data;
   if (flags.inviteCode !== undefined && flags.inviteCode.length > 0) overrides.inviteCodes = flags.inviteCode;
+  if (flags.store !== undefined) overrides.store = flags.store;
+  if (flags.bus !== undefined) overrides.bus = flags.bus;
+  if (flags.rateLimiter !== undefined) overrides.rateLimiter = flags.rateLimiter;
   return overrides;
 }
 
