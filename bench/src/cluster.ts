@@ -12,6 +12,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, readdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -304,6 +305,13 @@ export async function benchCluster(quick: boolean): Promise<{ rows: ClusterRow[]
   } catch {
     return { rows, skipped: 'PostgreSQL unreachable' };
   }
+  const nats = new URL(NATS_URL);
+  const natsUp = await new Promise<boolean>((resolve) => {
+    const s = connect({ host: nats.hostname, port: Number(nats.port || 4222) });
+    s.once('connect', () => (s.destroy(), resolve(true)));
+    s.once('error', () => (s.destroy(), resolve(false)));
+  });
+  if (!natsUp) return { rows, skipped: 'NATS unreachable' };
   for (const n of [1, 2, 3])
     rows.push(await run(`cluster, ${n} node${n > 1 ? 's' : ''} (PostgreSQL + NATS)`, n, 'postgres', opts));
   return { rows, skipped: null };
