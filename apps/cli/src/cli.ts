@@ -10,6 +10,7 @@ import { runRegister } from './commands/register.js';
 import { type RelayFlags, runRelay } from './commands/relay.js';
 import { runSafetyNumber, runVerify } from './commands/safety.js';
 import { runSend } from './commands/send.js';
+import { parseCertificateId, runServerCert, runTrustRootCreate } from './commands/trust-root.js';
 import { runWhoami } from './commands/whoami.js';
 import { passphraseFromEnv, resolveProfileDir } from './context.js';
 import type { SdkError } from '@parley/sdk';
@@ -88,7 +89,7 @@ Example:
   parley receive`,
     );
 
-  program
+  const relay = program
     .command('relay')
     .description('run a relay server in the foreground (stop with Ctrl-C or SIGTERM)')
     .option('--host <host>', 'address to listen on (default: $PARLEY_HOST or 127.0.0.1)')
@@ -98,8 +99,33 @@ Example:
     .option('--store <url>', 'sqlite (default) or postgres://… shared by a cluster (default: $PARLEY_STORE)')
     .option('--bus <url>', 'local (default) or nats://… for a cluster (default: $PARLEY_BUS)')
     .option('--rate-limiter <url>', 'memory (default) or redis://… shared by a cluster (default: $PARLEY_RATE_LIMITER)')
+    .option('--server-cert <file>', 'sealed-sender server certificate from `parley relay server-cert` (default: $PARLEY_SERVER_CERT, else one generated in the data dir)')
     .action(async (opts: RelayFlags) => {
       result.code = await runRelay(opts);
+    });
+  relay
+    .command('trust-root')
+    .description('sealed-sender trust root (keep it offline)')
+    .command('create')
+    .description('create a trust-root key pair file (mode 0600)')
+    .requiredOption('--out <file>', 'where to write it (never overwritten)')
+    .action(async (opts: { out: string }) => {
+      result.code = await runTrustRootCreate(opts.out);
+    });
+  relay
+    .command('server-cert')
+    .description('sign a new sealed-sender server certificate with the trust root')
+    .requiredOption('--trust-root <file>', 'trust-root file from `parley relay trust-root create`')
+    .requiredOption('--id <n>', 'certificate id (1..4294967295; use a new one on each rotation)', (v: string) => {
+      try {
+        return parseCertificateId(v);
+      } catch (err) {
+        throw new InvalidArgumentError(err instanceof Error ? err.message : 'invalid id');
+      }
+    })
+    .requiredOption('--out <file>', 'where to write the certificate and its private key (never overwritten)')
+    .action(async (opts: { trustRoot: string; id: number; out: string }) => {
+      result.code = await runServerCert(opts);
     });
 
   program

@@ -17,6 +17,7 @@ import type { Bus, Clock, RateLimiter, Store } from './ports.js';
 import { MemoryRateLimiter } from './ratelimit.js';
 import { Relay } from './relay.js';
 import { Router, describeBug } from './router.js';
+import { DEFAULT_SENDER_CERTIFICATE_TTL_MS, SealedSender, type ServerSigner, loadServerSigner } from './sealed.js';
 
 /** Largest HTTP request body (docs/PROTOCOL.md). */
 export const MAX_HTTP_BODY = 2 * 1024 * 1024;
@@ -33,6 +34,8 @@ export interface RelayBuildDeps {
   gateway?: Partial<GatewayOptions>;
   /** Attachment blobs; without one the attachment routes answer 404. */
   blobs?: BlobStore;
+  /** Sealed-sender signer; defaults to `loadServerSigner(config)` (generated into the data dir when none is configured). */
+  signer?: ServerSigner;
 }
 
 /** A relay that is built but not listening. `close()` drains it and closes the store. */
@@ -82,7 +85,16 @@ export function buildRelay(deps: RelayBuildDeps): BuiltRelay {
   const metrics = createMetrics();
   const limiter = deps.limiter ?? new MemoryRateLimiter(resolveRateLimits(config.rateLimits), clock);
   const relay = new Relay({ store, bus, clock, config, limiter, metrics, log });
-  const router = new Router(relay, log, metrics);
+  const sealed = new SealedSender({
+    relay,
+    store,
+    bus,
+    clock,
+    metrics,
+    signer: deps.signer ?? loadServerSigner(config, log),
+    certificateTtlMs: config.senderCertificateTtlMs ?? DEFAULT_SENDER_CERTIFICATE_TTL_MS,
+  });
+  const router = new Router(relay, log, metrics, sealed);
   const gateway = new Gateway({
     relay,
     router,

@@ -17,6 +17,10 @@ export interface RateLimitConfig {
   bundle: BucketConfig;
   /** Username lookups per device. */
   lookup: BucketConfig;
+  /** Sealed-sender (unauthenticated) sends per recipient account. */
+  sealedRecipient: BucketConfig;
+  /** Sealed-sender (unauthenticated) sends per client address. */
+  sealedAddress: BucketConfig;
 }
 
 export interface RelayConfig {
@@ -49,6 +53,14 @@ export interface RelayConfig {
    * Defaults to 0 with the local bus and 2000 with NATS.
    */
   pollIntervalMs?: number;
+  /**
+   * Sealed sender: path of a server-certificate file made by `parley relay
+   * server-cert`. Unset: one is generated (with its trust root) under
+   * `<dataDir>/sealed-sender/` on first start — fine for one embedded relay.
+   */
+  serverCertificate?: string;
+  /** Lifetime of issued sender certificates (ms); default 7 days. */
+  senderCertificateTtlMs?: number;
 }
 
 /** The kind of store a `store` setting names. @throws RangeError for anything else. */
@@ -79,6 +91,8 @@ export const defaultRateLimits: RateLimitConfig = {
   send: { burst: 200, perSecond: 50 },
   bundle: { burst: 100, perSecond: 10 },
   lookup: { burst: 100, perSecond: 10 },
+  sealedRecipient: { burst: 200, perSecond: 20 },
+  sealedAddress: { burst: 400, perSecond: 50 },
 };
 
 /** The full rate-limit table with the configured overrides applied. */
@@ -104,7 +118,8 @@ export function defaultRelayConfig(overrides: Partial<RelayConfig> = {}): RelayC
 /**
  * Read PARLEY_HOST, PARLEY_PORT, PARLEY_DATA_DIR, PARLEY_INVITE_CODES
  * (comma-separated), PARLEY_MESSAGE_TTL_DAYS, PARLEY_LOG_LEVEL, PARLEY_STORE,
- * PARLEY_BUS, PARLEY_RATE_LIMITER and PARLEY_POLL_INTERVAL_MS; explicit
+ * PARLEY_BUS, PARLEY_RATE_LIMITER, PARLEY_POLL_INTERVAL_MS and
+ * PARLEY_SERVER_CERT; explicit
  * overrides win over the environment.
  * @throws RangeError when a numeric variable is not a valid number.
  */
@@ -134,6 +149,7 @@ export function relayConfigFromEnv(env: NodeJS.ProcessEnv, overrides: Partial<Re
   if (env.PARLEY_STORE) fromEnv.store = env.PARLEY_STORE;
   if (env.PARLEY_BUS) fromEnv.bus = env.PARLEY_BUS;
   if (env.PARLEY_RATE_LIMITER) fromEnv.rateLimiter = env.PARLEY_RATE_LIMITER;
+  if (env.PARLEY_SERVER_CERT) fromEnv.serverCertificate = env.PARLEY_SERVER_CERT;
   if (env.PARLEY_POLL_INTERVAL_MS !== undefined && env.PARLEY_POLL_INTERVAL_MS !== '') {
     const ms = Number(env.PARLEY_POLL_INTERVAL_MS);
     if (!Number.isInteger(ms) || ms < 0) throw new RangeError('PARLEY_POLL_INTERVAL_MS must be a non-negative integer');

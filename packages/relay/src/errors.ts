@@ -1,3 +1,5 @@
+import type { RecipientDeviceMismatch } from '@parley/wire';
+
 /**
  * The relay's error vocabulary: one class, one table of stable codes with
  * their HTTP status (docs/PROTOCOL.md, "Error codes"). Messages name fields
@@ -31,6 +33,8 @@ export interface ErrorDetails {
   missingDevices?: number[];
   extraDevices?: number[];
   staleDevices?: number[];
+  /** For a multi-recipient send: the device lists per recipient account (409/410). */
+  recipients?: RecipientDeviceMismatch[];
   /** For RATE_LIMITED: seconds until a retry may succeed (sent as `Retry-After`). */
   retryAfterSeconds?: number;
 }

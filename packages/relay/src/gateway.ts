@@ -23,6 +23,7 @@ import { type RawData, WebSocket, WebSocketServer } from 'ws';
 import { parseBasicAuth } from './auth.js';
 import { RelayError } from './errors.js';
 import type { RelayMetrics } from './metrics.js';
+import { ONLINE_PREFIX, onlineEnvelope } from './online.js';
 import { type BusSignal, type Bus, type Clock, type QueuedEnvelope, type Store, deviceKey } from './ports.js';
 import { type DeviceRef, type Relay, keysLow } from './relay.js';
 import { type RouteResponse, type Router, describeBug, errorResponse } from './router.js';
@@ -244,7 +245,16 @@ class Session {
     if (this.#disposed) return;
     if (signal === 'keysLow') this.track(this.#notifyIfKeysLow());
     else if (signal === 'messages') this.#pump();
+    else if (signal.startsWith(ONLINE_PREFIX)) this.#pushOnline(signal);
     else if (newerToken(signal.slice('replaced:'.length), this.#token)) this.close(CloseCodes.Replaced, 'replaced by a newer connection');
+  }
+
+  /** Push an online-only envelope once; it is not tracked, so its ack deletes nothing and it is never pushed again. */
+  #pushOnline(signal: string): void {
+    const bytes = onlineEnvelope(signal);
+    if (!bytes || this.#stopping) return;
+    this.#sendRequest('PUT', '/api/v1/message', bytes, { 'content-type': 'application/x-protobuf' });
+    this.deps.metrics.deliveries.inc();
   }
 
   /** Re-read the queue (no-op while a push is running or the socket is closing). */

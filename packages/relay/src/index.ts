@@ -22,3 +22,16 @@ export { storeKind, busKind, rateLimiterKind } from './config.js';
 export { openPostgresStore, PostgresStore, migratePostgres, type PostgresStoreOptions } from './adapters/store/postgres.js';
 export { openNatsBus, NatsBus, type NatsBusOptions } from './adapters/bus/nats.js';
 export { openRedisRateLimiter, RedisRateLimiter, type RedisRateLimiterOptions } from './adapters/ratelimit/redis.js';
+// Sealed sender: trust root and server certificate files (used by `parley relay trust-root` / `server-cert`).
+export {
+  type ServerSigner,
+  type TrustRootFile,
+  type ServerCertificateFile,
+  createTrustRoot,
+  createServerCertificate,
+  parseTrustRoot,
+  parseServerCertificate,
+  loadServerSigner,
+  writeSecretFile,
+  DEFAULT_SENDER_CERTIFICATE_TTL_MS,
+} from './sealed.js';

@@ -12,6 +12,8 @@ export interface Store {
   /** The password material of a device, or null when the account or device does not exist. */
   getDeviceCredentials(account: AccountId, device: DeviceId): Promise<DeviceCredentials | null>;
   getAccount(account: AccountId): Promise<AccountRecord | null>;
+  /** Set (or with null, clear) an account's 16-byte unidentified-access key (sealed sender). */
+  setAccessKey(account: AccountId, accessKey: Uint8Array | null): Promise<void>;
   /** Account id for a (normalized) username, or null. */
   lookupUsername(username: string): Promise<AccountId | null>;
   /** Devices of an account in id order; empty when the account does not exist. */
@@ -65,6 +67,8 @@ export interface AccountRecord {
   accountId: AccountId;
   username: string;
   identityKey: Uint8Array;
+  /** The unidentified-access key senders present instead of credentials; null until the account sets one. */
+  accessKey: Uint8Array | null;
 }
 
 export interface DeviceSummary {
@@ -139,8 +143,10 @@ export type DeleteResult =
 /**
  * What a wake-up is about. `replaced:<token>` announces a new socket for the
  * device (on any node); sessions with an older token close with 4409.
+ * `online:<base64 envelope>` carries an envelope that is never stored (typing
+ * indicators): only a socket open right now pushes it.
  */
-export type BusSignal = 'messages' | 'keysLow' | `replaced:${string}`;
+export type BusSignal = 'messages' | 'keysLow' | `replaced:${string}` | `online:${string}`;
 
 /** Wakes whichever node holds a device's socket. A lost signal only delays delivery. */
 export interface Bus {
@@ -160,7 +166,7 @@ export interface RateLimiter {
   take(bucket: RateBucket, key: string): Promise<{ kind: 'allowed' } | { kind: 'limited'; retryAfterMs: number }>;
 }
 
-export type RateBucket = 'register' | 'send' | 'bundle' | 'lookup';
+export type RateBucket = 'register' | 'send' | 'bundle' | 'lookup' | 'sealedRecipient' | 'sealedAddress';
 
 /** The key used on the bus and in socket maps for one device. */
 export function deviceKey(account: AccountId, device: DeviceId): string {

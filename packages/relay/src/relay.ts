@@ -26,6 +26,7 @@ import { plainBytes } from './bytes.js';
 import type { RelayConfig } from './config.js';
 import { RelayError } from './errors.js';
 import type { RelayMetrics } from './metrics.js';
+import { publishOnline } from './online.js';
 import { type Bus, type Clock, type RateBucket, type RateLimiter, type StoredEnvelope, type Store, deviceKey } from './ports.js';
 
 /** Below this many one-time keys of either kind a device is told to refill. */
@@ -208,6 +209,11 @@ export class Relay {
       content: m.content,
       urgent: req.urgent,
     }));
+    // Online-only (typing indicators): pushed to sockets open now, never stored.
+    if (req.online) {
+      publishOnline(this.deps.bus, envelopes);
+      return { kind: 'stored' };
+    }
     const started = performance.now();
     const res = await this.deps.store.enqueue({
       envelopes,

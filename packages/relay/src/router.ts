@@ -5,10 +5,15 @@
  * `{code, message}` shape of docs/PROTOCOL.md.
  */
 import {
+  ACCESS_KEY_HEADER,
   Limits,
   WireError,
   WireErrorCode,
   encodePreKeyBundleResponse,
+  encodeSenderCertificateResponse,
+  encodeTrustRootResponse,
+  parseAccessKeyHeader,
+  processAccessKeyRequest,
   parseAccountId,
   parseDeviceId,
   processKeyUploadRequest,
@@ -21,6 +26,7 @@ import { parseBasicAuth } from './auth.js';
 import { type ErrorCode, ErrorCodes, RelayError } from './errors.js';
 import type { RelayMetrics } from './metrics.js';
 import type { DeviceRef, Relay } from './relay.js';
+import { type SealedSender, parseMultiRecipientMeta } from './sealed.js';
 
 /** A request as either transport hands it to the router. */
 export interface RouteRequest {
@@ -49,7 +55,7 @@ export interface RouteResponse {
 interface Call {
   params: Record<string, string>;
   req: RouteRequest;
-  /** The authenticated device; only null on unauthenticated routes. */
+  /** The authenticated device; only null on unauthenticated routes (and `optional` ones called without credentials). */
   me: DeviceRef;
 }
 
@@ -57,7 +63,8 @@ interface Route {
   verb: string;
   pattern: string;
   segments: string[];
-  auth: boolean;
+  /** `optional`: authenticated when an `authorization` header is present (sealed-sender sends go without one). */
+  auth: boolean | 'optional';
   handle(call: Call): Promise<RouteResponse>;
 }
 
@@ -108,11 +115,12 @@ export class Router {
     private readonly relay: Relay,
     private readonly log: Logger,
     private readonly metrics: RelayMetrics,
+    private readonly sealed: SealedSender,
   ) {
     this.#define();
   }
 
-  #add(verb: string, pattern: string, auth: boolean, handle: (call: Call) => Promise<RouteResponse>): void {
+  #add(verb: string, pattern: string, auth: boolean | 'optional', handle: (call: Call) => Promise<RouteResponse>): void {
     this.#routes.push({ verb, pattern, segments: pattern.split('/').slice(1), auth, handle });
   }
 
@@ -135,13 +143,30 @@ export class Router {
       const device = params.deviceId === '*' ? 'all' : parseDeviceId(params.deviceId);
       return ok(encodePreKeyBundleResponse(await r.fetchBundle(me, account, device)));
     });
-    this.#add('PUT', '/v1/messages/:accountId', true, async ({ me, params, req }) => {
+    // Sealed sender (src/sealed.ts). The literal multi_recipient path must come before /v1/messages/:accountId.
+    const s = this.sealed;
+    this.#add('GET', '/v1/certificate/trust-root', false, async () => ok(encodeTrustRootResponse(s.trustRoot())));
+    this.#add('GET', '/v1/certificate/delivery', true, async ({ me }) => ok(encodeSenderCertificateResponse(await s.issueCertificate(me))));
+    this.#add('PUT', '/v1/accounts/access-key', true, async ({ me, req }) => {
+      await s.setAccessKey(me, processAccessKeyRequest(parseJson(req.body)).accessKey);
+      return { status: 204 };
+    });
+    this.#add('PUT', '/v1/messages/multi_recipient', false, async ({ req }) => {
+      const meta = parseMultiRecipientMeta(req.headers);
+      await s.sendMultiRecipient(parseAccessKeyHeader(req.headers[ACCESS_KEY_HEADER]), req.body, meta, req.ip);
+      return ok({});
+    });
+    this.#add('PUT', '/v1/messages/:accountId', 'optional', async ({ me, params, req }) => {
       const destination = parseAccountId(params.accountId);
       const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() ?? '';
       let send;
       if (type === 'application/x-protobuf') send = processSendRequestBinary(req.body);
       else if (type === 'application/json' || type === '') send = processSendRequestJson(parseJson(req.body));
       else throw new RelayError('UNSUPPORTED_MEDIA_TYPE', 'send body must be application/x-protobuf or application/json');
+      if (!(me as DeviceRef | null)) {
+        await s.sendUnidentified(destination, parseAccessKeyHeader(req.headers[ACCESS_KEY_HEADER]), send, req.ip);
+        return ok({});
+      }
       await r.send(me, destination, send);
       return ok({});
     });
@@ -189,7 +214,10 @@ export class Router {
     try {
       if (!found) throw new RelayError('NOT_FOUND', 'no such route');
       let me = req.device;
-      if (found.route.auth && !me) me = await this.relay.authenticate(parseBasicAuth(req.headers.authorization));
+      const auth = found.route.auth;
+      const needsAuth =
+        auth === true || (auth === 'optional' && (req.headers.authorization !== undefined || req.headers[ACCESS_KEY_HEADER] === undefined));
+      if (needsAuth && !me) me = await this.relay.authenticate(parseBasicAuth(req.headers.authorization));
       response = await found.route.handle({ params: found.params, req, me: me as DeviceRef });
     } catch (err) {
       response = errorResponse(err, this.log, req.requestId);

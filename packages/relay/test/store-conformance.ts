@@ -55,7 +55,7 @@ export function describeStoreConformance(name: string, makeStore: () => Promise<
       const s = await open();
       const a = newAccount('alice');
       expect(await s.createAccount(a)).toEqual({ kind: 'created' });
-      expect(await s.getAccount(a.accountId)).toEqual({ accountId: a.accountId, username: 'alice', identityKey: a.identityKey });
+      expect(await s.getAccount(a.accountId)).toEqual({ accountId: a.accountId, username: 'alice', identityKey: a.identityKey, accessKey: null });
       expect(await s.lookupUsername('alice')).toBe(a.accountId);
       expect(await s.lookupUsername('ALICE')).toBe(a.accountId);
       expect(await s.lookupUsername('bob')).toBeNull();
@@ -67,6 +67,26 @@ export function describeStoreConformance(name: string, makeStore: () => Promise<
       expect(await s.getDeviceCredentials(a.accountId, 2 as DeviceId)).toBeNull();
       expect(await s.getAccount(randomUUID() as AccountId)).toBeNull();
       expect(await s.listDevices(randomUUID() as AccountId)).toEqual([]);
+    });
+
+    it('sets, replaces and clears an account access key (sealed sender)', async () => {
+      const s = await open();
+      const a = newAccount('ak.alice');
+      const b = newAccount('ak.bob');
+      await s.createAccount(a);
+      await s.createAccount(b);
+      const k1 = bytes(16);
+      const k2 = bytes(16);
+      await s.setAccessKey(a.accountId, k1);
+      expect((await s.getAccount(a.accountId))?.accessKey).toEqual(k1);
+      expect((await s.getAccount(b.accountId))?.accessKey).toBeNull();
+      await s.setAccessKey(a.accountId, k2);
+      expect((await s.getAccount(a.accountId))?.accessKey).toEqual(k2);
+      await s.setAccessKey(a.accountId, null);
+      expect((await s.getAccount(a.accountId))?.accessKey).toBeNull();
+      // Setting a key on an unknown account changes nothing and does not throw.
+      await s.setAccessKey(randomUUID() as AccountId, k1);
+      expect(await s.getAccount(randomUUID() as AccountId)).toBeNull();
     });
 
     it('keeps usernames unique across case and NFKC variants', async () => {

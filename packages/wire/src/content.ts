@@ -23,7 +23,12 @@ export interface DataMessage {
   timestamp: number;
   /** Absent means none. */
   attachments?: Attachment[];
+  /** The sender's 32-byte profile key (sealed sender: recipients derive its access key). Absent means not shared. */
+  profileKey?: Uint8Array;
 }
+
+/** Length of a profile key. */
+export const PROFILE_KEY_BYTES = 32;
 
 export type Content =
   | { kind: 'data'; message: DataMessage }
@@ -61,6 +66,10 @@ function processData(m: PbDataMessage, field: string): DataMessage {
   const out: DataMessage = { body: m.body, timestamp: ts(m.timestamp, `${field}.timestamp`) };
   if (m.attachments.length > AttachmentLimits.maxPerMessage) fail(`${field}.attachments`, `at most ${AttachmentLimits.maxPerMessage}`);
   if (m.attachments.length > 0) out.attachments = m.attachments.map((a, i) => processAttachment(a, `${field}.attachments[${i}]`));
+  if (m.profileKey.length > 0) {
+    if (m.profileKey.length !== PROFILE_KEY_BYTES) fail(`${field}.profileKey`, `must be ${PROFILE_KEY_BYTES} bytes`);
+    out.profileKey = m.profileKey;
+  }
   return out;
 }
 
@@ -142,6 +151,7 @@ export function encodeContent(c: Content, senderUsername: string | null = null):
       contentType: a.contentType,
       fileName: a.fileName,
     })),
+    profileKey: m.profileKey ?? new Uint8Array(0),
   });
   return toBinary(ContentSchema, create(ContentSchema, { ...contentInit(c, data), senderUsername: senderUsername ?? '' }));
 }

@@ -7,3 +7,4 @@ export * from './messages.js';
 export * from './frames.js';
 export * from './content.js';
 export * from './attachments.js';
+export * from './sealed.js';

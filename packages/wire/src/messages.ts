@@ -128,6 +128,8 @@ export interface SendRequest {
   urgent: boolean;
   /** 16 client-chosen random bytes; a retry with the same id is not stored twice. */
   messageId: Uint8Array;
+  /** Deliver only to devices connected now, never store (typing indicators). Absent means false. */
+  online?: boolean;
 }
 
 function checkSend(req: SendRequest): SendRequest {
@@ -160,6 +162,7 @@ export function processSendRequestBinary(bytes: Uint8Array): SendRequest {
     timestamp: timestamp(raw.timestamp, 'timestamp'),
     urgent: raw.urgent,
     messageId: raw.messageId,
+    ...(raw.online ? { online: true } : {}),
   });
 }
 
@@ -176,6 +179,7 @@ export function encodeSendRequestBinary(req: SendRequest): Uint8Array {
       timestamp: BigInt(req.timestamp),
       urgent: req.urgent,
       messageId: req.messageId,
+      online: req.online ?? false,
     }),
   );
 }
@@ -198,6 +202,7 @@ export function processSendRequestJson(v: unknown): SendRequest {
     timestamp: timestamp(o.timestamp, 'timestamp'),
     urgent: bool(o.urgent, 'urgent', true),
     messageId: b64(o.messageId, 'messageId', { exact: 16 }),
+    ...(bool(o.online, 'online', false) ? { online: true } : {}),
   });
 }
 
@@ -212,5 +217,6 @@ export function encodeSendRequestJson(req: SendRequest) {
     timestamp: req.timestamp,
     urgent: req.urgent,
     messageId: toB64(req.messageId),
+    ...(req.online ? { online: true } : {}),
   };
 }

@@ -13,6 +13,8 @@ export interface RelayFlags {
   bus?: string;
   /** `memory` or a redis:// URL (limits shared by a cluster). */
   rateLimiter?: string;
+  /** Sealed-sender server-certificate file. */
+  serverCert?: string;
 }
 
 /**
@@ -33,6 +35,7 @@ export function relayOverrides(flags: RelayFlags, env: NodeJS.ProcessEnv): Parti
   if (flags.store !== undefined) overrides.store = flags.store;
   if (flags.bus !== undefined) overrides.bus = flags.bus;
   if (flags.rateLimiter !== undefined) overrides.rateLimiter = flags.rateLimiter;
+  if (flags.serverCert !== undefined) overrides.serverCertificate = flags.serverCert;
   return overrides;
 }
 

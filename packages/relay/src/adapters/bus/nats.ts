@@ -17,6 +17,7 @@
  * so they are not called twice through the server.
  */
 import type { Bus, BusSignal } from '../../ports.js';
+import { MAX_ONLINE_SIGNAL_CHARS } from '../../online.js';
 
 /** The subset of a NATS connection this adapter uses (structural, so the driver loads lazily). */
 interface NatsSubscription {
@@ -50,7 +51,12 @@ const decoder = new TextDecoder();
 
 /** True for a signal this bus forwards; anything else arriving from the network is dropped. */
 export function isBusSignal(s: string): s is BusSignal {
-  return s === 'messages' || s === 'keysLow' || (s.startsWith('replaced:') && s.length <= 100);
+  return (
+    s === 'messages' ||
+    s === 'keysLow' ||
+    (s.startsWith('replaced:') && s.length <= 100) ||
+    (s.startsWith('online:') && s.length <= MAX_ONLINE_SIGNAL_CHARS)
+  );
 }
 
 /**

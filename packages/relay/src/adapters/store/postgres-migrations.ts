@@ -74,4 +74,8 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX sent_messages_age ON sent_messages (created_at);
   `,
+  // 2: sealed sender: the key senders present instead of credentials.
+  `
+  ALTER TABLE accounts ADD COLUMN access_key bytea;
+  `,
 ];

@@ -290,16 +290,22 @@ export class PostgresStore implements Store {
   }
 
   async getAccount(account: AccountId): Promise<AccountRecord | null> {
-    const res = await this.#pool.query('SELECT account_id, username, identity_key FROM accounts WHERE account_id = $1', [
-      account,
-    ]);
+    const res = await this.#pool.query(
+      'SELECT account_id, username, identity_key, access_key FROM accounts WHERE account_id = $1',
+      [account],
+    );
     const row = res.rows[0];
     if (!row) return null;
     return {
       accountId: strOf(row, 'account_id') as AccountId,
       username: strOf(row, 'username'),
       identityKey: bytesOf(row, 'identity_key'),
+      accessKey: row.access_key === null || row.access_key === undefined ? null : bytesOf(row, 'access_key'),
     };
+  }
+
+  async setAccessKey(account: AccountId, accessKey: Uint8Array | null): Promise<void> {
+    await this.#pool.query('UPDATE accounts SET access_key = $1 WHERE account_id = $2', [accessKey ? buf(accessKey) : null, account]);
   }
 
   async lookupUsername(username: string): Promise<AccountId | null> {

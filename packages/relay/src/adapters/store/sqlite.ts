@@ -97,6 +97,10 @@ const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX sent_messages_age ON sent_messages (created_at);
   `,
+  // 2: sealed sender: the key senders present instead of credentials.
+  `
+  ALTER TABLE accounts ADD COLUMN access_key BLOB;
+  `,
 ];
 
 type Row = Record<string, unknown>;
@@ -164,7 +168,8 @@ export class SqliteStore implements Store {
           signed_key_id, signed_key, signed_key_sig, kyber_lr_id, kyber_lr_key, kyber_lr_sig, created_at)
         VALUES ($a, $d, $reg, $salt, $hash, $sid, $skey, $ssig, $kid, $kkey, $ksig, $now)`),
       credentials: p('SELECT password_salt, password_hash FROM devices WHERE account_id = ? AND device_id = ?'),
-      account: p('SELECT account_id, username, identity_key FROM accounts WHERE account_id = ?'),
+      account: p('SELECT account_id, username, identity_key, access_key FROM accounts WHERE account_id = ?'),
+      setAccessKey: p('UPDATE accounts SET access_key = ? WHERE account_id = ?'),
       lookup: p('SELECT account_id FROM accounts WHERE username = ?'),
       devices: p('SELECT device_id, registration_id FROM devices WHERE account_id = ? ORDER BY device_id'),
       deviceRows: p(`SELECT device_id, registration_id, signed_key_id, signed_key, signed_key_sig,
@@ -229,7 +234,12 @@ export class SqliteStore implements Store {
       accountId: strOf(row, 'account_id') as AccountId,
       username: strOf(row, 'username'),
       identityKey: bytesOf(row, 'identity_key'),
+      accessKey: row.access_key === null || row.access_key === undefined ? null : bytesOf(row, 'access_key'),
     };
+  }
+
+  async setAccessKey(account: AccountId, accessKey: Uint8Array | null): Promise<void> {
+    this.#s.setAccessKey.run([accessKey ? blob(accessKey) : null, account]);
   }
 
   async lookupUsername(username: string): Promise<AccountId | null> {
