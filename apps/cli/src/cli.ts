@@ -161,17 +161,26 @@ Example:
     .command('send')
     .description('send an end-to-end encrypted message')
     .argument('<username>', 'recipient')
-    .argument('[text]', 'message text')
+    .argument('[text]', 'message text (a caption with --file)')
     .option('--stdin', 'send each non-empty line of standard input as a separate message')
-    .option('--timeout <seconds>', 'give up on a message after this long', parsePositiveSeconds, 30)
-    .action(async (username: string, text: string | undefined, opts: { stdin?: boolean; timeout: number }, cmd: Command) => {
-      result.code = await runSend(
-        profileOf(cmd),
-        passphrase,
-        { username, text, stdin: opts.stdin === true, timeoutSeconds: opts.timeout },
-        ctx,
-      );
-    });
+    .option('--file <path>', 'attach a file (encrypted before upload; an interrupted upload resumes when run again)')
+    .option('--timeout <seconds>', 'give up on a message after this long (not counting the file upload)', parsePositiveSeconds, 30)
+    .action(
+      async (username: string, text: string | undefined, opts: { stdin?: boolean; file?: string; timeout: number }, cmd: Command) => {
+        result.code = await runSend(
+          profileOf(cmd),
+          passphrase,
+          {
+            username,
+            text,
+            stdin: opts.stdin === true,
+            timeoutSeconds: opts.timeout,
+            ...(opts.file !== undefined ? { file: opts.file } : {}),
+          },
+          ctx,
+        );
+      },
+    );
 
   program
     .command('receive')

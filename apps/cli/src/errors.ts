@@ -97,6 +97,12 @@ export function describeSdkError(
       return detail || 'invalid input';
     case 'UNAUTHORIZED':
       return `${relay} rejected this device's credentials; the account may have been removed or the relay's data reset`;
+    case 'ATTACHMENT_TOO_LARGE':
+      return `${relay} refused the file: it is larger than the relay accepts, or this account's attachment quota is used up`;
+    case 'ATTACHMENT_UNAVAILABLE':
+      return `the attachment is no longer on ${relay} (attachments expire, 30 days by default)`;
+    case 'ATTACHMENT_INVALID':
+      return 'the attachment failed its integrity check and was discarded; the relay or the network altered it';
     default:
       return detail || String(code);
   }

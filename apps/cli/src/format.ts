@@ -49,3 +49,25 @@ export function excerpt(body: string, max = 30): string {
   const flat = safeText(body).replace(/\n\s*/g, ' ');
   return flat.length <= max ? flat : `${flat.slice(0, max - 1)}…`;
 }
+
+/** `1.5 MiB`-style sizes (binary units). */
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
+}
+
+/** One line: `label [#####.....]  45%  12.3 MiB/27.0 MiB`, fitted to `columns`. */
+export function progressBar(label: string, done: number, total: number, columns: number): string {
+  const frac = total > 0 ? Math.min(1, done / total) : 1;
+  const tail = ` ${String(Math.floor(frac * 100)).padStart(3)}%  ${formatBytes(done)}/${formatBytes(total)}`;
+  const width = Math.max(10, Math.min(40, columns - label.length - tail.length - 4));
+  const filled = Math.round(frac * width);
+  return `${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}]${tail}`;
+}

@@ -14,6 +14,7 @@
  * Logs and metrics carry no blob ids, accounts or sizes per user.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { Transform } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Counter } from 'prom-client';
 import type { Logger } from 'pino';
@@ -263,12 +264,33 @@ export function registerAttachments(app: FastifyInstance, deps: AttachmentsDeps)
       if (!BLOB_ID.test(id)) throw new RelayError('NOT_FOUND', 'no such attachment');
       const found = await blobs.read(id, clock.now());
       if (!found) throw new RelayError('NOT_FOUND', 'no such attachment');
-      found.stream.on('end', () => bytesOut.inc(found.length));
+      // A blob shorter or longer on storage than recorded (damage, tampering) must not look
+      // complete: the connection is cut instead of ending the body early.
+      let sent = 0;
+      const exact = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          sent += chunk.length;
+          if (sent > found.length) cb(new Error('stored blob longer than recorded'));
+          else cb(null, chunk);
+        },
+        flush(cb) {
+          if (sent !== found.length) cb(new Error('stored blob shorter than recorded'));
+          else {
+            bytesOut.inc(sent);
+            cb();
+          }
+        },
+      });
+      found.stream.on('error', (err) => exact.destroy(err));
+      exact.on('error', () => {
+        found.stream.destroy();
+        reply.raw.destroy();
+      });
       return reply
         .code(200)
         .headers({ 'content-length': String(found.length), 'cache-control': 'private, max-age=86400, immutable' })
         .type('application/octet-stream')
-        .send(found.stream);
+        .send(found.stream.pipe(exact));
     }),
   );
 

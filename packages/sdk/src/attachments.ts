@@ -277,6 +277,18 @@ async function linkUnique(src: string, dir: string, name: string): Promise<strin
   throw new SdkError('INVALID_INPUT', 'too many files with the same name in the downloads folder');
 }
 
+const TEMP = /^\.parley-[0-9a-f]{16}\.(blob|part)$/;
+
+/**
+ * Temporary files a killed process left behind. Only one process uses a
+ * profile at a time (the profile lock), so any such file in its downloads
+ * folder is stale.
+ */
+async function removeStaleTemp(dir: string): Promise<void> {
+  for (const name of await fsp.readdir(dir).catch(() => [] as string[]))
+    if (TEMP.test(name)) await fsp.rm(path.join(dir, name), { force: true });
+}
+
 export interface FetchOptions {
   serverUrl: string;
   attachment: Attachment;
@@ -290,6 +302,7 @@ export interface FetchOptions {
 export async function fetchAttachment(o: FetchOptions): Promise<string> {
   const a = o.attachment;
   await fsp.mkdir(o.dir, { recursive: true, mode: 0o700 });
+  await removeStaleTemp(o.dir);
   const tag = randomBytes(8).toString('hex');
   const cipherPath = path.join(o.dir, `.parley-${tag}.blob`);
   const plainPath = path.join(o.dir, `.parley-${tag}.part`);

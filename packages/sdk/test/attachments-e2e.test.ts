@@ -1,5 +1,9 @@
 /** Attachments between two SDK clients through a real relay (filesystem blob store). */
 import { createHash, randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+import { parseBlobId } from '@parley/wire';
+import { encryptFile, newAttachmentKey, newIv } from '../src/attachment-crypto.js';
+import { fetchAttachment } from '../src/attachments.js';
 import { existsSync, openSync, readFileSync, readdirSync, writeFileSync, writeSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -89,5 +93,49 @@ describe('attachments through a relay', () => {
     await expect(alice.sendFile('bob_a', { path: join(tmp.dir, 'nope') })).rejects.toSatisfy((e) => SdkError.is(e, 'INVALID_INPUT'));
     await expect(alice.sendFile('bob_a', { path: tmp.dir })).rejects.toSatisfy((e) => SdkError.is(e, 'INVALID_INPUT'));
     await expect(alice.sendFile('nobody_here', { path: join(tmp.dir, 'empty.bin') })).rejects.toSatisfy((e) => SdkError.is(e, 'USER_NOT_FOUND'));
+  });
+});
+
+describe('downloads from a relay that lies', () => {
+  it('rejects extended, truncated and cut-off blobs and leaves nothing behind', async () => {
+    const plain = randomBytes(40_000);
+    const src = join(tmp.dir, 'lie-src');
+    writeFileSync(src, plain);
+    const key = newAttachmentKey();
+    const enc = encryptFile(src, plain.length, key, newIv());
+    const parts: Buffer[] = [];
+    for await (const c of enc.stream) parts.push(c as Buffer);
+    const blob = Buffer.concat(parts);
+    const digest = await enc.digest;
+    let serve: { body: Buffer; length: number } = { body: blob, length: blob.length };
+    const server = createServer((_req, res) => {
+      res.writeHead(200, { 'content-length': String(serve.length), 'content-type': 'application/octet-stream' });
+      if (serve.body.length >= serve.length) res.end(serve.body);
+      else {
+        res.write(serve.body);
+        setTimeout(() => res.destroy(), 20); // cut the connection short of content-length
+      }
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    const dir = join(tmp.dir, 'dl-lies');
+    const attachment = { blobId: parseBlobId(randomBytes(24).toString('base64url')), key, digest, size: plain.length, contentType: '', fileName: 'x.bin' };
+    const get = () => fetchAttachment({ serverUrl: `http://127.0.0.1:${port}`, attachment, dir, fallbackName: 'f' });
+    try {
+      serve = { body: Buffer.concat([blob, Buffer.from([0])]), length: blob.length + 1 };
+      await expect(get()).rejects.toSatisfy((e) => SdkError.is(e, 'ATTACHMENT_INVALID'));
+      serve = { body: Buffer.concat([blob, randomBytes(5 * 1024 * 1024)]), length: blob.length + 5 * 1024 * 1024 };
+      await expect(get()).rejects.toSatisfy((e) => SdkError.is(e, 'ATTACHMENT_INVALID'));
+      serve = { body: blob.subarray(0, blob.length - 32), length: blob.length - 32 };
+      await expect(get()).rejects.toSatisfy((e) => SdkError.is(e, 'ATTACHMENT_INVALID'));
+      serve = { body: blob.subarray(0, 1000), length: blob.length };
+      await expect(get()).rejects.toSatisfy((e) => SdkError.is(e, 'RELAY_UNREACHABLE'));
+      expect(existsSync(dir) ? readdirSync(dir) : []).toEqual([]);
+      serve = { body: blob, length: blob.length };
+      const ok = await get();
+      expect(readFileSync(ok).equals(plain)).toBe(true);
+    } finally {
+      server.close();
+    }
   });
 });

@@ -3,10 +3,10 @@
  * and exit once the relay has delivered the backlog and --wait seconds have
  * passed since.
  */
-import type { IncomingMessage, ParleyClient } from '@parley/sdk';
+import type { IncomingMessage, ParleyClient, SdkError } from '@parley/sdk';
 import { openClient } from '../context.js';
-import { CliError, type ErrorContext, ExitCode } from '../errors.js';
-import { safeText, senderLabel, shortTime } from '../format.js';
+import { CliError, type ErrorContext, ExitCode, describeSdkError } from '../errors.js';
+import { formatBytes, safeText, senderLabel, shortTime } from '../format.js';
 import { eprintln, println } from '../io.js';
 
 export interface ReceiveArgs {
@@ -26,11 +26,53 @@ export function messageJson(m: IncomingMessage): string {
     timestamp: m.timestamp,
     serverTimestamp: m.serverTimestamp,
     body: m.body,
+    ...(m.attachments.length > 0 ? { attachments: m.attachments } : {}),
   });
 }
 
 export function messageLine(m: IncomingMessage, now?: Date): string {
-  return `[${shortTime(m.timestamp, now)}] ${senderLabel(m.from, m.fromAccount)}: ${safeText(m.body)}`;
+  const files = m.attachments.map((a) => `[file: ${safeText(a.fileName) || 'unnamed'}, ${formatBytes(a.size)}]`);
+  const text = [safeText(m.body), ...files].filter((x) => x !== '').join(' ');
+  return `[${shortTime(m.timestamp, now)}] ${senderLabel(m.from, m.fromAccount)}: ${text}`;
+}
+
+/**
+ * Saves attachments one at a time into the profile's downloads folder and
+ * prints where each went; `idle()` resolves once every queued one is done.
+ */
+class Downloads {
+  #chain: Promise<void> = Promise.resolve();
+  constructor(
+    private readonly client: ParleyClient,
+    private readonly json: boolean,
+    private readonly ctx: ErrorContext,
+  ) {}
+
+  add(messageId: string, index: number, fileName: string): void {
+    this.#chain = this.#chain.then(async () => {
+      try {
+        const a = await this.client.downloadAttachment(messageId, index);
+        if (this.json)
+          println(
+            JSON.stringify({ type: 'attachment', messageId, index, fileName: a.fileName, contentType: a.contentType, size: a.size, path: a.path }),
+          );
+        else println(`    saved ${safeText(a.fileName) || 'attachment'} (${formatBytes(a.size)}) to ${safeText(a.path)}`);
+      } catch (err) {
+        const e = err as Partial<SdkError>;
+        const why = typeof e.code === 'string' ? describeSdkError(e as SdkError, this.ctx) : 'unexpected error';
+        if (this.json) println(JSON.stringify({ type: 'attachmentError', messageId, index, code: e.code ?? 'INTERNAL', error: why }));
+        eprintln(`parley: warning: could not save attachment ${safeText(fileName) || index}: ${why}`);
+      }
+    });
+  }
+
+  async idle(): Promise<void> {
+    let seen: Promise<void> | null = null;
+    while (seen !== this.#chain) {
+      seen = this.#chain;
+      await seen;
+    }
+  }
 }
 
 export function identityWarning(who: string): string[] {
@@ -41,10 +83,13 @@ export function identityWarning(who: string): string[] {
   ];
 }
 
-function subscribe(client: ParleyClient, json: boolean): Array<() => void> {
+function subscribe(client: ParleyClient, json: boolean, downloads: Downloads): Array<() => void> {
   const out = json ? (o: object) => println(JSON.stringify(o)) : null;
   return [
-    client.on('message', (m) => println(json ? messageJson(m) : messageLine(m))),
+    client.on('message', (m) => {
+      println(json ? messageJson(m) : messageLine(m));
+      for (const a of m.attachments) downloads.add(m.id, a.index, a.fileName);
+    }),
     client.on('receipt', (r) => {
       if (out) out({ type: 'receipt', kind: r.type, from: r.from, fromAccount: r.fromAccount, timestamps: r.timestamps });
       else {
@@ -73,13 +118,17 @@ export async function runReceive(
 ): Promise<number> {
   const client = await openClient(profileDir, passphrase);
   ctx.serverUrl = client.identity.serverUrl;
-  const unsubscribe = subscribe(client, args.json);
+  const downloads = new Downloads(client, args.json, ctx);
+  const unsubscribe = subscribe(client, args.json, downloads);
+  // Attachments an earlier run could not save (interrupted, relay unreachable) are tried again.
+  for (const p of client.pendingAttachments()) downloads.add(p.messageId, p.index, p.fileName);
   const timers: NodeJS.Timeout[] = [];
   const signals: Array<[NodeJS.Signals, () => void]> = [];
   try {
     return await new Promise<number>((resolve, reject) => {
       let drained = false;
       const finish = (code: number): void => resolve(code);
+      const finishAfterDownloads = (code: number): void => void downloads.idle().then(() => resolve(code));
 
       timers.push(
         setTimeout(
@@ -97,7 +146,7 @@ export async function runReceive(
           if (drained) return;
           drained = true;
           for (const t of timers.splice(0)) clearTimeout(t);
-          timers.push(setTimeout(() => finish(ExitCode.Ok), args.waitSeconds * 1000));
+          timers.push(setTimeout(() => finishAfterDownloads(ExitCode.Ok), args.waitSeconds * 1000));
         }),
         client.on('connection', (state) => {
           if (state === 'replaced') {

@@ -248,6 +248,9 @@ export async function openS3BlobStore(config: S3BlobConfig, opts: S3BlobStoreOpt
   const client = new s3.S3Client({
     region: config.region,
     forcePathStyle: config.forcePathStyle,
+    // Only the checksums S3 requires: many S3-compatible servers reject the newer default trailers.
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
     ...(config.endpoint ? { endpoint: config.endpoint } : {}),
     ...(config.accessKeyId && config.secretAccessKey
       ? { credentials: { accessKeyId: config.accessKeyId, secretAccessKey: config.secretAccessKey } }
