@@ -35,3 +35,7 @@ export {
   writeSecretFile,
   DEFAULT_SENDER_CERTIFICATE_TTL_MS,
 } from './sealed.js';
+export type { BlobStore, BlobInfo, NewBlob, AppendResult } from './blobstore.js';
+export { type AttachmentConfig, type BlobStoreConfig, type S3BlobConfig, defaultAttachmentConfig, attachmentConfigFromEnv } from './attachment-config.js';
+export { FsBlobStore, openFsBlobStore } from './adapters/blobs/fs.js';
+export { openBlobStore } from './adapters/blobs/open.js';

@@ -125,7 +125,7 @@ describe('attachment upload and download', () => {
   });
 
   it('enforces the per-account quota and the byte rate limit', async () => {
-    const { h, alice, bob } = await setup({ quotaBytes: 1000, rate: { burstBytes: 1500, bytesPerSecond: 100 } });
+    const { h, alice } = await setup({ quotaBytes: 1000, rate: { burstBytes: 1500, bytesPerSecond: 100 } });
     expect((await slot(h, alice, 600)).statusCode).toBe(201);
     const over = await slot(h, alice, 500);
     expect(over.statusCode).toBe(413);

@@ -142,7 +142,7 @@ export class FsBlobStore implements BlobStore {
   }
 
   async purge(now: number): Promise<number> {
-    const ids = this.#db.prepare('SELECT id FROM blobs WHERE expires_at <= ?', { pluck: true }).all([now]) as string[];
+    const ids = this.#db.prepare('SELECT id FROM blobs WHERE expires_at <= ?', { pluck: true }).all([now]).map(String);
     for (const id of ids) await this.delete(id);
     return ids.length;
   }

@@ -183,10 +183,11 @@ export class S3BlobStore implements BlobStore {
   async read(id: string, now: number): Promise<{ length: number; stream: Readable } | null> {
     const m = await this.#meta(id);
     if (!m || m.expiresAt <= now || m.offset !== m.length) return null;
-    const self = this;
+    const getSegment = (i: number) =>
+      this.client.send(new this.s3.GetObjectCommand({ Bucket: this.config.bucket, Key: this.#key('data', id, pad(i, 6)) }));
     async function* body(): AsyncGenerator<Uint8Array> {
       for (let i = 0; i < m!.segments.length; i++) {
-        const res = await self.client.send(new self.s3.GetObjectCommand({ Bucket: self.config.bucket, Key: self.#key('data', id, pad(i, 6)) }));
+        const res = await getSegment(i);
         const stream = res.Body as unknown as AsyncIterable<Uint8Array> | undefined;
         if (!stream) throw new Error('segment without body');
         for await (const c of stream) yield c;
