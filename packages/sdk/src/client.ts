@@ -9,6 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import {
+  type CiphertextMessage,
   CiphertextMessageType,
   DecryptionErrorMessage,
   ErrorCode,
@@ -20,6 +21,7 @@ import {
   PreKeySignalMessage,
   ProtocolAddress,
   PublicKey,
+  SenderCertificate,
   SignalMessage,
   processPreKeyBundle,
   signalDecrypt,
@@ -27,6 +29,7 @@ import {
   signalEncrypt,
 } from '@signalapp/libsignal-client';
 import {
+  ACCESS_KEY_HEADER,
   type Attachment,
   type Content,
   type Envelope,
@@ -35,6 +38,8 @@ import {
   type PreKeyBundleResponse,
   type RequestFrame,
   WireError,
+  encodeAccessKeyHeader,
+  encodeAccessKeyRequest,
   encodeContent,
   encodeKeyUploadRequest,
   encodeRegisterRequest,
@@ -47,6 +52,8 @@ import {
   processLookupResponse,
   processPreKeyBundleResponse,
   processRegisterResponse,
+  processSenderCertificateResponse,
+  processTrustRootResponse,
   unpadPlaintext,
   type DeviceId,
   type KeyUploadRequest,
@@ -57,6 +64,22 @@ import type { Progress } from './attachments.js';
 import { type Profile, createProfile, openProfile, profileExists, removeProfileFiles } from './db.js';
 import { SdkError } from './errors.js';
 import { KeyManager, getMeta, newAccountSecrets, setMeta } from './keys.js';
+import {
+  accessKeyPublished,
+  cachedSenderCertificate,
+  contactAccessKey,
+  deriveAccessKey,
+  ensureProfileKey,
+  isOwnCertificate,
+  markAccessKeyPublished,
+  markAccessKeyRejected,
+  openSealed,
+  pinTrustRoot,
+  pinnedTrustRoot,
+  saveSenderCertificate,
+  seal,
+  storeContactProfileKey,
+} from './sealed.js';
 import { Serial } from './serial.js';
 import { IdentityStatus, Stores, ab } from './stores.js';
 import { checkSafetyNumber, safetyNumber } from './trust.js';
@@ -107,6 +130,22 @@ interface AccountInfo {
 }
 
 const MAX_SEND_ATTEMPTS = 4;
+
+/** One device's envelope as a send builds it; `ciphertext` lets the send seal it. */
+interface Built {
+  type: EnvelopeType;
+  content: Uint8Array;
+  ciphertext?: CiphertextMessage;
+}
+/** How a send travels: sealed (when the recipient's access key is known) and/or online only (never stored). */
+interface SendMode {
+  sealed?: boolean;
+  online?: boolean;
+}
+interface SendOptions extends SendMode {
+  log: boolean;
+  urgent: boolean;
+}
 const SEND_LOG_TTL_MS = 24 * 3600 * 1000;
 const SEEN_TTL_MS = 45 * 24 * 3600 * 1000;
 
@@ -160,8 +199,13 @@ export class ParleyClient {
     this.http = new HttpTransport(account.serverUrl, { accountId: account.accountId, deviceId: account.deviceId, password: account.password });
     this.localAddress = ProtocolAddress.new(account.accountId, account.deviceId);
     this.identityKeyPair = identityKeyPair;
+    // Sealed sender: unauthenticated requests, and a profile key (created for profiles made before it existed).
+    this.anon = new HttpTransport(account.serverUrl, null);
+    this.profileKey = ensureProfileKey(this.db);
   }
   private readonly identityKeyPair: IdentityKeyPair;
+  private readonly anon: HttpTransport;
+  private readonly profileKey: Uint8Array;
 
   // ---------------------------------------------------------------- lifecycle
 
@@ -222,6 +266,8 @@ export class ParleyClient {
       // First batch of one-time keys. If this fails the account still works:
       // the count check on connect uploads them.
       await client.uploadOneTimeKeys({ ecCount: 0, kyberCount: 0 }).catch(() => undefined);
+      // Pin the relay's sealed-sender trust root and publish our access key; retried on connect if this fails.
+      await client.setupSealedSender().catch(() => undefined);
       return client;
     } catch (err) {
       profile.close();
@@ -379,6 +425,53 @@ export class ParleyClient {
       this.db.prepare('DELETE FROM send_log WHERE created_at < ?').run([now - SEND_LOG_TTL_MS]);
       this.db.prepare('DELETE FROM seen_envelopes WHERE seen_at < ?').run([now - SEEN_TTL_MS]);
     });
+    await this.setupSealedSender();
+  }
+
+  // ---------------------------------------------------------------- sealed sender
+
+  /**
+   * Pin the relay's trust root (profiles from before sealed sender pin it on
+   * their first connect) and publish our access key once per profile key.
+   * @throws SdkError UNTRUSTED_RELAY when the relay's trust root differs from the pinned one.
+   */
+  private async setupSealedSender(): Promise<void> {
+    const reply = expectOk(await this.anon.request('GET', '/v1/certificate/trust-root'));
+    let trustRoot: Uint8Array;
+    try {
+      trustRoot = processTrustRootResponse(replyJson(reply)).trustRoot;
+    } catch (err) {
+      throw new SdkError('RELAY_ERROR', 'the relay sent a malformed answer', { cause: err });
+    }
+    await this.crypto.run(async () => pinTrustRoot(this.db, trustRoot));
+    const accessKey = deriveAccessKey(this.profileKey);
+    if (!accessKeyPublished(this.db, accessKey)) {
+      expectOk(await this.call('PUT', '/v1/accounts/access-key', { json: encodeAccessKeyRequest({ accessKey }) }));
+      markAccessKeyPublished(this.db, accessKey);
+    }
+  }
+
+  /** A sender certificate that chains to the pinned trust root (cached until a day before expiry), or null. */
+  private async senderCertificate(): Promise<SenderCertificate | null> {
+    const root = pinnedTrustRoot(this.db);
+    if (!root) return null;
+    const me = { account: this.identity.accountId, device: this.identity.deviceId };
+    const now = Date.now();
+    const cached = cachedSenderCertificate(this.db, root, now, me);
+    if (cached) return cached;
+    let cert: SenderCertificate;
+    try {
+      const reply = expectOk(await this.call('GET', '/v1/certificate/delivery'));
+      cert = SenderCertificate.deserialize(ab(processSenderCertificateResponse(replyJson(reply)).certificate));
+    } catch {
+      return null; // send identified this time
+    }
+    if (!isOwnCertificate(cert, root, now, me) || !cert.key().equals(this.identityKeyPair.publicKey)) {
+      this.emit('error', new SdkError('UNTRUSTED_RELAY', 'the relay issued a sender certificate that does not match the pinned trust root'));
+      return null;
+    }
+    saveSenderCertificate(this.db, cert);
+    return cert;
   }
 
   // ---------------------------------------------------------------- usernames
@@ -531,13 +624,14 @@ export class ParleyClient {
     account: string,
     timestamp: number,
     urgent: boolean,
-    build: (device: number) => Promise<{ type: EnvelopeType; content: Uint8Array }>,
+    build: (device: number) => Promise<Built>,
     onCommit?: (devices: number[]) => void,
+    mode: SendMode = {},
   ): Promise<void> {
     // One send at a time per recipient: keeps their order and avoids two parallel session setups.
     let q = this.sendQueues.get(account);
     if (!q) this.sendQueues.set(account, (q = new Serial()));
-    return q.run(() => this.deliverNow(account, timestamp, urgent, build, onCommit));
+    return q.run(() => this.deliverNow(account, timestamp, urgent, build, onCommit, mode));
   }
   private readonly sendQueues = new Map<string, Serial>();
 
@@ -545,11 +639,15 @@ export class ParleyClient {
     account: string,
     timestamp: number,
     urgent: boolean,
-    build: (device: number) => Promise<{ type: EnvelopeType; content: Uint8Array }>,
+    build: (device: number) => Promise<Built>,
     onCommit?: (devices: number[]) => void,
+    mode: SendMode = {},
   ): Promise<void> {
     const messageId = randomBytes(16);
+    // Sealed when asked for, we hold a certificate and the recipient's access key; else identified.
+    const cert = mode.sealed === true && account !== this.identity.accountId ? await this.senderCertificate() : null;
     for (let attempt = 0; attempt < MAX_SEND_ATTEMPTS; attempt++) {
+      const accessKey = cert ? contactAccessKey(this.db, account) : null;
       const devices = await this.ensureSessions(account);
       if (devices.length === 0) {
         if (account === this.identity.accountId) return; // no other own devices
@@ -559,7 +657,12 @@ export class ParleyClient {
         try {
           const out: OutgoingDeviceMessage[] = [];
           for (const device of devices) {
-            const { type, content } = await build(device);
+            const built = await build(device);
+            let { type, content } = built;
+            if (cert && accessKey && built.ciphertext) {
+              content = await seal(built.ciphertext, cert, this.addr(account, device), this.stores.identity);
+              type = EnvelopeType.UnidentifiedSender;
+            }
             const record = this.stores.session.getSync(account, device);
             if (!record) throw new Error('session vanished');
             out.push({ type, destinationDevice: device as DeviceId, destinationRegistrationId: record.remoteRegistrationId(), content });
@@ -573,10 +676,17 @@ export class ParleyClient {
           throw err;
         }
       });
-      const reply = await this.call('PUT', `/v1/messages/${account}`, {
-        binary: encodeSendRequestBinary({ messages, timestamp, urgent, messageId }),
-      });
+      const body_ = { binary: encodeSendRequestBinary({ messages, timestamp, urgent, messageId, ...(mode.online ? { online: true } : {}) }) };
+      const sealed = messages.some((m) => m.type === EnvelopeType.UnidentifiedSender);
+      const reply = sealed
+        ? await this.anon.request('PUT', `/v1/messages/${account}`, body_, { [ACCESS_KEY_HEADER]: encodeAccessKeyHeader(accessKey ?? new Uint8Array(0)) })
+        : await this.call('PUT', `/v1/messages/${account}`, body_);
       if (reply.status >= 200 && reply.status < 300) return;
+      if (sealed && reply.status === 401) {
+        // The access key is stale or wrong: send identified until the contact shares a new profile key.
+        markAccessKeyRejected(this.db, account);
+        continue;
+      }
       const body = errorBody(reply);
       if (reply.status === 409 && body?.code === 'MISMATCHED_DEVICES') {
         await this.crypto.run(async () =>
@@ -605,7 +715,7 @@ export class ParleyClient {
   }
 
   /** Encrypts an encoded Content (padded) for each device; logs it for resends when asked. */
-  private async sendEncrypted(account: string, plaintext: Uint8Array, timestamp: number, opts: { log: boolean; urgent: boolean }): Promise<void> {
+  private async sendEncrypted(account: string, plaintext: Uint8Array, timestamp: number, opts: SendOptions): Promise<void> {
     const padded = ab(padPlaintext(plaintext));
     await this.deliver(
       account,
@@ -614,7 +724,7 @@ export class ParleyClient {
       async (device) => {
         const ct = await signalEncrypt(padded, this.addr(account, device), this.localAddress, this.stores.session, this.stores.identity);
         const type = ct.type() === (CiphertextMessageType.PreKey as number) ? EnvelopeType.PreKeyMessage : EnvelopeType.Ciphertext;
-        return { type, content: ct.serialize() };
+        return { type, content: ct.serialize(), ciphertext: ct };
       },
       opts.log
         ? (devices) => {
@@ -622,10 +732,11 @@ export class ParleyClient {
             for (const d of devices) insert.run([account, d, timestamp, ab(plaintext), Date.now()]);
           }
         : undefined,
+      { sealed: opts.sealed ?? false, online: opts.online ?? false },
     );
   }
 
-  private async sendContent(account: string, content: Content, timestamp: number, opts: { log: boolean; urgent: boolean }): Promise<void> {
+  private async sendContent(account: string, content: Content, timestamp: number, opts: SendOptions): Promise<void> {
     await this.sendEncrypted(account, encodeContent(content, this.identity.username), timestamp, opts);
   }
 
@@ -676,8 +787,10 @@ export class ParleyClient {
       .prepare("INSERT INTO messages (id, account, device, direction, timestamp, server_timestamp, body, status, username) VALUES (?, ?, ?, 'out', ?, 0, ?, 'pending', ?)")
       .run([id, account, this.identity.deviceId, timestamp, text, name]);
     try {
-      const message = attachments.length > 0 ? { body: text, timestamp, attachments } : { body: text, timestamp };
-      await this.sendContent(account, { kind: 'data', message }, timestamp, { log: true, urgent: true });
+      // Our profile key travels only inside E2EE messages, so the recipient can send to us sealed.
+      const base = { body: text, timestamp, profileKey: this.profileKey };
+      const message = attachments.length > 0 ? { ...base, attachments } : base;
+      await this.sendContent(account, { kind: 'data', message }, timestamp, { log: true, urgent: true, sealed: true });
     } catch (err) {
       this.db.prepare("UPDATE messages SET status = 'failed' WHERE id = ?").run([id]);
       throw err;
@@ -702,7 +815,7 @@ export class ParleyClient {
     if (timestamps.length > 100 || !timestamps.every((t) => Number.isSafeInteger(t) && t >= 0))
       throw new SdkError('INVALID_INPUT', 'timestamps must be 1..100 non-negative integers');
     const account = await this.resolve(username);
-    await this.sendContent(account, { kind: 'receipt', type: 'read', timestamps }, this.nextTimestamp(), { log: false, urgent: false });
+    await this.sendContent(account, { kind: 'receipt', type: 'read', timestamps }, this.nextTimestamp(), { log: false, urgent: false, sealed: true });
     const mark = this.db.prepare("UPDATE messages SET status = 'read' WHERE account = ? AND direction = 'in' AND timestamp = ?");
     this.db.transaction(() => timestamps.forEach((t) => mark.run([account, t])))();
   }
@@ -711,7 +824,13 @@ export class ParleyClient {
     this.assertOpen();
     const account = await this.resolve(username);
     const ts = this.nextTimestamp();
-    await this.sendContent(account, { kind: 'typing', action: started ? 'started' : 'stopped', timestamp: ts }, ts, { log: false, urgent: false });
+    // Online only: a typing indicator is never queued for a device that is offline.
+    await this.sendContent(account, { kind: 'typing', action: started ? 'started' : 'stopped', timestamp: ts }, ts, {
+      log: false,
+      urgent: false,
+      sealed: true,
+      online: true,
+    });
   }
 
   // ---------------------------------------------------------------- trust
@@ -828,7 +947,7 @@ export class ParleyClient {
     if (this.seenGuid(env.serverGuid)) return { status: 200 };
     const source = env.source;
     if (!source) {
-      // Sealed sender is not supported yet.
+      if (env.type === EnvelopeType.UnidentifiedSender) return this.crypto.run(async () => this.openSealedAndCommit(env));
       await this.crypto.run(async () => this.markSeen(env, false));
       return { status: 200 };
     }
@@ -863,8 +982,31 @@ export class ParleyClient {
     return this.crypto.run(async () => this.decryptAndCommit(env, source));
   }
 
-  /** Runs on the crypto queue. */
-  private async decryptAndCommit(env: Envelope, source: { account: string; device: number }): Promise<RequestResult> {
+  /**
+   * A sealed envelope: open it and check its certificate (sealed.ts), then run
+   * the inner message through the normal pipeline with the certificate's
+   * sender and the requirement that the session's identity key is the
+   * certificate's. Rejected envelopes are acked and dropped. Runs on the crypto queue.
+   */
+  private async openSealedAndCommit(env: Envelope): Promise<RequestResult> {
+    const root = pinnedTrustRoot(this.db);
+    const opened = root
+      ? await openSealed(env.content, this.stores.identity, root, Date.now(), { account: this.identity.accountId, device: this.identity.deviceId })
+      : ({ kind: 'rejected', reason: 'untrusted' } as const);
+    if (opened.kind === 'rejected') return this.rejectSealed(env, opened.reason);
+    const inner: Envelope = { ...env, type: opened.type, content: opened.content, source: opened.sender as Envelope['source'] };
+    return this.decryptAndCommit(inner, opened.sender, opened.certificateKey);
+  }
+
+  private rejectSealed(env: Envelope, reason: string): RequestResult {
+    this.stores.rollback();
+    this.markSeen(env, false);
+    const err = new SdkError('SEALED_SENDER_REJECTED', `dropped a sealed message: ${reason}`);
+    return { status: 200, after: () => this.emit('error', err) };
+  }
+
+  /** Runs on the crypto queue. With `certificateKey` (sealed), the session's identity key must equal it. */
+  private async decryptAndCommit(env: Envelope, source: { account: string; device: number }, certificateKey?: PublicKey): Promise<RequestResult> {
     const address = this.addr(source.account, source.device);
     let plaintext: Uint8Array;
     try {
@@ -897,6 +1039,12 @@ export class ParleyClient {
       return { status: 200, after: () => demToSend && this.spawn(() => this.sendDecryptionError(source, demToSend)) };
     }
 
+    if (certificateKey) {
+      // libsignal binds the certificate to the outer layer only; make sure it names the identity of the session that decrypted.
+      const sessionIdentity = await this.stores.identity.getIdentity(address);
+      if (!sessionIdentity || !sessionIdentity.equals(certificateKey)) return this.rejectSealed(env, 'identity mismatch');
+    }
+
     let decoded;
     try {
       decoded = processContent(unpadPlaintext(plaintext));
@@ -925,6 +1073,7 @@ export class ParleyClient {
             .prepare("INSERT OR IGNORE INTO messages (id, account, device, direction, timestamp, server_timestamp, body, status, username) VALUES (?, ?, ?, 'in', ?, ?, ?, 'received', ?)")
             .run([id, source.account, source.device, c.message.timestamp, env.serverTimestamp, c.message.body, from]);
           const attachments = storeReceived(this.db, id, c.message.attachments ?? []);
+          if (c.message.profileKey && source.account !== this.identity.accountId) storeContactProfileKey(this.db, source.account, c.message.profileKey);
           const m: IncomingMessage = {
             id,
             from,
@@ -938,7 +1087,11 @@ export class ParleyClient {
           after = () => {
             this.emit('message', m);
             this.spawn(() =>
-              this.sendContent(source.account, { kind: 'receipt', type: 'delivery', timestamps: [m.timestamp] }, this.nextTimestamp(), { log: false, urgent: false }),
+              this.sendContent(source.account, { kind: 'receipt', type: 'delivery', timestamps: [m.timestamp] }, this.nextTimestamp(), {
+                log: false,
+                urgent: false,
+                sealed: true,
+              }),
             );
           };
           break;
@@ -1011,7 +1164,7 @@ export class ParleyClient {
       .get([source.account, source.device, timestamp]);
     if (row && row.content instanceof Uint8Array) {
       // Same timestamp: devices that already have it drop the copy as a duplicate.
-      await this.sendEncrypted(source.account, row.content, timestamp, { log: false, urgent: true });
+      await this.sendEncrypted(source.account, row.content, timestamp, { log: false, urgent: true, sealed: true });
     } else {
       // Nothing to resend: a null message still gets a fresh session going.
       await this.sendContent(source.account, { kind: 'null' }, this.nextTimestamp(), { log: false, urgent: false });

@@ -23,6 +23,8 @@ export const SdkErrorCodes = [
   'ATTACHMENT_TOO_LARGE',
   'ATTACHMENT_UNAVAILABLE',
   'ATTACHMENT_INVALID',
+  'UNTRUSTED_RELAY',
+  'SEALED_SENDER_REJECTED',
 ] as const;
 export type SdkErrorCode = (typeof SdkErrorCodes)[number];
 

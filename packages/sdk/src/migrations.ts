@@ -56,4 +56,9 @@ export const MIGRATIONS: readonly string[] = [
   CREATE TABLE pending_uploads (fingerprint TEXT PRIMARY KEY, blob_id TEXT NOT NULL, location TEXT NOT NULL,
                                 key BLOB NOT NULL, iv BLOB NOT NULL, created_at INTEGER NOT NULL) STRICT;
   `,
+  // 3: sealed sender: contacts' profile keys (learned from their E2EE messages); usable = 0 after the relay refused the access key
+  `
+  CREATE TABLE profile_keys (account TEXT PRIMARY KEY, profile_key BLOB NOT NULL, usable INTEGER NOT NULL,
+                             updated_at INTEGER NOT NULL) STRICT;
+  `,
 ];

@@ -90,9 +90,9 @@ export class HttpTransport {
     private readonly timeoutMs = REQUEST_TIMEOUT_MS,
   ) {}
 
-  async request(verb: string, path: string, body?: Body): Promise<Reply> {
+  async request(verb: string, path: string, body?: Body, extraHeaders: Record<string, string> = {}): Promise<Reply> {
     const { bytes, contentType } = encodeBody(body);
-    const headers: Record<string, string> = {};
+    const headers: Record<string, string> = { ...extraHeaders };
     if (contentType) headers['content-type'] = contentType;
     if (this.creds) headers.authorization = basicAuth(this.creds);
     let res: Response;
