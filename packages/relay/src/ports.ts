@@ -33,10 +33,27 @@ export interface Store {
    * idempotency key that was seen before, nothing is stored.
    */
   enqueue(batch: EnqueueBatch): Promise<EnqueueResult>;
+  /**
+   * Group commit: store several independent batches in ONE durable
+   * transaction and answer one result per batch, in order. Each batch keeps
+   * the meaning of `enqueue` (its own idempotency key, all of its envelopes
+   * or none); a later batch repeating the key of an earlier one in the same
+   * call is a `duplicate`. When the transaction fails the promise rejects and
+   * nothing of any batch is stored.
+   */
+  enqueueMany(batches: readonly EnqueueBatch[]): Promise<EnqueueResult[]>;
   /** Up to `limit` queued envelopes of a device with a cursor greater than `after`, in queue order. */
   fetchQueue(account: AccountId, device: DeviceId, after: number, limit: number): Promise<QueuedEnvelope[]>;
   /** Delete one envelope of a device's queue by its server guid. */
   deleteEnvelope(account: AccountId, device: DeviceId, guid: Uint8Array): Promise<DeleteResult>;
+  /**
+   * Delete several acknowledged envelopes in one transaction; one result per
+   * request, in order. The same envelope named twice is deleted once: the
+   * later request gets `notFound`. The commit need not be flushed to disk
+   * before this resolves (see the adapters): a delete lost in a crash only
+   * means the envelope is pushed again, and clients drop repeats.
+   */
+  deleteEnvelopes(requests: readonly DeleteRequest[]): Promise<DeleteResult[]>;
   /** Delete envelopes and idempotency keys created before `before` (ms since epoch). */
   purge(before: number): Promise<{ envelopes: number; idempotencyKeys: number }>;
   /** Throws when the store cannot answer. */
@@ -130,6 +147,13 @@ export interface IdempotencyKey {
 }
 
 export type EnqueueResult = { kind: 'stored' } | { kind: 'duplicate' };
+
+/** One acknowledged envelope to delete: the device whose queue holds it and its server guid. */
+export interface DeleteRequest {
+  account: AccountId;
+  device: DeviceId;
+  guid: Uint8Array;
+}
 
 export type DeleteResult =
   | {

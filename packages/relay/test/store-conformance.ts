@@ -258,6 +258,121 @@ export function describeStoreConformance(name: string, makeStore: () => Promise<
       expect((await s.enqueue({ envelopes: [envelope(a.accountId, D1, 950)], idempotencyKey: key, now: 950 })).kind).toBe('stored');
     });
 
+    it('group commit: enqueueMany answers per batch, with idempotency inside the group and against earlier sends', async () => {
+      const s = await open();
+      const a = newAccount('gc.anna');
+      const b = newAccount('gc.ben');
+      await s.createAccount(a);
+      await s.createAccount(b);
+      const keyOf = () => ({ senderAccount: a.accountId, senderDevice: D1, destination: b.accountId, messageId: bytes(16) });
+      const old = keyOf();
+      const fresh = keyOf();
+      expect(await s.enqueue({ envelopes: [envelope(b.accountId, D1, 1, a.accountId)], idempotencyKey: old, now: 1 })).toEqual({ kind: 'stored' });
+      const sent = Array.from({ length: 6 }, (_, i) => envelope(b.accountId, D1, 10 + i, a.accountId));
+      const res = await s.enqueueMany([
+        { envelopes: [sent[0] as StoredEnvelope], idempotencyKey: fresh, now: 10 },
+        { envelopes: [sent[1] as StoredEnvelope], idempotencyKey: old, now: 11 },
+        { envelopes: [sent[2] as StoredEnvelope], idempotencyKey: { ...fresh }, now: 12 },
+        { envelopes: [sent[3] as StoredEnvelope], idempotencyKey: null, now: 13 },
+        { envelopes: [], idempotencyKey: keyOf(), now: 14 },
+        { envelopes: [sent[4] as StoredEnvelope, sent[5] as StoredEnvelope], idempotencyKey: keyOf(), now: 15 },
+      ]);
+      expect(res.map((r) => r.kind)).toEqual(['stored', 'duplicate', 'duplicate', 'stored', 'stored', 'stored']);
+      const queued = await s.fetchQueue(b.accountId, D1, 0, 20);
+      expect(queued.slice(1).map((e) => e.guid)).toEqual([sent[0], sent[3], sent[4], sent[5]].map((e) => e?.guid));
+      expect(await s.enqueueMany([])).toEqual([]);
+    });
+
+    it('group commit: concurrent sends from many devices are each stored exactly once, in per-sender order', async () => {
+      const s = await open();
+      const b = newAccount('gc.dest');
+      await s.createAccount(b);
+      const senders = Array.from({ length: 12 }, (_, i) => newAccount(`gc.s${i}`));
+      for (const a of senders) await s.createAccount(a);
+      const perSender = 6;
+      const calls = senders.flatMap((a) =>
+        Array.from({ length: perSender }, (_, i) => {
+          const e = { ...envelope(b.accountId, D1, 100 + i, a.accountId), content: new TextEncoder().encode(`${a.accountId}:${i}`) };
+          const key = { senderAccount: a.accountId, senderDevice: D1, destination: b.accountId, messageId: bytes(16) };
+          return { e, key };
+        }),
+      );
+      // Every send is issued twice at once with the same key: one stored, one duplicate.
+      const results = await Promise.all(
+        calls.flatMap(({ e, key }) => [
+          s.enqueue({ envelopes: [e], idempotencyKey: key, now: 1 }),
+          s.enqueue({ envelopes: [{ ...e, guid: bytes(16) }], idempotencyKey: { ...key }, now: 1 }),
+        ]),
+      );
+      for (let i = 0; i < calls.length; i++) {
+        expect([results[2 * i]?.kind, results[2 * i + 1]?.kind]).toEqual(['stored', 'duplicate']);
+      }
+      const queued = await s.fetchQueue(b.accountId, D1, 0, 1000);
+      const texts = queued.map((e) => new TextDecoder().decode(e.content));
+      expect(texts).toHaveLength(calls.length);
+      expect(new Set(texts).size).toBe(calls.length);
+      for (const a of senders) {
+        const mine = texts.filter((t) => t.startsWith(`${a.accountId}:`)).map((t) => Number(t.split(':')[1]));
+        expect(mine).toEqual(Array.from({ length: perSender }, (_, i) => i));
+      }
+    });
+
+    it('group commit: when the transaction fails every caller of the group gets the error and nothing is stored', async () => {
+      const s = await open();
+      const a = newAccount('gc.fail.a');
+      const b = newAccount('gc.fail.b');
+      await s.createAccount(a);
+      await s.createAccount(b);
+      const keys = Array.from({ length: 5 }, () => ({ senderAccount: a.accountId, senderDevice: D1, destination: b.accountId, messageId: bytes(16) }));
+      const good = keys.map((_, i) => envelope(b.accountId, D1, 20 + i, a.accountId));
+      // The last batch repeats a guid, which the database refuses: the whole group is rolled back.
+      const bad = envelope(b.accountId, D1, 30, a.accountId);
+      const batches = keys.map((key, i) => ({ envelopes: i === 4 ? [bad, { ...bad }] : [good[i] as StoredEnvelope], idempotencyKey: key, now: 20 }));
+      await expect(s.enqueueMany(batches)).rejects.toThrow();
+      // The same through concurrent enqueue calls, which share one group.
+      const settled = await Promise.allSettled(batches.map((batch) => s.enqueue(batch)));
+      expect(settled.map((r) => r.status)).toEqual(['rejected', 'rejected', 'rejected', 'rejected', 'rejected']);
+      expect(await s.fetchQueue(b.accountId, D1, 0, 10)).toEqual([]);
+      // No idempotency key was kept: the good sends go through afterwards.
+      const retry = await Promise.all(batches.slice(0, 4).map((batch) => s.enqueue(batch)));
+      expect(retry.map((r) => r.kind)).toEqual(['stored', 'stored', 'stored', 'stored']);
+      expect(await s.fetchQueue(b.accountId, D1, 0, 10)).toHaveLength(4);
+    });
+
+    it('batched deletes: one result per request, each envelope deleted and reported once', async () => {
+      const s = await open();
+      const a = newAccount('bd.alma');
+      const b = newAccount('bd.bert');
+      await s.createAccount(a);
+      await s.createAccount(b);
+      const es = Array.from({ length: 4 }, (_, i) => envelope(b.accountId, D1, 60 + i, i % 2 === 0 ? a.accountId : null));
+      await s.enqueue({ envelopes: es, idempotencyKey: null, now: 60 });
+      const [e0, e1, e2, e3] = es as [StoredEnvelope, StoredEnvelope, StoredEnvelope, StoredEnvelope];
+      const res = await s.deleteEnvelopes([
+        { account: b.accountId, device: D1, guid: e0.guid },
+        { account: a.accountId, device: D1, guid: e1.guid }, // not a's envelope
+        { account: b.accountId, device: D1, guid: e1.guid },
+        { account: b.accountId, device: D1, guid: e0.guid }, // named twice
+        { account: b.accountId, device: D1, guid: bytes(16) },
+      ]);
+      expect(res).toEqual([
+        { kind: 'deleted', type: EnvelopeType.Ciphertext, source: { account: a.accountId, device: 1 }, clientTimestamp: 55 },
+        { kind: 'notFound' },
+        { kind: 'deleted', type: EnvelopeType.UnidentifiedSender, source: null, clientTimestamp: 56 },
+        { kind: 'notFound' },
+        { kind: 'notFound' },
+      ]);
+      // Concurrent single deletes share a group and keep the same rules.
+      const single = await Promise.all([
+        s.deleteEnvelope(b.accountId, D1, e2.guid),
+        s.deleteEnvelope(b.accountId, D1, e2.guid),
+        s.deleteEnvelope(b.accountId, D1, e3.guid),
+      ]);
+      expect(single.map((r) => r.kind)).toEqual(['deleted', 'notFound', 'deleted']);
+      expect(await s.fetchQueue(b.accountId, D1, 0, 10)).toEqual([]);
+      expect(await s.deleteEnvelopes([])).toEqual([]);
+    });
+
     it('answers ping while open', async () => {
       const s = await open();
       await expect(s.ping()).resolves.toBeUndefined();

@@ -15,9 +15,13 @@
  * out of order and a reader moving its cursor past a gap would skip an
  * envelope forever).
  *
- * Throughput: an enqueue is one statement (data-modifying CTEs), hence one
- * round trip and one implicit transaction; concurrent commits on different
- * pool connections share WAL flushes (PostgreSQL's group commit).
+ * Throughput: `enqueue` and `deleteEnvelope` go through batchers (see
+ * batching.ts). While one group is on its way to the server, further sends
+ * queue up and then go out together as ONE statement (data-modifying CTEs
+ * over arrays): one round trip, one transaction and one WAL flush for the
+ * whole group, and each caller is answered only after that flush. Acks are
+ * grouped the same way into one DELETE. Both run as named prepared
+ * statements, so the server parses and plans them once per connection.
  */
 import {
   type AccountId,
@@ -32,6 +36,7 @@ import type {
   AccountRecord,
   ClaimResult,
   ClaimedDevice,
+  DeleteRequest,
   DeleteResult,
   DeviceCredentials,
   DeviceSummary,
@@ -42,6 +47,7 @@ import type {
   QueuedEnvelope,
   Store,
 } from '../../ports.js';
+import { Batcher, DELETE_GROUP, ENQUEUE_GROUP } from '../../batching.js';
 import { POSTGRES_MIGRATIONS } from './postgres-migrations.js';
 
 /** The small part of a `pg` query result this adapter reads. */
@@ -54,9 +60,16 @@ export interface PgClient {
   query(text: string, values?: unknown[]): Promise<PgResult>;
   release(err?: Error | boolean): void;
 }
+/** A named (server-side prepared) statement. */
+export interface PgNamedQuery {
+  name: string;
+  text: string;
+  values: unknown[];
+}
 /** The part of `pg.Pool` used here. */
 export interface PgPool {
   query(text: string, values?: unknown[]): Promise<PgResult>;
+  query(query: PgNamedQuery): Promise<PgResult>;
   connect(): Promise<PgClient>;
   end(): Promise<void>;
 }
@@ -168,39 +181,57 @@ const ENVELOPE_COLUMNS =
   'seq, guid, dest_account, dest_device, type, source_account, source_device, client_ts, server_ts, content, urgent';
 
 /**
- * One statement: record the idempotency key (if any); only when it is new (or
- * absent) bump each destination device's queue head, in a fixed order so
- * concurrent multi-device sends cannot deadlock, and insert the envelopes
- * with consecutive per-device sequence numbers.
+ * One statement for a whole group of sends. `$1..$6` are the idempotency keys
+ * (unique within the group; `b` is the batch's index), `$7` the indexes of
+ * batches without a key, `$8..$18` the envelopes with their batch index. A
+ * batch proceeds when it has no key or its key was new. Only the envelopes of
+ * proceeding batches bump their device's queue head, in a fixed order so
+ * concurrent groups cannot deadlock, and get consecutive per-device sequence
+ * numbers in group order. Returns the indexes of the batches that proceeded.
  */
-const ENQUEUE_SQL = `
-WITH idem AS (
+const ENQUEUE_MANY_SQL = `
+WITH keys AS (
+  SELECT * FROM unnest($1::integer[], $2::text[], $3::integer[], $4::text[], $5::bytea[], $6::bigint[])
+    AS k(b, sa, sd, dest, mid, created)
+), idem AS (
   INSERT INTO sent_messages (sender_account, sender_device, destination, message_id, created_at)
-  SELECT $1::text, $2::integer, $3::text, $4::bytea, $5::bigint WHERE $1::text IS NOT NULL
+  SELECT sa, sd, dest, mid, created FROM keys
   ON CONFLICT DO NOTHING
-  RETURNING 1 AS ok
+  RETURNING sender_account, sender_device, destination, message_id
 ), proceed AS (
-  SELECT 1 AS ok WHERE $1::text IS NULL OR EXISTS (SELECT 1 FROM idem)
+  SELECT k.b FROM keys k
+  JOIN idem i ON i.sender_account = k.sa AND i.sender_device = k.sd AND i.destination = k.dest AND i.message_id = k.mid
+  UNION ALL
+  SELECT n.b FROM unnest($7::integer[]) AS n(b)
 ), input AS (
-  SELECT * FROM unnest($6::text[], $7::integer[], $8::bytea[], $9::integer[], $10::text[], $11::integer[],
-                       $12::bigint[], $13::bigint[], $14::bytea[], $15::boolean[])
-    WITH ORDINALITY AS t(da, dd, guid, type, sa, sd, cts, sts, content, urgent, ord)
+  SELECT t.* FROM unnest($8::integer[], $9::text[], $10::integer[], $11::bytea[], $12::integer[], $13::text[],
+                         $14::integer[], $15::bigint[], $16::bigint[], $17::bytea[], $18::boolean[])
+    WITH ORDINALITY AS t(b, da, dd, guid, type, sa, sd, cts, sts, content, urgent, ord)
+  WHERE t.b IN (SELECT b FROM proceed)
 ), counts AS (
   SELECT da, dd, count(*)::bigint AS n FROM input GROUP BY da, dd
 ), heads AS (
   INSERT INTO queue_heads (account_id, device_id, last_seq)
-  SELECT c.da, c.dd, c.n FROM counts c, proceed ORDER BY c.da, c.dd
+  SELECT da, dd, n FROM counts ORDER BY da, dd
   ON CONFLICT (account_id, device_id) DO UPDATE SET last_seq = queue_heads.last_seq + excluded.last_seq
   RETURNING account_id, device_id, last_seq
+), stored AS (
+  INSERT INTO envelopes (dest_account, dest_device, seq, guid, type, source_account, source_device, client_ts, server_ts, content, urgent)
+  SELECT i.da, i.dd,
+         h.last_seq - c.n + row_number() OVER (PARTITION BY i.da, i.dd ORDER BY i.ord),
+         i.guid, i.type, i.sa, i.sd, i.cts, i.sts, i.content, i.urgent
+  FROM input i
+  JOIN counts c ON c.da = i.da AND c.dd = i.dd
+  JOIN heads h ON h.account_id = i.da AND h.device_id = i.dd
+  RETURNING 1
 )
-INSERT INTO envelopes (dest_account, dest_device, seq, guid, type, source_account, source_device, client_ts, server_ts, content, urgent)
-SELECT i.da, i.dd,
-       h.last_seq - c.n + row_number() OVER (PARTITION BY i.da, i.dd ORDER BY i.ord),
-       i.guid, i.type, i.sa, i.sd, i.cts, i.sts, i.content, i.urgent
-FROM input i
-JOIN counts c ON c.da = i.da AND c.dd = i.dd
-JOIN heads h ON h.account_id = i.da AND h.device_id = i.dd
-RETURNING 1 AS ok`;
+SELECT b FROM proceed`;
+
+/** One statement for a group of acknowledgement deletes. */
+const DELETE_MANY_SQL = `
+DELETE FROM envelopes e USING unnest($1::text[], $2::integer[], $3::bytea[]) AS t(da, dd, guid)
+WHERE e.guid = t.guid AND e.dest_account = t.da AND e.dest_device = t.dd
+RETURNING e.dest_account, e.dest_device, e.guid, e.type, e.source_account, e.source_device, e.client_ts`;
 
 const TAKE_EC_SQL = `
 DELETE FROM ec_prekeys WHERE (account_id, device_id, key_id) = (
@@ -222,6 +253,17 @@ SELECT (SELECT count(*) FROM ec_prekeys WHERE account_id = $1 AND device_id = $2
 export class PostgresStore implements Store {
   readonly #pool: PgPool;
   #closed = false;
+  // One group in flight at a time: groups commit in the order their sends arrived,
+  // and the wait for one commit is what lets the next group fill up.
+  readonly #enqueues = new Batcher<EnqueueBatch, EnqueueResult>({
+    ...ENQUEUE_GROUP,
+    weight: (b) => b.envelopes.length,
+    run: (batches) => this.enqueueMany(batches),
+  });
+  readonly #deletes = new Batcher<DeleteRequest, DeleteResult>({
+    ...DELETE_GROUP,
+    run: (requests) => this.deleteEnvelopes(requests),
+  });
 
   constructor(pool: PgPool) {
     this.#pool = pool;
@@ -405,37 +447,70 @@ export class PostgresStore implements Store {
     });
   }
 
+  /** Joins the current group commit; resolves after the group's statement has committed. */
   async enqueue(batch: EnqueueBatch): Promise<EnqueueResult> {
-    const k = batch.idempotencyKey;
-    const es = batch.envelopes;
-    if (es.length === 0) {
-      // Nothing to queue: only the idempotency key tells a first send from a repeat.
-      if (!k) return { kind: 'stored' };
-      const r = await this.#pool.query(
-        `INSERT INTO sent_messages (sender_account, sender_device, destination, message_id, created_at)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
-        [k.senderAccount, k.senderDevice, k.destination, buf(k.messageId), batch.now],
-      );
-      return (r.rowCount ?? 0) === 0 ? { kind: 'duplicate' } : { kind: 'stored' };
+    return this.#enqueues.submit(batch);
+  }
+
+  async enqueueMany(batches: readonly EnqueueBatch[]): Promise<EnqueueResult[]> {
+    const results: Array<EnqueueResult | undefined> = batches.map(() => undefined);
+    const k = { b: [] as number[], sa: [] as string[], sd: [] as number[], dest: [] as string[], mid: [] as Buffer[], at: [] as number[] };
+    const unkeyed: number[] = [];
+    const e = {
+      b: [] as number[],
+      da: [] as string[],
+      dd: [] as number[],
+      guid: [] as Buffer[],
+      type: [] as number[],
+      sa: [] as Array<string | null>,
+      sd: [] as Array<number | null>,
+      cts: [] as number[],
+      sts: [] as number[],
+      content: [] as Buffer[],
+      urgent: [] as boolean[],
+    };
+    const seen = new Set<string>();
+    batches.forEach((batch, b) => {
+      const key = batch.idempotencyKey;
+      if (key) {
+        // A key repeated within the group: the first one decides, the rest are repeats.
+        const id = `${key.senderAccount}/${key.senderDevice}/${key.destination}/${Buffer.from(key.messageId).toString('hex')}`;
+        if (seen.has(id)) {
+          results[b] = { kind: 'duplicate' };
+          return;
+        }
+        seen.add(id);
+        k.b.push(b);
+        k.sa.push(key.senderAccount);
+        k.sd.push(key.senderDevice);
+        k.dest.push(key.destination);
+        k.mid.push(buf(key.messageId));
+        k.at.push(batch.now);
+      } else unkeyed.push(b);
+      for (const env of batch.envelopes) {
+        e.b.push(b);
+        e.da.push(env.destination.account);
+        e.dd.push(env.destination.device);
+        e.guid.push(buf(env.guid));
+        e.type.push(env.type);
+        e.sa.push(env.source?.account ?? null);
+        e.sd.push(env.source?.device ?? null);
+        e.cts.push(env.clientTimestamp);
+        e.sts.push(env.serverTimestamp);
+        e.content.push(buf(env.content));
+        e.urgent.push(env.urgent);
+      }
+    });
+    if (k.b.length > 0 || unkeyed.length > 0) {
+      const res = await this.#pool.query({
+        name: 'parley_enqueue_many',
+        text: ENQUEUE_MANY_SQL,
+        values: [k.b, k.sa, k.sd, k.dest, k.mid, k.at, unkeyed, e.b, e.da, e.dd, e.guid, e.type, e.sa, e.sd, e.cts, e.sts, e.content, e.urgent],
+      });
+      const proceeded = new Set(res.rows.map((r) => numOf(r, 'b')));
+      batches.forEach((_, b) => (results[b] ??= proceeded.has(b) ? { kind: 'stored' } : { kind: 'duplicate' }));
     }
-    const res = await this.#pool.query(ENQUEUE_SQL, [
-      k?.senderAccount ?? null,
-      k?.senderDevice ?? null,
-      k?.destination ?? null,
-      k ? buf(k.messageId) : null,
-      batch.now,
-      es.map((e) => e.destination.account),
-      es.map((e) => e.destination.device),
-      es.map((e) => buf(e.guid)),
-      es.map((e) => e.type),
-      es.map((e) => e.source?.account ?? null),
-      es.map((e) => e.source?.device ?? null),
-      es.map((e) => e.clientTimestamp),
-      es.map((e) => e.serverTimestamp),
-      es.map((e) => buf(e.content)),
-      es.map((e) => e.urgent),
-    ]);
-    return (res.rowCount ?? 0) === 0 ? { kind: 'duplicate' } : { kind: 'stored' };
+    return results.map((r) => r ?? { kind: 'duplicate' });
   }
 
   async fetchQueue(account: AccountId, device: DeviceId, after: number, limit: number): Promise<QueuedEnvelope[]> {
@@ -459,21 +534,37 @@ export class PostgresStore implements Store {
     });
   }
 
+  /** Joins the current group of acknowledgement deletes. */
   async deleteEnvelope(account: AccountId, device: DeviceId, guid: Uint8Array): Promise<DeleteResult> {
-    const res = await this.#pool.query(
-      `DELETE FROM envelopes WHERE guid = $3 AND dest_account = $1 AND dest_device = $2
-       RETURNING type, source_account, source_device, client_ts`,
-      [account, device, buf(guid)],
-    );
-    const r = res.rows[0];
-    if (!r) return { kind: 'notFound' };
-    const sa = r.source_account;
-    return {
-      kind: 'deleted',
-      type: numOf(r, 'type') as EnvelopeType,
-      source: typeof sa === 'string' ? { account: sa as AccountId, device: numOf(r, 'source_device') as DeviceId } : null,
-      clientTimestamp: numOf(r, 'client_ts'),
-    };
+    return this.#deletes.submit({ account, device, guid });
+  }
+
+  async deleteEnvelopes(requests: readonly DeleteRequest[]): Promise<DeleteResult[]> {
+    if (requests.length === 0) return [];
+    const res = await this.#pool.query({
+      name: 'parley_delete_many',
+      text: DELETE_MANY_SQL,
+      values: [requests.map((r) => r.account), requests.map((r) => r.device), requests.map((r) => buf(r.guid))],
+    });
+    const idOf = (account: string, device: number, guid: Uint8Array) => `${account}/${device}/${Buffer.from(guid).toString('hex')}`;
+    const deleted = new Map<string, DeleteResult>();
+    for (const r of res.rows) {
+      const sa = r.source_account;
+      deleted.set(idOf(strOf(r, 'dest_account'), numOf(r, 'dest_device'), bytesOf(r, 'guid')), {
+        kind: 'deleted',
+        type: numOf(r, 'type') as EnvelopeType,
+        source: typeof sa === 'string' ? { account: sa as AccountId, device: numOf(r, 'source_device') as DeviceId } : null,
+        clientTimestamp: numOf(r, 'client_ts'),
+      });
+    }
+    // Each deleted row is reported once: to the first request that named it.
+    return requests.map((req) => {
+      const id = idOf(req.account, req.device, req.guid);
+      const hit = deleted.get(id);
+      if (!hit) return { kind: 'notFound' };
+      deleted.delete(id);
+      return hit;
+    });
   }
 
   async purge(before: number): Promise<{ envelopes: number; idempotencyKeys: number }> {
@@ -498,6 +589,7 @@ export class PostgresStore implements Store {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await Promise.all([this.#enqueues.drain(), this.#deletes.drain()]);
     await this.#pool.end();
   }
 }

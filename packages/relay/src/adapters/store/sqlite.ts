@@ -4,6 +4,15 @@
  * or the machine. The driver is synchronous, so every method runs to
  * completion without interleaving; multi-step operations still run inside a
  * transaction so they are all-or-nothing.
+ *
+ * Group commit: `enqueue` and `deleteEnvelope` go through batchers (see
+ * batching.ts). Sends that arrive in the same turn of the event loop share one
+ * transaction and therefore one fsync, and each caller is answered only after
+ * that fsync. Acknowledgement deletes are grouped the same way but committed
+ * with synchronous=NORMAL: their WAL frames reach the disk with the next
+ * fsync'd commit (or checkpoint) instead of paying for their own. A machine
+ * crash before that can undo a delete; the envelope is then pushed again and
+ * the client drops it as a repeat, so nothing acknowledged to anyone is lost.
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -21,6 +30,7 @@ import type {
   AccountRecord,
   ClaimResult,
   ClaimedDevice,
+  DeleteRequest,
   DeleteResult,
   DeviceCredentials,
   DeviceSummary,
@@ -31,6 +41,7 @@ import type {
   QueuedEnvelope,
   Store,
 } from '../../ports.js';
+import { Batcher, DELETE_GROUP, ENQUEUE_GROUP } from '../../batching.js';
 import { plainBytes } from '../../bytes.js';
 
 /** Numbered migrations; version N is `MIGRATIONS[N - 1]`. Never edit a shipped one. */
@@ -152,6 +163,15 @@ export class SqliteStore implements Store {
   readonly #db: Database;
   readonly #s;
   #closed = false;
+  readonly #enqueues = new Batcher<EnqueueBatch, EnqueueResult>({
+    ...ENQUEUE_GROUP,
+    weight: (b) => b.envelopes.length,
+    run: (batches) => this.enqueueMany(batches),
+  });
+  readonly #deletes = new Batcher<DeleteRequest, DeleteResult>({
+    ...DELETE_GROUP,
+    run: (requests) => this.deleteEnvelopes(requests),
+  });
 
   constructor(db: Database) {
     this.#db = db;
@@ -195,6 +215,8 @@ export class SqliteStore implements Store {
       purgeEnvelopes: p('DELETE FROM envelopes WHERE server_ts < ?'),
       purgeSent: p('DELETE FROM sent_messages WHERE created_at < ?'),
       ping: p('SELECT 1 AS x'),
+      syncNormal: p('PRAGMA synchronous = NORMAL'),
+      syncFull: p('PRAGMA synchronous = FULL'),
     };
   }
 
@@ -305,29 +327,37 @@ export class SqliteStore implements Store {
     })();
   }
 
+  /** Joins the current group commit; resolves after the group's transaction is fsync'd. */
   async enqueue(batch: EnqueueBatch): Promise<EnqueueResult> {
-    return this.#db.transaction((): EnqueueResult => {
-      const k = batch.idempotencyKey;
-      if (k) {
-        const res = this.#s.insertSent.run([k.senderAccount, k.senderDevice, k.destination, blob(k.messageId), batch.now]);
-        if (res.changes === 0) return { kind: 'duplicate' };
-      }
-      for (const e of batch.envelopes) {
-        this.#s.insertEnvelope.run({
-          guid: blob(e.guid),
-          da: e.destination.account,
-          dd: e.destination.device,
-          type: e.type,
-          sa: e.source?.account ?? null,
-          sd: e.source?.device ?? null,
-          cts: e.clientTimestamp,
-          sts: e.serverTimestamp,
-          content: blob(e.content),
-          urgent: e.urgent ? 1 : 0,
-        });
-      }
-      return { kind: 'stored' };
-    })();
+    return this.#enqueues.submit(batch);
+  }
+
+  async enqueueMany(batches: readonly EnqueueBatch[]): Promise<EnqueueResult[]> {
+    return this.#db.transaction((): EnqueueResult[] => batches.map((b) => this.#enqueueOne(b)))();
+  }
+
+  /** One batch inside the caller's transaction. A key seen before (also earlier in the same group) is a duplicate. */
+  #enqueueOne(batch: EnqueueBatch): EnqueueResult {
+    const k = batch.idempotencyKey;
+    if (k) {
+      const res = this.#s.insertSent.run([k.senderAccount, k.senderDevice, k.destination, blob(k.messageId), batch.now]);
+      if (res.changes === 0) return { kind: 'duplicate' };
+    }
+    for (const e of batch.envelopes) {
+      this.#s.insertEnvelope.run({
+        guid: blob(e.guid),
+        da: e.destination.account,
+        dd: e.destination.device,
+        type: e.type,
+        sa: e.source?.account ?? null,
+        sd: e.source?.device ?? null,
+        cts: e.clientTimestamp,
+        sts: e.serverTimestamp,
+        content: blob(e.content),
+        urgent: e.urgent ? 1 : 0,
+      });
+    }
+    return { kind: 'stored' };
   }
 
   async fetchQueue(account: AccountId, device: DeviceId, after: number, limit: number): Promise<QueuedEnvelope[]> {
@@ -348,8 +378,23 @@ export class SqliteStore implements Store {
     });
   }
 
+  /** Joins the current group of acknowledgement deletes. */
   async deleteEnvelope(account: AccountId, device: DeviceId, guid: Uint8Array): Promise<DeleteResult> {
-    const r = this.#s.deleteEnvelope.get([account, device, blob(guid)]) as Row | undefined;
+    return this.#deletes.submit({ account, device, guid });
+  }
+
+  async deleteEnvelopes(requests: readonly DeleteRequest[]): Promise<DeleteResult[]> {
+    // No fsync of its own (see the file comment); FULL again before anything else commits.
+    this.#s.syncNormal.run();
+    try {
+      return this.#db.transaction((): DeleteResult[] => requests.map((r) => this.#deleteOne(r)))();
+    } finally {
+      this.#s.syncFull.run();
+    }
+  }
+
+  #deleteOne(req: DeleteRequest): DeleteResult {
+    const r = this.#s.deleteEnvelope.get([req.account, req.device, blob(req.guid)]) as Row | undefined;
     if (!r) return { kind: 'notFound' };
     const sa = r.source_account;
     return {
@@ -375,6 +420,7 @@ export class SqliteStore implements Store {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await Promise.all([this.#enqueues.drain(), this.#deletes.drain()]);
     this.#db.close();
   }
 }

@@ -1,0 +1,125 @@
+/**
+ * Coalescing of concurrent store writes (group commit). Callers submit one
+ * item each and wait for their own result; the batcher hands whole groups to
+ * a `run` function that does one transaction for all of them.
+ *
+ * When a group runs:
+ * - nothing is running: at the end of the current turn of the event loop
+ *   (`setImmediate`), so every request decoded from the same burst of socket
+ *   reads joins the same group. This adds no timer delay.
+ * - a group is already running (an asynchronous driver such as PostgreSQL):
+ *   everything submitted meanwhile waits and goes out together as soon as it
+ *   finishes. This is classic group commit: the slower a commit, the bigger
+ *   the next group.
+ *
+ * A caller's promise settles only after `run` has settled for its group, so
+ * "resolved" still means "committed" exactly as strongly as `run` promises.
+ * If `run` rejects, every caller of that group gets the same error.
+ */
+
+export interface BatcherOptions<I, O> {
+  /** Does all items in one transaction; returns one result per item, in order. */
+  run(items: I[]): Promise<O[]>;
+  /** Most items in one group. */
+  maxItems: number;
+  /** Most total weight in one group (an item heavier than this runs alone). */
+  maxWeight?: number;
+  weight?(item: I): number;
+  /** Most groups running at once (1 for a single connection). */
+  concurrency?: number;
+}
+
+interface Waiter<I, O> {
+  item: I;
+  resolve(value: O): void;
+  reject(err: unknown): void;
+}
+
+export class Batcher<I, O> {
+  readonly #opts: BatcherOptions<I, O>;
+  readonly #concurrency: number;
+  #queue: Array<Waiter<I, O>> = [];
+  #running = 0;
+  #scheduled = false;
+  #idleWaiters: Array<() => void> = [];
+
+  constructor(opts: BatcherOptions<I, O>) {
+    if (opts.maxItems < 1) throw new RangeError('maxItems must be at least 1');
+    this.#opts = opts;
+    this.#concurrency = Math.max(1, opts.concurrency ?? 1);
+  }
+
+  /** Queue one item; resolves with its own result once its group has committed. */
+  submit(item: I): Promise<O> {
+    return new Promise<O>((resolve, reject) => {
+      this.#queue.push({ item, resolve, reject });
+      this.#schedule();
+    });
+  }
+
+  /** Resolves once nothing is queued or running (used before closing a store). */
+  async drain(): Promise<void> {
+    while (this.#queue.length > 0 || this.#running > 0 || this.#scheduled) {
+      await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
+    }
+  }
+
+  #schedule(): void {
+    if (this.#scheduled || this.#running >= this.#concurrency || this.#queue.length === 0) return;
+    this.#scheduled = true;
+    setImmediate(() => {
+      this.#scheduled = false;
+      this.#start();
+    });
+  }
+
+  #start(): void {
+    while (this.#running < this.#concurrency && this.#queue.length > 0) {
+      const group = this.#take();
+      this.#running++;
+      void this.#runGroup(group);
+    }
+    this.#notifyIdle();
+  }
+
+  /** The next group from the head of the queue, within the caps. */
+  #take(): Array<Waiter<I, O>> {
+    const { maxItems, maxWeight } = this.#opts;
+    let n = 0;
+    let total = 0;
+    while (n < this.#queue.length && n < maxItems) {
+      const item = (this.#queue[n] as Waiter<I, O>).item;
+      const w = maxWeight !== undefined ? (this.#opts.weight?.(item) ?? 0) : 0;
+      if (n > 0 && maxWeight !== undefined && total + w > maxWeight) break;
+      total += w;
+      n++;
+    }
+    return this.#queue.splice(0, n);
+  }
+
+  async #runGroup(group: Array<Waiter<I, O>>): Promise<void> {
+    try {
+      const out = await this.#opts.run(group.map((w) => w.item));
+      if (out.length !== group.length) throw new Error(`batch returned ${out.length} results for ${group.length} items`);
+      group.forEach((w, i) => w.resolve(out[i] as O));
+    } catch (err) {
+      for (const w of group) w.reject(err);
+    } finally {
+      this.#running--;
+      this.#schedule();
+      this.#notifyIdle();
+    }
+  }
+
+  #notifyIdle(): void {
+    if (this.#queue.length > 0 || this.#running > 0 || this.#scheduled) return;
+    const waiters = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const w of waiters) w();
+  }
+}
+
+/** Group caps for sends: 64 sends or 256 envelopes per transaction, whichever comes first. */
+export const ENQUEUE_GROUP = { maxItems: 64, maxWeight: 256 } as const;
+/** Group cap for acknowledgement deletes. */
+export const DELETE_GROUP = { maxItems: 256 } as const;
