@@ -229,6 +229,13 @@ export class Relay {
   /**
    * Delete an acknowledged envelope; for an identified sender, queue a server
    * delivery receipt (type 5) for the sending device.
+   *
+   * Both writes are batched by the store: acks arriving together share one
+   * delete transaction, and their receipts join the next group commit of
+   * sends. The delete is not flushed to disk on its own; that is safe because
+   * nobody is answered on the strength of it (a crash can only undo it, the
+   * envelope is pushed again and the client drops the repeat), and the
+   * receipt, committed after it, can only survive a crash if the delete does.
    */
   async acknowledge(me: DeviceRef, guid: Uint8Array): Promise<void> {
     const res = await this.deps.store.deleteEnvelope(me.account, me.device, guid);
