@@ -8,3 +8,4 @@ export * from './frames.js';
 export * from './content.js';
 export * from './attachments.js';
 export * from './sealed.js';
+export * from './devices.js';
