@@ -56,6 +56,24 @@ export interface Store {
   deleteEnvelopes(requests: readonly DeleteRequest[]): Promise<DeleteResult[]>;
   /** Delete envelopes and idempotency keys created before `before` (ms since epoch). */
   purge(before: number): Promise<{ envelopes: number; idempotencyKeys: number }>;
+  // ---- multi-device (devices.ts, provisioning.ts)
+  /**
+   * Add a linked device with the lowest free id in 2..127, unless the account
+   * already has `maxDevices` devices (the primary counts). All or nothing.
+   */
+  addDevice(req: NewDevice): Promise<AddDeviceResult>;
+  /** Delete a device with its keys and queued envelopes; false when there was no such device. */
+  removeDevice(account: AccountId, device: DeviceId): Promise<boolean>;
+  /** Devices of an account with when they were added and last connected, in id order. */
+  deviceDetails(account: AccountId): Promise<DeviceDetails[]>;
+  /** Record that a device connected at `now`. */
+  touchDevice(account: AccountId, device: DeviceId, now: number): Promise<void>;
+  /** Linked devices (never the primary) last seen before `before`, at most `limit`. */
+  idleDevices(before: number, limit: number): Promise<Array<{ account: AccountId; device: DeviceId }>>;
+  /** Remember a single-use provisioning code (only its hash is stored). */
+  putProvisioningCode(code: ProvisioningCode): Promise<void>;
+  /** Consume a provisioning code: its account when it exists and has not expired at `now`, else null. Deletes it and any expired codes. */
+  takeProvisioningCode(codeHash: Uint8Array, now: number): Promise<AccountId | null>;
   /** Throws when the store cannot answer. */
   ping(): Promise<void>;
   close(): Promise<void>;
@@ -73,6 +91,33 @@ export interface NewAccount {
     signedPreKey: SignedPreKey;
     kyberLastResortKey: SignedPreKey;
   };
+}
+
+export interface NewDevice {
+  account: AccountId;
+  registrationId: number;
+  passwordSalt: Uint8Array;
+  passwordHash: Uint8Array;
+  signedPreKey: SignedPreKey;
+  kyberLastResortKey: SignedPreKey;
+  createdAt: number;
+  maxDevices: number;
+}
+
+export type AddDeviceResult = { kind: 'added'; deviceId: DeviceId } | { kind: 'tooMany' } | { kind: 'notFound' };
+
+export interface DeviceDetails {
+  deviceId: DeviceId;
+  registrationId: number;
+  createdAt: number;
+  /** When the device last opened its socket (its creation time until then). */
+  lastSeen: number;
+}
+
+export interface ProvisioningCode {
+  codeHash: Uint8Array;
+  account: AccountId;
+  expiresAt: number;
 }
 
 export interface DeviceCredentials {

@@ -373,6 +373,113 @@ export function describeStoreConformance(name: string, makeStore: () => Promise<
       expect(await s.deleteEnvelopes([])).toEqual([]);
     });
 
+    it('adds linked devices with the lowest free id up to the limit, and removes them with their keys and queue', async () => {
+      const s = await open();
+      const a = newAccount('md.alice', 1000);
+      await s.createAccount(a);
+      const identity = IdentityKeyPair.generate();
+      const linked = (registrationId: number, createdAt: number, maxDevices = 3) => ({
+        account: a.accountId,
+        registrationId,
+        passwordSalt: bytes(16),
+        passwordHash: bytes(32),
+        signedPreKey: signedEc(identity, 3),
+        kyberLastResortKey: signedKyber(identity, 4),
+        createdAt,
+        maxDevices,
+      });
+      expect(await s.addDevice(linked(100, 2000))).toEqual({ kind: 'added', deviceId: 2 });
+      expect(await s.addDevice(linked(101, 3000))).toEqual({ kind: 'added', deviceId: 3 });
+      expect(await s.addDevice(linked(102, 4000))).toEqual({ kind: 'tooMany' });
+      expect(await s.addDevice({ ...linked(102, 4000), account: randomUUID() as AccountId })).toEqual({ kind: 'notFound' });
+      expect(await s.listDevices(a.accountId)).toEqual([
+        { deviceId: 1, registrationId: 42 },
+        { deviceId: 2, registrationId: 100 },
+        { deviceId: 3, registrationId: 101 },
+      ]);
+      expect(await s.deviceDetails(a.accountId)).toEqual([
+        { deviceId: 1, registrationId: 42, createdAt: 1000, lastSeen: 1000 },
+        { deviceId: 2, registrationId: 100, createdAt: 2000, lastSeen: 2000 },
+        { deviceId: 3, registrationId: 101, createdAt: 3000, lastSeen: 3000 },
+      ]);
+      // Device 2 has keys and a queue; removing it deletes them, and its id is reused.
+      const D2 = 2 as DeviceId;
+      await s.storeKeys(a.accountId, D2, { preKeys: [oneTimeEc(1)], kyberPreKeys: [signedKyber(identity, 5)], signedPreKey: null, kyberLastResortKey: null });
+      await s.enqueue({ envelopes: [envelope(a.accountId, D2, 5000)], idempotencyKey: null, now: 5000 });
+      expect(await s.removeDevice(a.accountId, D2)).toBe(true);
+      expect(await s.removeDevice(a.accountId, D2)).toBe(false);
+      expect(await s.keyCounts(a.accountId, D2)).toEqual({ ecCount: 0, kyberCount: 0 });
+      expect(await s.fetchQueue(a.accountId, D2, 0, 10)).toEqual([]);
+      expect(await s.getDeviceCredentials(a.accountId, D2)).toBeNull();
+      expect(await s.addDevice(linked(103, 6000))).toEqual({ kind: 'added', deviceId: 2 });
+      expect((await s.listDevices(a.accountId)).map((d) => [d.deviceId, d.registrationId])).toEqual([
+        [1, 42],
+        [2, 103],
+        [3, 101],
+      ]);
+    });
+
+    it('concurrent links of one account get distinct device ids', async () => {
+      const s = await open();
+      const a = newAccount('md.race');
+      await s.createAccount(a);
+      const identity = IdentityKeyPair.generate();
+      const res = await Promise.all(
+        [1, 2, 3, 4].map((i) =>
+          s.addDevice({
+            account: a.accountId,
+            registrationId: 200 + i,
+            passwordSalt: bytes(16),
+            passwordHash: bytes(32),
+            signedPreKey: signedEc(identity, 1),
+            kyberLastResortKey: signedKyber(identity, 2),
+            createdAt: 10,
+            maxDevices: 6,
+          }),
+        ),
+      );
+      const ids = res.map((r) => (r.kind === 'added' ? r.deviceId : 0)).sort((x, y) => x - y);
+      expect(ids).toEqual([2, 3, 4, 5]);
+    });
+
+    it('tracks last-seen times and lists idle linked devices, never the primary', async () => {
+      const s = await open();
+      const a = newAccount('md.idle', 1000);
+      await s.createAccount(a);
+      const identity = IdentityKeyPair.generate();
+      const add = (createdAt: number) =>
+        s.addDevice({
+          account: a.accountId,
+          registrationId: 7,
+          passwordSalt: bytes(16),
+          passwordHash: bytes(32),
+          signedPreKey: signedEc(identity, 1),
+          kyberLastResortKey: signedKyber(identity, 2),
+          createdAt,
+          maxDevices: 6,
+        });
+      await add(1000);
+      await add(1000);
+      await s.touchDevice(a.accountId, 3 as DeviceId, 9000);
+      const idle = await s.idleDevices(5000, 100);
+      expect(idle.filter((d) => d.account === a.accountId)).toEqual([{ account: a.accountId, device: 2 }]);
+      expect((await s.deviceDetails(a.accountId)).map((d) => d.lastSeen)).toEqual([1000, 1000, 9000]);
+    });
+
+    it('provisioning codes are single-use and expire', async () => {
+      const s = await open();
+      const a = newAccount('md.codes');
+      await s.createAccount(a);
+      const h1 = bytes(32);
+      const h2 = bytes(32);
+      await s.putProvisioningCode({ codeHash: h1, account: a.accountId, expiresAt: 2000 });
+      await s.putProvisioningCode({ codeHash: h2, account: a.accountId, expiresAt: 2000 });
+      expect(await s.takeProvisioningCode(h1, 1500)).toBe(a.accountId);
+      expect(await s.takeProvisioningCode(h1, 1500)).toBeNull();
+      expect(await s.takeProvisioningCode(bytes(32), 1500)).toBeNull();
+      expect(await s.takeProvisioningCode(h2, 2000)).toBeNull();
+    });
+
     it('answers ping while open', async () => {
       const s = await open();
       await expect(s.ping()).resolves.toBeUndefined();

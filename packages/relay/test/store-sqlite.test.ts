@@ -33,12 +33,12 @@ describe('sqlite adapter specifics', () => {
 
   it('runs numbered migrations once and records the version', () => {
     const db = new Database(':memory:');
-    expect(migrate(db)).toBe(2);
-    expect(migrate(db)).toBe(2);
-    expect(db.prepare('SELECT version FROM schema_version').all()).toEqual([{ version: 1 }, { version: 2 }]);
+    expect(migrate(db)).toBe(3);
+    expect(migrate(db)).toBe(3);
+    expect(db.prepare('SELECT version FROM schema_version').all()).toEqual([{ version: 1 }, { version: 2 }, { version: 3 }]);
     const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all();
     expect(tables.map((t) => t.name)).toEqual(
-      expect.arrayContaining(['accounts', 'devices', 'ec_prekeys', 'kyber_prekeys', 'envelopes', 'sent_messages']),
+      expect.arrayContaining(['accounts', 'devices', 'ec_prekeys', 'kyber_prekeys', 'envelopes', 'sent_messages', 'provisioning_codes']),
     );
     db.close();
   });

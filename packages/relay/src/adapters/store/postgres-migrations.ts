@@ -78,4 +78,15 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE accounts ADD COLUMN access_key bytea;
   `,
+  // 3: multi-device: when each device last connected, and single-use provisioning codes (hashes only).
+  `
+  ALTER TABLE devices ADD COLUMN last_seen bigint NOT NULL DEFAULT 0;
+  UPDATE devices SET last_seen = created_at;
+  CREATE INDEX devices_last_seen ON devices (last_seen);
+  CREATE TABLE provisioning_codes (
+    code_hash  bytea PRIMARY KEY,
+    account_id text NOT NULL,
+    expires_at bigint NOT NULL
+  );
+  `,
 ];

@@ -34,16 +34,20 @@ import {
 } from '@parley/wire';
 import type {
   AccountRecord,
+  AddDeviceResult,
   ClaimResult,
   ClaimedDevice,
   DeleteRequest,
   DeleteResult,
   DeviceCredentials,
+  DeviceDetails,
   DeviceSummary,
   EnqueueBatch,
   EnqueueResult,
   KeyUpload,
   NewAccount,
+  NewDevice,
+  ProvisioningCode,
   QueuedEnvelope,
   Store,
 } from '../../ports.js';
@@ -572,6 +576,93 @@ export class PostgresStore implements Store {
       const e = await c.query('DELETE FROM envelopes WHERE server_ts < $1', [before]);
       const s = await c.query('DELETE FROM sent_messages WHERE created_at < $1', [before]);
       return { envelopes: e.rowCount ?? 0, idempotencyKeys: s.rowCount ?? 0 };
+    });
+  }
+
+  async addDevice(req: NewDevice): Promise<AddDeviceResult> {
+    return this.#tx(async (c): Promise<AddDeviceResult> => {
+      // The account row lock serializes concurrent links of one account, so two never pick the same id.
+      const acct = await c.query('SELECT 1 FROM accounts WHERE account_id = $1 FOR UPDATE', [req.account]);
+      if (acct.rows.length === 0) return { kind: 'notFound' };
+      const res = await c.query('SELECT device_id FROM devices WHERE account_id = $1', [req.account]);
+      const taken = new Set(res.rows.map((r) => numOf(r, 'device_id')));
+      if (taken.size >= req.maxDevices) return { kind: 'tooMany' };
+      let id = 2;
+      while (taken.has(id)) id++;
+      if (id > 127) return { kind: 'tooMany' };
+      await c.query(
+        `INSERT INTO devices (account_id, device_id, registration_id, password_salt, password_hash,
+           signed_key_id, signed_key, signed_key_sig, kyber_lr_id, kyber_lr_key, kyber_lr_sig, created_at, last_seen)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)`,
+        [
+          req.account,
+          id,
+          req.registrationId,
+          buf(req.passwordSalt),
+          buf(req.passwordHash),
+          req.signedPreKey.keyId,
+          buf(req.signedPreKey.publicKey),
+          buf(req.signedPreKey.signature),
+          req.kyberLastResortKey.keyId,
+          buf(req.kyberLastResortKey.publicKey),
+          buf(req.kyberLastResortKey.signature),
+          req.createdAt,
+        ],
+      );
+      return { kind: 'added', deviceId: id as DeviceId };
+    });
+  }
+
+  async removeDevice(account: AccountId, device: DeviceId): Promise<boolean> {
+    return this.#tx(async (c) => {
+      const res = await c.query('DELETE FROM devices WHERE account_id = $1 AND device_id = $2', [account, device]);
+      await c.query('DELETE FROM ec_prekeys WHERE account_id = $1 AND device_id = $2', [account, device]);
+      await c.query('DELETE FROM kyber_prekeys WHERE account_id = $1 AND device_id = $2', [account, device]);
+      await c.query('DELETE FROM envelopes WHERE dest_account = $1 AND dest_device = $2', [account, device]);
+      return (res.rowCount ?? 0) > 0;
+    });
+  }
+
+  async deviceDetails(account: AccountId): Promise<DeviceDetails[]> {
+    const res = await this.#pool.query(
+      'SELECT device_id, registration_id, created_at, GREATEST(last_seen, created_at) AS last_seen FROM devices WHERE account_id = $1 ORDER BY device_id',
+      [account],
+    );
+    return res.rows.map((r) => ({
+      deviceId: numOf(r, 'device_id') as DeviceId,
+      registrationId: numOf(r, 'registration_id'),
+      createdAt: numOf(r, 'created_at'),
+      lastSeen: numOf(r, 'last_seen'),
+    }));
+  }
+
+  async touchDevice(account: AccountId, device: DeviceId, now: number): Promise<void> {
+    await this.#pool.query('UPDATE devices SET last_seen = $1 WHERE account_id = $2 AND device_id = $3', [now, account, device]);
+  }
+
+  async idleDevices(before: number, limit: number): Promise<Array<{ account: AccountId; device: DeviceId }>> {
+    const res = await this.#pool.query(
+      'SELECT account_id, device_id FROM devices WHERE device_id > 1 AND GREATEST(last_seen, created_at) < $1 ORDER BY last_seen LIMIT $2',
+      [before, limit],
+    );
+    return res.rows.map((r) => ({ account: strOf(r, 'account_id') as AccountId, device: numOf(r, 'device_id') as DeviceId }));
+  }
+
+  async putProvisioningCode(code: ProvisioningCode): Promise<void> {
+    await this.#pool.query('INSERT INTO provisioning_codes (code_hash, account_id, expires_at) VALUES ($1, $2, $3)', [
+      buf(code.codeHash),
+      code.account,
+      code.expiresAt,
+    ]);
+  }
+
+  async takeProvisioningCode(codeHash: Uint8Array, now: number): Promise<AccountId | null> {
+    return this.#tx(async (c) => {
+      const res = await c.query('DELETE FROM provisioning_codes WHERE code_hash = $1 RETURNING account_id, expires_at', [buf(codeHash)]);
+      await c.query('DELETE FROM provisioning_codes WHERE expires_at <= $1', [now]);
+      const row = res.rows[0];
+      if (!row || numOf(row, 'expires_at') <= now) return null;
+      return strOf(row, 'account_id') as AccountId;
     });
   }
 

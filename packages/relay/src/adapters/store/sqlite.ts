@@ -28,16 +28,20 @@ import {
 } from '@parley/wire';
 import type {
   AccountRecord,
+  AddDeviceResult,
   ClaimResult,
   ClaimedDevice,
   DeleteRequest,
   DeleteResult,
   DeviceCredentials,
+  DeviceDetails,
   DeviceSummary,
   EnqueueBatch,
   EnqueueResult,
   KeyUpload,
   NewAccount,
+  NewDevice,
+  ProvisioningCode,
   QueuedEnvelope,
   Store,
 } from '../../ports.js';
@@ -111,6 +115,17 @@ const MIGRATIONS: readonly string[] = [
   // 2: sealed sender: the key senders present instead of credentials.
   `
   ALTER TABLE accounts ADD COLUMN access_key BLOB;
+  `,
+  // 3: multi-device: when each device last connected, and single-use provisioning codes (hashes only).
+  `
+  ALTER TABLE devices ADD COLUMN last_seen INTEGER NOT NULL DEFAULT 0;
+  UPDATE devices SET last_seen = created_at;
+  CREATE INDEX devices_last_seen ON devices (last_seen);
+  CREATE TABLE provisioning_codes (
+    code_hash  BLOB PRIMARY KEY,
+    account_id TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+  );
   `,
 ];
 
@@ -214,6 +229,16 @@ export class SqliteStore implements Store {
           RETURNING type, source_account, source_device, client_ts`),
       purgeEnvelopes: p('DELETE FROM envelopes WHERE server_ts < ?'),
       purgeSent: p('DELETE FROM sent_messages WHERE created_at < ?'),
+      deviceDetails: p('SELECT device_id, registration_id, created_at, MAX(last_seen, created_at) AS last_seen FROM devices WHERE account_id = ? ORDER BY device_id'),
+      touchDevice: p('UPDATE devices SET last_seen = ? WHERE account_id = ? AND device_id = ?'),
+      idleDevices: p('SELECT account_id, device_id FROM devices WHERE device_id > 1 AND MAX(last_seen, created_at) < ? ORDER BY last_seen LIMIT ?'),
+      deleteDevice: p('DELETE FROM devices WHERE account_id = ? AND device_id = ?'),
+      deleteDeviceEc: p('DELETE FROM ec_prekeys WHERE account_id = ? AND device_id = ?'),
+      deleteDeviceKyber: p('DELETE FROM kyber_prekeys WHERE account_id = ? AND device_id = ?'),
+      deleteDeviceQueue: p('DELETE FROM envelopes WHERE dest_account = ? AND dest_device = ?'),
+      putCode: p('INSERT INTO provisioning_codes (code_hash, account_id, expires_at) VALUES (?, ?, ?)'),
+      takeCode: p('DELETE FROM provisioning_codes WHERE code_hash = ? RETURNING account_id, expires_at'),
+      purgeCodes: p('DELETE FROM provisioning_codes WHERE expires_at <= ?'),
       ping: p('SELECT 1 AS x'),
       syncNormal: p('PRAGMA synchronous = NORMAL'),
       syncFull: p('PRAGMA synchronous = FULL'),
@@ -410,6 +435,76 @@ export class SqliteStore implements Store {
       envelopes: this.#s.purgeEnvelopes.run([before]).changes,
       idempotencyKeys: this.#s.purgeSent.run([before]).changes,
     }))();
+  }
+
+  async addDevice(req: NewDevice): Promise<AddDeviceResult> {
+    return this.#db.transaction((): AddDeviceResult => {
+      if (!this.#s.account.get([req.account])) return { kind: 'notFound' };
+      const taken = new Set((this.#s.devices.all([req.account]) as Row[]).map((r) => numOf(r, 'device_id')));
+      if (taken.size >= req.maxDevices) return { kind: 'tooMany' };
+      let id = 2;
+      while (taken.has(id)) id++;
+      if (id > 127) return { kind: 'tooMany' };
+      this.#s.insertDevice.run({
+        a: req.account,
+        d: id,
+        reg: req.registrationId,
+        salt: blob(req.passwordSalt),
+        hash: blob(req.passwordHash),
+        sid: req.signedPreKey.keyId,
+        skey: blob(req.signedPreKey.publicKey),
+        ssig: blob(req.signedPreKey.signature),
+        kid: req.kyberLastResortKey.keyId,
+        kkey: blob(req.kyberLastResortKey.publicKey),
+        ksig: blob(req.kyberLastResortKey.signature),
+        now: req.createdAt,
+      });
+      this.#s.touchDevice.run([req.createdAt, req.account, id]);
+      return { kind: 'added', deviceId: id as DeviceId };
+    })();
+  }
+
+  async removeDevice(account: AccountId, device: DeviceId): Promise<boolean> {
+    return this.#db.transaction((): boolean => {
+      const gone = this.#s.deleteDevice.run([account, device]).changes > 0;
+      this.#s.deleteDeviceEc.run([account, device]);
+      this.#s.deleteDeviceKyber.run([account, device]);
+      this.#s.deleteDeviceQueue.run([account, device]);
+      return gone;
+    })();
+  }
+
+  async deviceDetails(account: AccountId): Promise<DeviceDetails[]> {
+    return (this.#s.deviceDetails.all([account]) as Row[]).map((r) => ({
+      deviceId: numOf(r, 'device_id') as DeviceId,
+      registrationId: numOf(r, 'registration_id'),
+      createdAt: numOf(r, 'created_at'),
+      lastSeen: numOf(r, 'last_seen'),
+    }));
+  }
+
+  async touchDevice(account: AccountId, device: DeviceId, now: number): Promise<void> {
+    this.#s.touchDevice.run([now, account, device]);
+  }
+
+  async idleDevices(before: number, limit: number): Promise<Array<{ account: AccountId; device: DeviceId }>> {
+    return (this.#s.idleDevices.all([before, limit]) as Row[]).map((r) => ({
+      account: strOf(r, 'account_id') as AccountId,
+      device: numOf(r, 'device_id') as DeviceId,
+    }));
+  }
+
+  async putProvisioningCode(code: ProvisioningCode): Promise<void> {
+    this.#s.putCode.run([blob(code.codeHash), code.account, code.expiresAt]);
+  }
+
+  async takeProvisioningCode(codeHash: Uint8Array, now: number): Promise<AccountId | null> {
+    return this.#db.transaction((): AccountId | null => {
+      const row = this.#s.takeCode.get([blob(codeHash)]) as Row | undefined;
+      this.#s.purgeCodes.run([now]);
+      if (!row || numOf(row, 'expires_at') <= now) return null;
+      return strOf(row, 'account_id') as AccountId;
+    })();
   }
 
   async ping(): Promise<void> {
