@@ -11,12 +11,15 @@ import { type AttachmentsEdge, registerAttachments } from './attachments.js';
 import type { BlobStore } from './blobstore.js';
 import { type RelayConfig, resolveRateLimits } from './config.js';
 import { type ErrorCode, ErrorCodes } from './errors.js';
+import { DEFAULT_DEVICE_IDLE_MS, DEFAULT_MAX_DEVICES, Devices, PROVISIONING_CODE_TTL_MS, defineDeviceRoutes } from './devices.js';
 import { Gateway, type GatewayOptions, defaultGatewayOptions } from './gateway.js';
 import { type RelayMetrics, createMetrics } from './metrics.js';
 import type { Bus, Clock, RateLimiter, Store } from './ports.js';
 import { MemoryRateLimiter } from './ratelimit.js';
+import { PROVISIONING_PATH, ProvisioningSockets } from './provisioning.js';
 import { Relay } from './relay.js';
 import { Router, describeBug } from './router.js';
+import { parseBasicAuth } from './auth.js';
 import { DEFAULT_SENDER_CERTIFICATE_TTL_MS, SealedSender, type ServerSigner, loadServerSigner } from './sealed.js';
 
 /** Largest HTTP request body (docs/PROTOCOL.md). */
@@ -47,6 +50,10 @@ export interface BuiltRelay {
   log: Logger;
   /** The attachment routes, when a BlobStore was given. */
   attachments: AttachmentsEdge | null;
+  /** Device linking, listing, removal and idle expiry. */
+  devices: Devices;
+  /** Open provisioning sockets (linking). */
+  provisioning: ProvisioningSockets;
   /** Run the purge job once now. */
   purge(): Promise<{ envelopes: number; idempotencyKeys: number }>;
   close(): Promise<void>;
@@ -95,6 +102,21 @@ export function buildRelay(deps: RelayBuildDeps): BuiltRelay {
     certificateTtlMs: config.senderCertificateTtlMs ?? DEFAULT_SENDER_CERTIFICATE_TTL_MS,
   });
   const router = new Router(relay, log, metrics, sealed);
+  const provisioning = new ProvisioningSockets({ bus, log, timeoutMs: PROVISIONING_CODE_TTL_MS });
+  const devices = new Devices({
+    relay,
+    store,
+    bus,
+    clock,
+    log,
+    provisioning,
+    config: {
+      maxDevices: config.maxDevices ?? DEFAULT_MAX_DEVICES,
+      idleMs: config.deviceIdleMs ?? DEFAULT_DEVICE_IDLE_MS,
+      codeTtlMs: PROVISIONING_CODE_TTL_MS,
+    },
+  });
+  defineDeviceRoutes(router.define, devices);
   const gateway = new Gateway({
     relay,
     router,
@@ -195,12 +217,21 @@ export function buildRelay(deps: RelayBuildDeps): BuiltRelay {
     ? registerAttachments(app, { relay, blobs: deps.blobs, clock, config: resolveAttachmentConfig(config.attachments), log, metrics })
     : null;
 
-  app.server.on('upgrade', (req, socket, head: Buffer) => gateway.handleUpgrade(req, socket, head));
+  app.server.on('upgrade', (req, socket, head: Buffer) => {
+    if ((req.url ?? '').split('?')[0] === PROVISIONING_PATH) return provisioning.handleUpgrade(req, socket, head);
+    gateway.handleUpgrade(req, socket, head);
+    // Last-seen for idle expiry: only for credentials that check out (the gateway authenticates on its own).
+    void relay
+      .authenticate(parseBasicAuth(req.headers.authorization))
+      .then((me) => devices.touch(me))
+      .catch(() => undefined);
+  });
 
   let purging: Promise<unknown> = Promise.resolve();
   const purge = async () => {
     const res = await relay.purgeExpired();
-    log.info({ envelopes: res.envelopes, idempotencyKeys: res.idempotencyKeys }, 'purge');
+    const idleDevices = await devices.expireIdle();
+    log.info({ envelopes: res.envelopes, idempotencyKeys: res.idempotencyKeys, idleDevices }, 'purge');
     return res;
   };
   const purgeTimer = setInterval(() => {
@@ -214,6 +245,7 @@ export function buildRelay(deps: RelayBuildDeps): BuiltRelay {
       draining = true;
       clearInterval(purgeTimer);
       await gateway.close();
+      await provisioning.close();
       await app.close();
       await attachments?.close();
       await purging;
@@ -224,5 +256,5 @@ export function buildRelay(deps: RelayBuildDeps): BuiltRelay {
     return closing;
   };
 
-  return { app, relay, gateway, metrics, log, attachments, purge, close };
+  return { app, relay, gateway, metrics, log, attachments, devices, provisioning, purge, close };
 }

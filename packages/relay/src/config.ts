@@ -61,6 +61,10 @@ export interface RelayConfig {
   serverCertificate?: string;
   /** Lifetime of issued sender certificates (ms); default 7 days. */
   senderCertificateTtlMs?: number;
+  /** Most devices per account, the primary included (2..127); default 6. */
+  maxDevices?: number;
+  /** Linked devices that have not connected for this long are removed (ms); default 30 days. */
+  deviceIdleMs?: number;
 }
 
 /** The kind of store a `store` setting names. @throws RangeError for anything else. */
@@ -118,8 +122,8 @@ export function defaultRelayConfig(overrides: Partial<RelayConfig> = {}): RelayC
 /**
  * Read PARLEY_HOST, PARLEY_PORT, PARLEY_DATA_DIR, PARLEY_INVITE_CODES
  * (comma-separated), PARLEY_MESSAGE_TTL_DAYS, PARLEY_LOG_LEVEL, PARLEY_STORE,
- * PARLEY_BUS, PARLEY_RATE_LIMITER, PARLEY_POLL_INTERVAL_MS and
- * PARLEY_SERVER_CERT; explicit
+ * PARLEY_BUS, PARLEY_RATE_LIMITER, PARLEY_POLL_INTERVAL_MS,
+ * PARLEY_SERVER_CERT, PARLEY_MAX_DEVICES and PARLEY_DEVICE_IDLE_DAYS; explicit
  * overrides win over the environment.
  * @throws RangeError when a numeric variable is not a valid number.
  */
@@ -154,6 +158,16 @@ export function relayConfigFromEnv(env: NodeJS.ProcessEnv, overrides: Partial<Re
     const ms = Number(env.PARLEY_POLL_INTERVAL_MS);
     if (!Number.isInteger(ms) || ms < 0) throw new RangeError('PARLEY_POLL_INTERVAL_MS must be a non-negative integer');
     fromEnv.pollIntervalMs = ms;
+  }
+  if (env.PARLEY_MAX_DEVICES !== undefined && env.PARLEY_MAX_DEVICES !== '') {
+    const n = Number(env.PARLEY_MAX_DEVICES);
+    if (!Number.isInteger(n) || n < 1 || n > 127) throw new RangeError('PARLEY_MAX_DEVICES must be an integer in 1..127');
+    fromEnv.maxDevices = n;
+  }
+  if (env.PARLEY_DEVICE_IDLE_DAYS !== undefined && env.PARLEY_DEVICE_IDLE_DAYS !== '') {
+    const days = Number(env.PARLEY_DEVICE_IDLE_DAYS);
+    if (!Number.isFinite(days) || days <= 0) throw new RangeError('PARLEY_DEVICE_IDLE_DAYS must be a positive number');
+    fromEnv.deviceIdleMs = Math.round(days * DAY_MS);
   }
   const config = defaultRelayConfig({ ...fromEnv, ...overrides });
   // Reject a malformed store/bus/limiter now, with a message that does not echo the URL (it may hold a password).

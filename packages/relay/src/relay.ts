@@ -53,7 +53,7 @@ export function keysLow(c: KeyCounts): boolean {
   return c.ecCount < LOW_KEY_THRESHOLD || c.kyberCount < LOW_KEY_THRESHOLD;
 }
 
-function verifySigned(identity: PublicKey, key: SignedPreKey, field: string): void {
+export function verifySigned(identity: PublicKey, key: SignedPreKey, field: string): void {
   let ok: boolean;
   try {
     ok = identity.verify(plainBytes(key.publicKey), plainBytes(key.signature));
@@ -63,7 +63,7 @@ function verifySigned(identity: PublicKey, key: SignedPreKey, field: string): vo
   if (!ok) throw new RelayError('BAD_SIGNATURE', `${field}: signature does not verify with the account identity key`);
 }
 
-function identityKeyOf(bytes: Uint8Array): PublicKey {
+export function identityKeyOf(bytes: Uint8Array): PublicKey {
   try {
     return PublicKey.deserialize(plainBytes(bytes));
   } catch {

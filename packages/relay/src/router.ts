@@ -52,7 +52,7 @@ export interface RouteResponse {
   code?: ErrorCode;
 }
 
-interface Call {
+export interface Call {
   params: Record<string, string>;
   req: RouteRequest;
   /** The authenticated device; only null on unauthenticated routes (and `optional` ones called without credentials). */
@@ -69,6 +69,9 @@ interface Route {
 }
 
 const ok = (json: unknown = {}): RouteResponse => ({ status: 200, json });
+
+/** Adds a route; modules with their own routes (devices.ts) get this from the router. */
+export type RouteDefiner = (verb: string, pattern: string, auth: boolean | 'optional', handle: (call: Call) => Promise<RouteResponse>) => void;
 
 function parseJson(body: Uint8Array): unknown {
   if (body.length === 0) throw new RelayError('BAD_REQUEST', 'body: expected a JSON object');
@@ -123,6 +126,9 @@ export class Router {
   #add(verb: string, pattern: string, auth: boolean | 'optional', handle: (call: Call) => Promise<RouteResponse>): void {
     this.#routes.push({ verb, pattern, segments: pattern.split('/').slice(1), auth, handle });
   }
+
+  /** Add routes defined outside this file; they are matched after the built-in ones. */
+  readonly define: RouteDefiner = (verb, pattern, auth, handle) => this.#add(verb, pattern, auth, handle);
 
   #define(): void {
     const r = this.relay;
