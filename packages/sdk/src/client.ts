@@ -40,8 +40,13 @@ import {
   WireError,
   encodeAccessKeyHeader,
   encodeAccessKeyRequest,
+  type DeviceInfo,
   encodeContent,
   encodeKeyUploadRequest,
+  encodeProvisionEnvelope,
+  encodeProvisionMessage,
+  processDeviceListResponse,
+  processProvisioningCodeResponse,
   encodeRegisterRequest,
   encodeSendRequestBinary,
   normalizeUsername,
@@ -60,6 +65,7 @@ import {
   Limits,
 } from '@parley/wire';
 import { type AttachmentInfo, type SendFileOptions, downloadReceived, pendingDownloads, storeReceived, uploadFile } from './attachment-flow.js';
+import { type PendingLink, parseLink, registerLinkedDevice, sealProvision, startLinking } from './linking.js';
 import type { Progress } from './attachments.js';
 import { type Profile, createProfile, openProfile, profileExists, removeProfileFiles } from './db.js';
 import { SdkError } from './errors.js';
@@ -797,8 +803,8 @@ export class ParleyClient {
     }
     this.db.prepare("UPDATE messages SET status = 'sent' WHERE id = ? AND status = 'pending'").run([id]);
     this.emit('sent', { to: name, timestamp, body: text });
-    // Our other devices learn about it through a sync transcript (only once we have any).
-    if (account !== this.identity.accountId && this.knownDevices(this.identity.accountId).all.length > 0) {
+    // Our other devices learn about it through a sync transcript (when we have any; a 409 fixes the set).
+    if (account !== this.identity.accountId && (await this.hasOtherOwnDevices())) {
       this.spawn(() =>
         this.sendContent(this.identity.accountId, { kind: 'syncSent', destination: account as never, timestamp, message: { body: text, timestamp } }, timestamp, {
           log: false,
@@ -876,6 +882,105 @@ export class ParleyClient {
     const row = this.stores.identity.row(await this.resolve(username));
     if (!row) return 'unknown';
     return row.status === IdentityStatus.Verified ? 'verified' : row.status === IdentityStatus.Unverified ? 'unverified' : 'default';
+  }
+
+  // ---------------------------------------------------------------- devices
+
+  /**
+   * Wait for a primary device to link this one: opens a provisioning socket,
+   * hands the link (to show as text and QR code) to `onLink`, and once the
+   * primary has answered registers this device and creates its profile.
+   * @throws SdkError PROFILE_EXISTS, LINK_FAILED, RELAY_UNREACHABLE
+   */
+  static async link(opts: {
+    profileDir: string;
+    serverUrl: string;
+    passphrase: string | null;
+    onLink: (link: string) => void;
+    timeoutMs?: number;
+  }): Promise<ParleyClient> {
+    try {
+      new URL(opts.serverUrl);
+    } catch {
+      throw new SdkError('INVALID_INPUT', 'serverUrl is not a URL');
+    }
+    if (profileExists(opts.profileDir)) throw new SdkError('PROFILE_EXISTS', 'a profile already exists in this directory');
+    const pending: PendingLink = await startLinking(opts.serverUrl, opts.timeoutMs);
+    try {
+      opts.onLink(pending.link);
+      const message = await pending.message;
+      await registerLinkedDevice({ profileDir: opts.profileDir, passphrase: opts.passphrase, serverUrl: opts.serverUrl, message });
+    } finally {
+      pending.cancel();
+    }
+    const client = await ParleyClient.open({ profileDir: opts.profileDir, passphrase: opts.passphrase });
+    // As at registration: pin the trust root (sealed messages may arrive first thing) and upload one-time keys.
+    // Both are retried on connect if they fail here.
+    await client.setupSealedSender().catch(() => undefined);
+    await client.uploadOneTimeKeys({ ecCount: 0, kyberCount: 0 }).catch(() => undefined);
+    return client;
+  }
+
+  /**
+   * Approve a new device (primary only): fetch a single-use provisioning code
+   * and send the account identity key pair, profile key and code to the
+   * device named by `link`, end-to-end encrypted to its ephemeral key.
+   * @throws SdkError INVALID_INPUT (not a link), FORBIDDEN (not the primary)
+   */
+  async linkDevice(link: string): Promise<void> {
+    this.assertOpen();
+    const info = parseLink(link);
+    let code: string;
+    try {
+      code = processProvisioningCodeResponse(replyJson(expectOk(await this.call('GET', '/v1/devices/provisioning/code')))).code;
+    } catch (err) {
+      if (err instanceof WireError) throw new SdkError('RELAY_ERROR', 'the relay sent a malformed answer', { cause: err });
+      throw err;
+    }
+    const message = encodeProvisionMessage({
+      accountId: this.identity.accountId as never,
+      username: this.identity.username,
+      identityKeyPublic: this.identityKeyPair.publicKey.serialize(),
+      identityKeyPrivate: this.identityKeyPair.privateKey.serialize(),
+      profileKey: this.profileKey,
+      provisioningCode: code,
+      archive: null,
+    });
+    const envelope = encodeProvisionEnvelope(sealProvision(info.publicKey, message));
+    expectOk(await this.call('PUT', `/v1/provisioning/${info.address}`, { binary: envelope }));
+  }
+
+  /** The account's devices as the relay lists them. */
+  async listDevices(): Promise<DeviceInfo[]> {
+    this.assertOpen();
+    try {
+      return processDeviceListResponse(replyJson(expectOk(await this.call('GET', '/v1/devices')))).devices;
+    } catch (err) {
+      if (err instanceof WireError) throw new SdkError('RELAY_ERROR', 'the relay sent a malformed answer', { cause: err });
+      throw err;
+    }
+  }
+
+  /**
+   * Remove a device: the primary may remove any linked device, a linked
+   * device only itself. Our sessions with it are dropped too.
+   * @throws SdkError FORBIDDEN, USER_NOT_FOUND (no such device)
+   */
+  async removeDevice(deviceId: number): Promise<void> {
+    this.assertOpen();
+    if (!Number.isInteger(deviceId) || deviceId < 2 || deviceId > 127) throw new SdkError('INVALID_INPUT', 'device id must be 2..127');
+    expectOk(await this.call('DELETE', `/v1/devices/${deviceId}`));
+    await this.crypto.run(async () => void this.stores.commit(() => this.stores.session.delete(this.identity.accountId, deviceId)));
+  }
+
+  /** True when this account has devices besides this one (from our sessions, else from the relay). */
+  private async hasOtherOwnDevices(): Promise<boolean> {
+    if (this.knownDevices(this.identity.accountId).all.length > 0) return true;
+    try {
+      return (await this.listDevices()).some((d) => d.deviceId !== this.identity.deviceId);
+    } catch {
+      return false; // the relay is unreachable: no transcript this time
+    }
   }
 
   // ---------------------------------------------------------------- history

@@ -25,6 +25,8 @@ export const SdkErrorCodes = [
   'ATTACHMENT_INVALID',
   'UNTRUSTED_RELAY',
   'SEALED_SENDER_REJECTED',
+  'LINK_FAILED',
+  'FORBIDDEN',
 ] as const;
 export type SdkErrorCode = (typeof SdkErrorCodes)[number];
 

@@ -8,3 +8,4 @@ export type { AttachmentInfo, SendFileOptions } from './attachment-flow.js';
 export type { Progress } from './attachments.js';
 export { encryptedSize, paddedSize } from './attachment-crypto.js';
 export { verifyAndDecryptTo } from './attachments.js';
+export { formatLink, parseLink, type LinkInfo } from './linking.js';

@@ -52,6 +52,12 @@ export function ensureProfileKey(db: Db): Uint8Array {
   return key;
 }
 
+/** Use the account's existing profile key (a linked device gets it from the primary). */
+export function adoptProfileKey(db: Db, key: Uint8Array): void {
+  if (key.length !== PROFILE_KEY_BYTES) throw new RangeError('profile key: wrong length');
+  setMeta(db, META_PROFILE_KEY, new Uint8Array(key));
+}
+
 /** True when the relay has been sent the access key of the current profile key. */
 export function accessKeyPublished(db: Db, accessKey: Uint8Array): boolean {
   const v = getMeta(db, META_PUBLISHED_ACCESS_KEY);
