@@ -20,8 +20,9 @@
  * queue up and then go out together as ONE statement (data-modifying CTEs
  * over arrays): one round trip, one transaction and one WAL flush for the
  * whole group, and each caller is answered only after that flush. Acks are
- * grouped the same way into one DELETE. Both run as named prepared
- * statements, so the server parses and plans them once per connection.
+ * grouped the same way into one DELETE. These and the other hot-path reads
+ * (credentials, device list, queue page) run as named prepared statements,
+ * so the server parses and plans them once per connection.
  */
 import {
   type AccountId,
@@ -327,10 +328,11 @@ export class PostgresStore implements Store {
   }
 
   async getDeviceCredentials(account: AccountId, device: DeviceId): Promise<DeviceCredentials | null> {
-    const res = await this.#pool.query(
-      'SELECT password_salt, password_hash FROM devices WHERE account_id = $1 AND device_id = $2',
-      [account, device],
-    );
+    const res = await this.#pool.query({
+      name: 'parley_credentials',
+      text: 'SELECT password_salt, password_hash FROM devices WHERE account_id = $1 AND device_id = $2',
+      values: [account, device],
+    });
     const row = res.rows[0];
     return row ? { passwordSalt: bytesOf(row, 'password_salt'), passwordHash: bytesOf(row, 'password_hash') } : null;
   }
@@ -361,10 +363,11 @@ export class PostgresStore implements Store {
   }
 
   async listDevices(account: AccountId): Promise<DeviceSummary[]> {
-    const res = await this.#pool.query(
-      'SELECT device_id, registration_id FROM devices WHERE account_id = $1 ORDER BY device_id',
-      [account],
-    );
+    const res = await this.#pool.query({
+      name: 'parley_list_devices',
+      text: 'SELECT device_id, registration_id FROM devices WHERE account_id = $1 ORDER BY device_id',
+      values: [account],
+    });
     return res.rows.map((r) => ({ deviceId: numOf(r, 'device_id') as DeviceId, registrationId: numOf(r, 'registration_id') }));
   }
 
@@ -518,10 +521,11 @@ export class PostgresStore implements Store {
   }
 
   async fetchQueue(account: AccountId, device: DeviceId, after: number, limit: number): Promise<QueuedEnvelope[]> {
-    const res = await this.#pool.query(
-      `SELECT ${ENVELOPE_COLUMNS} FROM envelopes WHERE dest_account = $1 AND dest_device = $2 AND seq > $3 ORDER BY seq LIMIT $4`,
-      [account, device, after, limit],
-    );
+    const res = await this.#pool.query({
+      name: 'parley_fetch_queue',
+      text: `SELECT ${ENVELOPE_COLUMNS} FROM envelopes WHERE dest_account = $1 AND dest_device = $2 AND seq > $3 ORDER BY seq LIMIT $4`,
+      values: [account, device, after, limit],
+    });
     return res.rows.map((r) => {
       const sa = r.source_account;
       return {
