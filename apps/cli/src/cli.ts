@@ -5,6 +5,8 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { runChat } from './commands/chat.js';
+import { runDevicesAdd, runDevicesList, runDevicesRemove } from './commands/devices.js';
+import { runLink } from './commands/link.js';
 import { runReceive } from './commands/receive.js';
 import { runRegister } from './commands/register.js';
 import { type RelayFlags, runRelay } from './commands/relay.js';
@@ -150,6 +152,43 @@ Example:
     });
 
   program
+    .command('link')
+    .description('make this profile a new device of an existing account (approve it with `parley devices add` on the primary)')
+    .requiredOption('--server <url>', 'relay URL of the account, e.g. http://127.0.0.1:8080')
+    .option('--no-passphrase', 'protect the profile with a key file (mode 0600) instead of PARLEY_PASSPHRASE')
+    .option('--timeout <seconds>', 'give up if no approval arrives within this time', parsePositiveSeconds, 600)
+    .action(async (opts: { server: string; passphrase: boolean; timeout: number }, cmd: Command) => {
+      result.code = await runLink(
+        { server: opts.server, passphraseFlag: opts.passphrase, profileDir: profileOf(cmd), envPassphrase: passphrase, timeoutSeconds: opts.timeout },
+        ctx,
+      );
+    });
+
+  const devices = program.command('devices').description("this account's devices");
+  devices
+    .command('add')
+    .description('approve a new device from the link `parley link` shows (primary device only)')
+    .argument('<link>', 'the parley://link?… text')
+    .option('--timeout <seconds>', 'how long to wait for the new device to register', parsePositiveSeconds, 60)
+    .action(async (link: string, opts: { timeout: number }, cmd: Command) => {
+      result.code = await runDevicesAdd(profileOf(cmd), passphrase, link, opts.timeout, ctx);
+    });
+  devices
+    .command('list')
+    .description('list the devices of this account')
+    .option('--json', 'one JSON object per device')
+    .action(async (opts: { json?: boolean }, cmd: Command) => {
+      result.code = await runDevicesList(profileOf(cmd), passphrase, opts.json === true, ctx);
+    });
+  devices
+    .command('remove')
+    .description('remove a linked device (the primary removes any, a linked device only itself)')
+    .argument('<id>', 'device id (2..127)')
+    .action(async (id: string, _opts: unknown, cmd: Command) => {
+      result.code = await runDevicesRemove(profileOf(cmd), passphrase, id, ctx);
+    });
+
+  program
     .command('whoami')
     .description("show this profile's username, account, device and relay")
     .option('--json', 'print one JSON object')
@@ -223,7 +262,7 @@ Example:
     });
 
   // Every command inherits the error handling of the root.
-  for (const sub of program.commands) sub.exitOverride().showSuggestionAfterError(true);
+  for (const sub of [...program.commands, ...devices.commands]) sub.exitOverride().showSuggestionAfterError(true);
   return program;
 }
 
@@ -243,7 +282,10 @@ export async function run(argv: readonly string[], env: NodeJS.ProcessEnv = proc
   // commander's own error printing is replaced by the single line below; help
   // printed because a command is missing is dropped for the same reason.
   program.configureOutput({ outputError: () => undefined, writeErr: () => undefined });
-  for (const sub of program.commands) sub.configureOutput({ outputError: () => undefined, writeErr: () => undefined });
+  for (const sub of program.commands) {
+    sub.configureOutput({ outputError: () => undefined, writeErr: () => undefined });
+    for (const inner of sub.commands) inner.configureOutput({ outputError: () => undefined, writeErr: () => undefined });
+  }
 
   try {
     if (argv.length <= 2) {

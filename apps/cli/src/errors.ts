@@ -103,6 +103,10 @@ export function describeSdkError(
       return `the attachment is no longer on ${relay} (attachments expire, 30 days by default)`;
     case 'ATTACHMENT_INVALID':
       return 'the attachment failed its integrity check and was discarded; the relay or the network altered it';
+    case 'LINK_FAILED':
+      return `linking failed: ${detail}; start again with 'parley link'`;
+    case 'FORBIDDEN':
+      return `${relay} refused: only the primary device can link or remove other devices`;
     default:
       return detail || String(code);
   }
