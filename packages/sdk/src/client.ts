@@ -111,6 +111,8 @@ export interface ParleyEvents {
   /** A message this account sent (from this device, or a sync transcript from another own device). */
   sent: (s: { to: string; timestamp: number; body: string }) => void;
   receipt: (r: { from: string | null; fromAccount: string; type: 'delivery' | 'read'; timestamps: number[] }) => void;
+  /** Messages from `account` that this account read on another of its devices (marked read here too). */
+  syncRead: (r: { account: string; timestamps: number[] }) => void;
   serverReceipt: (r: { fromAccount: string; timestamp: number }) => void;
   typing: (t: { from: string | null; fromAccount: string; started: boolean }) => void;
   identityChanged: (c: { username: string | null; accountId: string }) => void;
@@ -824,6 +826,11 @@ export class ParleyClient {
     await this.sendContent(account, { kind: 'receipt', type: 'read', timestamps }, this.nextTimestamp(), { log: false, urgent: false, sealed: true });
     const mark = this.db.prepare("UPDATE messages SET status = 'read' WHERE account = ? AND direction = 'in' AND timestamp = ?");
     this.db.transaction(() => timestamps.forEach((t) => mark.run([account, t])))();
+    // Our other devices mark them read too.
+    if (account !== this.identity.accountId && (await this.hasOtherOwnDevices())) {
+      const reads = timestamps.map((timestamp) => ({ sender: account as never, timestamp }));
+      this.spawn(() => this.sendContent(this.identity.accountId, { kind: 'syncRead', reads }, this.nextTimestamp(), { log: false, urgent: false }));
+    }
   }
 
   async sendTyping(username: string, started: boolean): Promise<void> {
@@ -1223,6 +1230,19 @@ export class ParleyClient {
             .run([id, c.destination, source.device, c.message.timestamp, env.serverTimestamp, c.message.body, this.usernameFor(c.destination)]);
           const s = { to, timestamp: c.message.timestamp, body: c.message.body };
           after = () => this.emit('sent', s);
+          break;
+        }
+        case 'syncRead': {
+          if (source.account !== this.identity.accountId) break; // only our own devices sync reads
+          const mark = this.db.prepare("UPDATE messages SET status = 'read' WHERE account = ? AND direction = 'in' AND timestamp = ?");
+          const byAccount = new Map<string, number[]>();
+          for (const r of c.reads) {
+            mark.run([r.sender, r.timestamp]);
+            byAccount.set(r.sender, [...(byAccount.get(r.sender) ?? []), r.timestamp]);
+          }
+          after = () => {
+            for (const [account, timestamps] of byAccount) this.emit('syncRead', { account, timestamps });
+          };
           break;
         }
         case 'decryptionError': {

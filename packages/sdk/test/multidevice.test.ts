@@ -114,6 +114,25 @@ describe('multi-device', () => {
     }
   });
 
+  it('a read receipt sent by one device marks the message read on the account\'s other devices', async () => {
+    const a1 = await register('rr_alice');
+    const b1 = await register('rr_bob');
+    await a1.connect();
+    await b1.connect();
+    const a2 = await link(a1);
+    await a2.connect();
+    const onA1 = nextEvent(a1, 'message', (m) => m.body === 'read me');
+    const onA2 = nextEvent(a2, 'message', (m) => m.body === 'read me');
+    const { timestamp } = await b1.send('rr_alice', 'read me');
+    await Promise.all([onA1, onA2]);
+    const synced = nextEvent(a2, 'syncRead');
+    const receipt = nextEvent(b1, 'receipt', (r) => r.type === 'read');
+    await a1.sendReadReceipt('rr_bob', [timestamp]);
+    expect((await synced)[0]).toEqual({ account: b1.identity.accountId, timestamps: [timestamp] });
+    expect((await receipt)[0].timestamps).toEqual([timestamp]);
+    expect(await a2.history('rr_bob')).toEqual([{ direction: 'in', timestamp, body: 'read me', status: 'read' }]);
+  });
+
   it('a removed device gets nothing more; a re-linked device (new registration id) triggers 410 and still gets the next message', async () => {
     const a1 = await register('rm_alice');
     const b1 = await register('rm_bob');

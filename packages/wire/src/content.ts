@@ -36,7 +36,9 @@ export type Content =
   | { kind: 'typing'; action: 'started' | 'stopped'; timestamp: number }
   | { kind: 'null' }
   | { kind: 'decryptionError'; message: Uint8Array }
-  | { kind: 'syncSent'; destination: AccountId; timestamp: number; message: DataMessage };
+  | { kind: 'syncSent'; destination: AccountId; timestamp: number; message: DataMessage }
+  /** Messages this account read on another of its devices. */
+  | { kind: 'syncRead'; reads: Array<{ sender: AccountId; timestamp: number }> };
 
 const ts = (v: bigint, field: string): number => {
   if (v > BigInt(Number.MAX_SAFE_INTEGER)) fail(field, 'out of range');
@@ -127,6 +129,18 @@ function processOne(raw: PbContent): Content {
   }
   if (raw.nullMessage) return { kind: 'null' };
   if (raw.syncMessage) {
+    const reads = raw.syncMessage.readMessages;
+    if (reads.length > 0) {
+      if (raw.syncMessage.sent) fail('syncMessage', 'must carry one kind of sync');
+      if (reads.length > Limits.maxReceiptTimestamps) fail('syncMessage.readMessages', `at most ${Limits.maxReceiptTimestamps} entries`);
+      return {
+        kind: 'syncRead',
+        reads: reads.map((r, i) => ({
+          sender: accountIdFromBytes(r.senderAccount, `syncMessage.readMessages[${i}].senderAccount`),
+          timestamp: ts(r.timestamp, `syncMessage.readMessages[${i}].timestamp`),
+        })),
+      };
+    }
     const s = raw.syncMessage.sent;
     if (!s?.message) fail('syncMessage', 'must carry a sent transcript');
     return {
@@ -174,6 +188,8 @@ function contentInit(c: Content, data: (m: DataMessage) => MessageInitShape<type
       return { nullMessage: {} };
     case 'decryptionError':
       return { decryptionErrorMessage: c.message };
+    case 'syncRead':
+      return { syncMessage: { readMessages: c.reads.map((r) => ({ senderAccount: accountIdToBytes(r.sender), timestamp: BigInt(r.timestamp) })) } };
     case 'syncSent':
       return { syncMessage: {
         sent: {

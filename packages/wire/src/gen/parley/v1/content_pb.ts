@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file parley/v1/content.proto.
  */
 export const file_parley_v1_content: GenFile = /*@__PURE__*/
-  fileDesc("ChdwYXJsZXkvdjEvY29udGVudC5wcm90bxIJcGFybGV5LnYxIt0CCgdDb250ZW50EiwKDGRhdGFfbWVzc2FnZRgBIAEoCzIWLnBhcmxleS52MS5EYXRhTWVzc2FnZRIsCgxzeW5jX21lc3NhZ2UYAiABKAsyFi5wYXJsZXkudjEuU3luY01lc3NhZ2USMgoPcmVjZWlwdF9tZXNzYWdlGAMgASgLMhkucGFybGV5LnYxLlJlY2VpcHRNZXNzYWdlEjAKDnR5cGluZ19tZXNzYWdlGAQgASgLMhgucGFybGV5LnYxLlR5cGluZ01lc3NhZ2USLAoMbnVsbF9tZXNzYWdlGAUgASgLMhYucGFybGV5LnYxLk51bGxNZXNzYWdlEiAKGGRlY3J5cHRpb25fZXJyb3JfbWVzc2FnZRgGIAEoDBInCh9zZW5kZXJfa2V5X2Rpc3RyaWJ1dGlvbl9tZXNzYWdlGAcgASgMEhcKD3NlbmRlcl91c2VybmFtZRgIIAEoCSJ+ChFBdHRhY2htZW50UG9pbnRlchIPCgdibG9iX2lkGAEgASgJEgsKA2tleRgCIAEoDBIOCgZkaWdlc3QYAyABKAwSDAoEc2l6ZRgEIAEoBBIUCgxjb250ZW50X3R5cGUYBSABKAkSEQoJZmlsZV9uYW1lGAYgASgJSgQIBxAQIhQKDEdyb3VwQ29udGV4dEoECAEQECK6AQoLRGF0YU1lc3NhZ2USDAoEYm9keRgBIAEoCRIRCgl0aW1lc3RhbXAYAiABKAQSMQoLYXR0YWNobWVudHMYAyADKAsyHC5wYXJsZXkudjEuQXR0YWNobWVudFBvaW50ZXISJgoFZ3JvdXAYBCABKAsyFy5wYXJsZXkudjEuR3JvdXBDb250ZXh0EhQKDGV4cGlyZV90aW1lchgFIAEoDRITCgtwcm9maWxlX2tleRgGIAEoDEoECAcQECKOAQoOUmVjZWlwdE1lc3NhZ2USLAoEdHlwZRgBIAEoDjIeLnBhcmxleS52MS5SZWNlaXB0TWVzc2FnZS5UeXBlEhIKCnRpbWVzdGFtcHMYAiADKAQiOgoEVHlwZRIQCgxUWVBFX1VOS05PV04QABIRCg1UWVBFX0RFTElWRVJZEAESDQoJVFlQRV9SRUFEEAIiqwEKDVR5cGluZ01lc3NhZ2USEQoJdGltZXN0YW1wGAEgASgEEi8KBmFjdGlvbhgCIAEoDjIfLnBhcmxleS52MS5UeXBpbmdNZXNzYWdlLkFjdGlvbhIQCghncm91cF9pZBgDIAEoDCJECgZBY3Rpb24SEgoOQUNUSU9OX1VOS05PV04QABISCg5BQ1RJT05fU1RBUlRFRBABEhIKDkFDVElPTl9TVE9QUEVEEAIiHgoLTnVsbE1lc3NhZ2USDwoHcGFkZGluZxgBIAEoDCLIAQoLU3luY01lc3NhZ2USKQoEc2VudBgBIAEoCzIbLnBhcmxleS52MS5TeW5jTWVzc2FnZS5TZW50EicKBHJlYWQYAiABKAsyGS5wYXJsZXkudjEuUmVjZWlwdE1lc3NhZ2UaXwoEU2VudBIbChNkZXN0aW5hdGlvbl9hY2NvdW50GAEgASgMEhEKCXRpbWVzdGFtcBgCIAEoBBInCgdtZXNzYWdlGAMgASgLMhYucGFybGV5LnYxLkRhdGFNZXNzYWdlSgQIAxAQYgZwcm90bzM");
+  fileDesc("ChdwYXJsZXkvdjEvY29udGVudC5wcm90bxIJcGFybGV5LnYxIt0CCgdDb250ZW50EiwKDGRhdGFfbWVzc2FnZRgBIAEoCzIWLnBhcmxleS52MS5EYXRhTWVzc2FnZRIsCgxzeW5jX21lc3NhZ2UYAiABKAsyFi5wYXJsZXkudjEuU3luY01lc3NhZ2USMgoPcmVjZWlwdF9tZXNzYWdlGAMgASgLMhkucGFybGV5LnYxLlJlY2VpcHRNZXNzYWdlEjAKDnR5cGluZ19tZXNzYWdlGAQgASgLMhgucGFybGV5LnYxLlR5cGluZ01lc3NhZ2USLAoMbnVsbF9tZXNzYWdlGAUgASgLMhYucGFybGV5LnYxLk51bGxNZXNzYWdlEiAKGGRlY3J5cHRpb25fZXJyb3JfbWVzc2FnZRgGIAEoDBInCh9zZW5kZXJfa2V5X2Rpc3RyaWJ1dGlvbl9tZXNzYWdlGAcgASgMEhcKD3NlbmRlcl91c2VybmFtZRgIIAEoCSJ+ChFBdHRhY2htZW50UG9pbnRlchIPCgdibG9iX2lkGAEgASgJEgsKA2tleRgCIAEoDBIOCgZkaWdlc3QYAyABKAwSDAoEc2l6ZRgEIAEoBBIUCgxjb250ZW50X3R5cGUYBSABKAkSEQoJZmlsZV9uYW1lGAYgASgJSgQIBxAQIhQKDEdyb3VwQ29udGV4dEoECAEQECK6AQoLRGF0YU1lc3NhZ2USDAoEYm9keRgBIAEoCRIRCgl0aW1lc3RhbXAYAiABKAQSMQoLYXR0YWNobWVudHMYAyADKAsyHC5wYXJsZXkudjEuQXR0YWNobWVudFBvaW50ZXISJgoFZ3JvdXAYBCABKAsyFy5wYXJsZXkudjEuR3JvdXBDb250ZXh0EhQKDGV4cGlyZV90aW1lchgFIAEoDRITCgtwcm9maWxlX2tleRgGIAEoDEoECAcQECKOAQoOUmVjZWlwdE1lc3NhZ2USLAoEdHlwZRgBIAEoDjIeLnBhcmxleS52MS5SZWNlaXB0TWVzc2FnZS5UeXBlEhIKCnRpbWVzdGFtcHMYAiADKAQiOgoEVHlwZRIQCgxUWVBFX1VOS05PV04QABIRCg1UWVBFX0RFTElWRVJZEAESDQoJVFlQRV9SRUFEEAIiqwEKDVR5cGluZ01lc3NhZ2USEQoJdGltZXN0YW1wGAEgASgEEi8KBmFjdGlvbhgCIAEoDjIfLnBhcmxleS52MS5UeXBpbmdNZXNzYWdlLkFjdGlvbhIQCghncm91cF9pZBgDIAEoDCJECgZBY3Rpb24SEgoOQUNUSU9OX1VOS05PV04QABISCg5BQ1RJT05fU1RBUlRFRBABEhIKDkFDVElPTl9TVE9QUEVEEAIiHgoLTnVsbE1lc3NhZ2USDwoHcGFkZGluZxgBIAEoDCKvAgoLU3luY01lc3NhZ2USKQoEc2VudBgBIAEoCzIbLnBhcmxleS52MS5TeW5jTWVzc2FnZS5TZW50EicKBHJlYWQYAiABKAsyGS5wYXJsZXkudjEuUmVjZWlwdE1lc3NhZ2USMgoNcmVhZF9tZXNzYWdlcxgDIAMoCzIbLnBhcmxleS52MS5TeW5jTWVzc2FnZS5SZWFkGl8KBFNlbnQSGwoTZGVzdGluYXRpb25fYWNjb3VudBgBIAEoDBIRCgl0aW1lc3RhbXAYAiABKAQSJwoHbWVzc2FnZRgDIAEoCzIWLnBhcmxleS52MS5EYXRhTWVzc2FnZRoxCgRSZWFkEhYKDnNlbmRlcl9hY2NvdW50GAEgASgMEhEKCXRpbWVzdGFtcBgCIAEoBEoECAQQEGIGcHJvdG8z");
 
 /**
  * @generated from message parley.v1.Content
@@ -320,11 +320,16 @@ export type SyncMessage = Message<"parley.v1.SyncMessage"> & {
   sent?: SyncMessage_Sent | undefined;
 
   /**
-   * read receipts synced across own devices (multi-device issue)
+   * unused: read_messages replaced it before any client sent it
    *
    * @generated from field: parley.v1.ReceiptMessage read = 2;
    */
   read?: ReceiptMessage | undefined;
+
+  /**
+   * @generated from field: repeated parley.v1.SyncMessage.Read read_messages = 3;
+   */
+  readMessages: SyncMessage_Read[];
 };
 
 /**
@@ -362,4 +367,31 @@ export type SyncMessage_Sent = Message<"parley.v1.SyncMessage.Sent"> & {
  */
 export const SyncMessage_SentSchema: GenMessage<SyncMessage_Sent> = /*@__PURE__*/
   messageDesc(file_parley_v1_content, 7, 0);
+
+/**
+ * Messages this account read on another of its devices. The sender of each
+ * read message must be named, which a ReceiptMessage cannot do.
+ *
+ * @generated from message parley.v1.SyncMessage.Read
+ */
+export type SyncMessage_Read = Message<"parley.v1.SyncMessage.Read"> & {
+  /**
+   * 16 bytes
+   *
+   * @generated from field: bytes sender_account = 1;
+   */
+  senderAccount: Uint8Array;
+
+  /**
+   * @generated from field: uint64 timestamp = 2;
+   */
+  timestamp: bigint;
+};
+
+/**
+ * Describes the message parley.v1.SyncMessage.Read.
+ * Use `create(SyncMessage_ReadSchema)` to create a new message.
+ */
+export const SyncMessage_ReadSchema: GenMessage<SyncMessage_Read> = /*@__PURE__*/
+  messageDesc(file_parley_v1_content, 7, 1);
 
