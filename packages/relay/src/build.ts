@@ -110,6 +110,7 @@ export function buildRelay(deps: RelayBuildDeps): BuiltRelay {
     clock,
     log,
     provisioning,
+    ...(deps.blobs ? { blobs: deps.blobs } : {}),
     config: {
       maxDevices: config.maxDevices ?? DEFAULT_MAX_DEVICES,
       idleMs: config.deviceIdleMs ?? DEFAULT_DEVICE_IDLE_MS,

@@ -23,6 +23,7 @@ import {
 } from '@parley/wire';
 import type { Logger } from 'pino';
 import { hashPassword } from './auth.js';
+import type { BlobStore } from './blobstore.js';
 import { RelayError } from './errors.js';
 import { type Bus, type Clock, type Store, deviceKey } from './ports.js';
 import type { ProvisioningSockets } from './provisioning.js';
@@ -33,6 +34,11 @@ const DAY_MS = 24 * 3600 * 1000;
 export const DEFAULT_MAX_DEVICES = 6;
 export const DEFAULT_DEVICE_IDLE_MS = 30 * DAY_MS;
 export const PROVISIONING_CODE_TTL_MS = 10 * 60 * 1000;
+/** A history archive is kept this long at most (it is deleted as soon as it is downloaded). */
+export const HISTORY_ARCHIVE_TTL_MS = 60 * 60 * 1000;
+/** Largest history archive (the HTTP body limit is 2 MiB). */
+export const MAX_HISTORY_ARCHIVE_BYTES = 2 * 1024 * 1024 - 1024;
+const ARCHIVE_ID = /^[A-Za-z0-9_-]{32}$/;
 
 /** A bus signal that closes every socket of a device (newer than any real socket token). */
 export const REMOVED_SIGNAL = 'replaced:9999999999999:removed' as const;
@@ -54,6 +60,13 @@ export interface DevicesDeps {
   log: Logger;
   provisioning: ProvisioningSockets;
   config: DevicesConfig;
+  /** Where history archives are kept; without one the archive routes answer 404. */
+  blobs?: BlobStore;
+}
+
+/** The BlobStore owner of an account's history archives (a hash: blob metadata holds no account ids). */
+function archiveOwner(account: AccountId): string {
+  return createHash('sha256').update(`parley-history-archive:${account}`).digest('base64url').slice(0, 32);
 }
 
 function hashCode(code: string): Uint8Array {
@@ -149,6 +162,53 @@ export class Devices {
     await this.deps.store.touchDevice(me.account, me.device, this.deps.clock.now());
   }
 
+  /**
+   * Keep an encrypted history archive for a device about to be linked (primary
+   * only). The relay cannot read it: the key travels in the provisioning message.
+   * @throws RelayError FORBIDDEN, NOT_FOUND (no blob store), TOO_LARGE, BAD_REQUEST
+   */
+  async putArchive(me: DeviceRef, body: Uint8Array): Promise<{ id: string; expiresAt: number }> {
+    if (me.device !== 1) throw new RelayError('FORBIDDEN', 'only the primary device can link devices');
+    const blobs = this.deps.blobs;
+    if (!blobs) throw new RelayError('NOT_FOUND', 'history archives are not available on this relay');
+    if (body.length === 0) throw new RelayError('BAD_REQUEST', 'body: the archive is empty');
+    if (body.length > MAX_HISTORY_ARCHIVE_BYTES) throw new RelayError('TOO_LARGE', 'the archive is too large');
+    const id = randomBytes(24).toString('base64url');
+    const now = this.deps.clock.now();
+    const expiresAt = now + HISTORY_ARCHIVE_TTL_MS;
+    await blobs.create({ id, owner: archiveOwner(me.account), length: body.length, createdAt: now, expiresAt });
+    const res = await blobs.append(
+      id,
+      0,
+      (async function* () {
+        yield body;
+      })(),
+    );
+    if (res.kind !== 'appended' || res.offset !== body.length) {
+      await blobs.delete(id);
+      throw new Error('archive append failed');
+    }
+    return { id, expiresAt };
+  }
+
+  /**
+   * Download a history archive of the caller's own account, once: it is deleted as it is served.
+   * @throws RelayError NOT_FOUND (unknown, expired, another account's, already downloaded)
+   */
+  async takeArchive(me: DeviceRef, id: string): Promise<Uint8Array> {
+    const blobs = this.deps.blobs;
+    if (!blobs || !ARCHIVE_ID.test(id)) throw new RelayError('NOT_FOUND', 'no such archive');
+    const now = this.deps.clock.now();
+    const info = await blobs.info(id, now);
+    if (!info || info.owner !== archiveOwner(me.account)) throw new RelayError('NOT_FOUND', 'no such archive');
+    const found = await blobs.read(id, now);
+    if (!found) throw new RelayError('NOT_FOUND', 'no such archive');
+    const chunks: Buffer[] = [];
+    for await (const chunk of found.stream) chunks.push(Buffer.from(chunk as Uint8Array));
+    await blobs.delete(id);
+    return new Uint8Array(Buffer.concat(chunks));
+  }
+
   /** The primary hands an encrypted provisioning envelope to a waiting socket. The relay checks only its shape. */
   forward(me: DeviceRef, address: string, body: Uint8Array): void {
     if (me.device !== 1) throw new RelayError('FORBIDDEN', 'only the primary device can link devices');
@@ -177,6 +237,11 @@ export function defineDeviceRoutes(define: RouteDefiner, devices: Devices): void
     await devices.remove(me, parseDeviceId(params.deviceId));
     return { status: 204 };
   });
+  define('PUT', '/v1/devices/archive', true, async ({ me, req }) => ({ status: 200, json: await devices.putArchive(me, req.body) }));
+  define('GET', '/v1/devices/archive/:id', true, async ({ me, params }) => ({
+    status: 200,
+    json: { archive: Buffer.from(await devices.takeArchive(me, params.id ?? '')).toString('base64') },
+  }));
   define('PUT', '/v1/provisioning/:address', true, async ({ me, params, req }) => {
     devices.forward(me, parseProvisioningToken(params.address, 'address'), req.body);
     return { status: 204 };

@@ -1,11 +1,15 @@
 /** Device routes: provisioning codes, linking with the account-identity signature check, listing, removal, expiry, the provisioning socket. */
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { IdentityKeyPair } from '@signalapp/libsignal-client';
 import { type AccountId, type DeviceId, type RequestFrame, decodeFrame, encodeLinkDeviceRequest, encodeProvisionEnvelope } from '@parley/wire';
 import WebSocket from 'ws';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Harness, type TestAccount, basicAuth, makeHarness, newPassword, signedEc, signedKyber } from './helpers.js';
 import { TestSocket } from './ws-client.js';
+import { openFsBlobStore } from '../src/adapters/blobs/fs.js';
 
 let h: Harness | undefined;
 afterEach(async () => {
@@ -122,6 +126,38 @@ describe('device routes', () => {
     h.clock.advance(600);
     expect(await h.built.devices.expireIdle()).toBe(1);
     expect((await h.store.listDevices(alice.accountId)).map((d) => d.deviceId)).toEqual([1]);
+  });
+});
+
+describe('history archive', () => {
+  it('the primary stores an archive; a device of the same account downloads it once; it expires', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'parley-archive-'));
+    try {
+      h = await makeHarness({}, { blobs: openFsBlobStore(dir) });
+      const alice = await h.register('alice');
+      const bob = await h.register('bob');
+      const d2 = await link(h, (await code(h, alice)).code, alice.identity);
+      const auth2 = basicAuth(alice.accountId, 2, d2.password);
+      const put = (auth: string, body: Buffer) => h!.built.app.inject({ method: 'PUT', url: '/v1/devices/archive', headers: { authorization: auth }, payload: body });
+      const get = (auth: string, id: string) => h!.built.app.inject({ method: 'GET', url: `/v1/devices/archive/${id}`, headers: { authorization: auth } });
+      const blob = randomBytes(5000);
+      expect((await put(auth2, blob)).statusCode).toBe(403);
+      const res = await put(alice.auth, blob);
+      expect(res.statusCode).toBe(200);
+      const { id } = res.json<{ id: string }>();
+      expect((await get(bob.auth, id)).statusCode).toBe(404);
+      const got = await get(auth2, id);
+      expect(got.statusCode).toBe(200);
+      expect(Buffer.from(got.json<{ archive: string }>().archive, 'base64')).toEqual(blob);
+      expect((await get(auth2, id)).statusCode).toBe(404);
+      const late = (await put(alice.auth, blob)).json<{ id: string }>().id;
+      h.clock.advance(61 * 60 * 1000);
+      expect((await get(auth2, late)).statusCode).toBe(404);
+    } finally {
+      await h?.built.close();
+      h = undefined;
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -45,6 +45,8 @@ import {
   encodeKeyUploadRequest,
   encodeProvisionEnvelope,
   encodeProvisionMessage,
+  processArchiveDownloadResponse,
+  processArchiveUploadResponse,
   processDeviceListResponse,
   processProvisioningCodeResponse,
   encodeRegisterRequest,
@@ -66,6 +68,7 @@ import {
 } from '@parley/wire';
 import { type AttachmentInfo, type SendFileOptions, downloadReceived, pendingDownloads, storeReceived, uploadFile } from './attachment-flow.js';
 import { type PendingLink, parseLink, registerLinkedDevice, sealProvision, startLinking } from './linking.js';
+import { ARCHIVE_KEY_BYTES, decryptArchive, encryptArchive, exportHistory, importHistory } from './history-archive.js';
 import type { Progress } from './attachments.js';
 import { type Profile, createProfile, openProfile, profileExists, removeProfileFiles } from './db.js';
 import { SdkError } from './errors.js';
@@ -904,6 +907,8 @@ export class ParleyClient {
     serverUrl: string;
     passphrase: string | null;
     onLink: (link: string) => void;
+    /** Called with how many messages of the primary's history were imported (0 when none was offered or it failed). */
+    onHistory?: (imported: number) => void;
     timeoutMs?: number;
   }): Promise<ParleyClient> {
     try {
@@ -913,14 +918,18 @@ export class ParleyClient {
     }
     if (profileExists(opts.profileDir)) throw new SdkError('PROFILE_EXISTS', 'a profile already exists in this directory');
     const pending: PendingLink = await startLinking(opts.serverUrl, opts.timeoutMs);
+    let archive: { id: string; key: Uint8Array } | null;
     try {
       opts.onLink(pending.link);
       const message = await pending.message;
-      await registerLinkedDevice({ profileDir: opts.profileDir, passphrase: opts.passphrase, serverUrl: opts.serverUrl, message });
+      archive = (await registerLinkedDevice({ profileDir: opts.profileDir, passphrase: opts.passphrase, serverUrl: opts.serverUrl, message })).archive;
     } finally {
       pending.cancel();
     }
     const client = await ParleyClient.open({ profileDir: opts.profileDir, passphrase: opts.passphrase });
+    // History is a convenience: a missing, expired or damaged archive leaves the device linked but empty.
+    const imported = archive ? await client.importArchive(archive).catch(() => 0) : 0;
+    opts.onHistory?.(imported);
     // As at registration: pin the trust root (sealed messages may arrive first thing) and upload one-time keys.
     // Both are retried on connect if they fail here.
     await client.setupSealedSender().catch(() => undefined);
@@ -934,9 +943,10 @@ export class ParleyClient {
    * device named by `link`, end-to-end encrypted to its ephemeral key.
    * @throws SdkError INVALID_INPUT (not a link), FORBIDDEN (not the primary)
    */
-  async linkDevice(link: string): Promise<void> {
+  async linkDevice(link: string, opts: { history?: boolean } = {}): Promise<void> {
     this.assertOpen();
     const info = parseLink(link);
+    const archive = opts.history === false ? null : await this.uploadArchive();
     let code: string;
     try {
       code = processProvisioningCodeResponse(replyJson(expectOk(await this.call('GET', '/v1/devices/provisioning/code')))).code;
@@ -951,10 +961,37 @@ export class ParleyClient {
       identityKeyPrivate: this.identityKeyPair.privateKey.serialize(),
       profileKey: this.profileKey,
       provisioningCode: code,
-      archive: null,
+      archive,
     });
     const envelope = encodeProvisionEnvelope(sealProvision(info.publicKey, message));
     expectOk(await this.call('PUT', `/v1/provisioning/${info.address}`, { binary: envelope }));
+  }
+
+  /** Encrypt recent history under a fresh key and leave it on the relay for the new device; null when that fails. */
+  private async uploadArchive(): Promise<{ id: string; key: Uint8Array } | null> {
+    try {
+      const key = new Uint8Array(randomBytes(ARCHIVE_KEY_BYTES));
+      const blob = encryptArchive(key, exportHistory(this.db));
+      // HTTP, not the socket: an archive can be larger than a socket frame.
+      const reply = await this.http.request('PUT', '/v1/devices/archive', { binary: blob });
+      if (reply.status !== 200) return null;
+      return { id: processArchiveUploadResponse(replyJson(reply)).id, key };
+    } catch {
+      return null;
+    }
+  }
+
+  /** Download (the relay then deletes it), verify, decrypt and import a history archive. Returns how many messages were added. */
+  private async importArchive(archive: { id: string; key: Uint8Array }): Promise<number> {
+    const reply = expectOk(await this.http.request('GET', `/v1/devices/archive/${archive.id}`));
+    let blob: Uint8Array;
+    try {
+      blob = processArchiveDownloadResponse(replyJson(reply));
+    } catch (err) {
+      throw new SdkError('RELAY_ERROR', 'the relay sent a malformed answer', { cause: err });
+    }
+    const plaintext = decryptArchive(archive.key, blob);
+    return this.crypto.run(async () => importHistory(this.db, plaintext));
   }
 
   /** The account's devices as the relay lists them. */

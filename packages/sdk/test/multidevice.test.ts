@@ -30,11 +30,17 @@ async function register(name: string): Promise<ParleyClient> {
 }
 
 /** Link a new device to `primary`'s account the way the CLI does: the new device shows a link, the primary approves it. */
-async function link(primary: ParleyClient): Promise<ParleyClient> {
+async function link(primary: ParleyClient, onHistory?: (imported: number) => void): Promise<ParleyClient> {
   n++;
   let shown: (l: string) => void = () => undefined;
   const linkText = new Promise<string>((resolve) => (shown = resolve));
-  const device = ParleyClient.link({ profileDir: join(tmp.dir, `p${n}`), serverUrl: relay.url, passphrase: null, onLink: (l) => shown(l) });
+  const device = ParleyClient.link({
+    profileDir: join(tmp.dir, `p${n}`),
+    serverUrl: relay.url,
+    passphrase: null,
+    onLink: (l) => shown(l),
+    ...(onHistory ? { onHistory } : {}),
+  });
   await primary.linkDevice(await linkText);
   const c = await device;
   open.push(c);
@@ -112,6 +118,34 @@ describe('multi-device', () => {
       expect(sent.get(c)?.slice().sort()).toEqual(fromBob);
       expect(bodies(await c.history('md_alice', 100))).toEqual([...fromBob.map((b) => `out:${b}`), ...fromAlice.map((b) => `in:${b}`)].sort());
     }
+  });
+
+  it('a linked device sees the history from before it was linked', async () => {
+    const a1 = await register('hist_alice');
+    const b1 = await register('hist_bob');
+    await a1.connect();
+    await b1.connect();
+    const atBob = nextEvent(b1, 'message', (m) => m.body === 'before one');
+    await a1.send('hist_bob', 'before one');
+    await atBob;
+    const atAlice = nextEvent(a1, 'message', (m) => m.body === 'before two');
+    const { timestamp } = await b1.send('hist_alice', 'before two');
+    await atAlice;
+    await a1.sendReadReceipt('hist_bob', [timestamp]);
+
+    let imported = -1;
+    const a2 = await link(a1, (k) => (imported = k));
+    expect(imported).toBe(2);
+    expect((await a2.history('hist_bob')).map((e) => [e.direction, e.body, e.status])).toEqual([
+      ['out', 'before one', (await a1.history('hist_bob'))[0]?.status],
+      ['in', 'before two', 'read'],
+    ]);
+    // And it carries on from there.
+    await a2.connect();
+    const after = nextEvent(a2, 'message', (m) => m.body === 'after');
+    await b1.send('hist_alice', 'after');
+    await after;
+    expect((await a2.history('hist_bob')).map((e) => e.body)).toEqual(['before one', 'before two', 'after']);
   });
 
   it('a read receipt sent by one device marks the message read on the account\'s other devices', async () => {

@@ -208,3 +208,19 @@ export function processProvisioningAddress(v: unknown): ProvisioningAddress {
   return { address: parseProvisioningToken(obj(v, 'body').address, 'address') };
 }
 
+
+/** `PUT /v1/devices/archive` answer: the id of the stored (encrypted) history archive. */
+export interface ArchiveUploadResponse {
+  id: string;
+  expiresAt: number;
+}
+export function processArchiveUploadResponse(v: unknown): ArchiveUploadResponse {
+  const o = obj(v, 'body');
+  if (typeof o.id !== 'string' || !/^[A-Za-z0-9_-]{32}$/.test(o.id)) fail('id', 'must be 32 base64url characters');
+  return { id: o.id, expiresAt: int(o.expiresAt, 'expiresAt', 0, Number.MAX_SAFE_INTEGER) };
+}
+
+/** `GET /v1/devices/archive/:id` answer: the encrypted archive. */
+export function processArchiveDownloadResponse(v: unknown): Uint8Array {
+  return b64(obj(v, 'body').archive, 'archive', { max: 2 * 1024 * 1024 });
+}

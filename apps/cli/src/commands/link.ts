@@ -27,6 +27,9 @@ export async function runLink(args: LinkArgs, ctx: ErrorContext): Promise<number
     serverUrl,
     passphrase,
     timeoutMs: args.timeoutSeconds * 1000,
+    onHistory: (n) => {
+      if (n > 0) println(`imported ${n} message${n === 1 ? '' : 's'} of history from the primary device`);
+    },
     onLink: (link) => {
       void qr(link).then(async (code) => {
         println('Scan this code, or on your primary device run:');
