@@ -42,6 +42,16 @@ describe('relay config', () => {
     expect(() => relayConfigFromEnv({ PARLEY_MESSAGE_TTL_DAYS: '-1' })).toThrow(RangeError);
   });
 
+  it('reads the device limit and idle expiry', () => {
+    const c = relayConfigFromEnv({ PARLEY_MAX_DEVICES: '3', PARLEY_DEVICE_IDLE_DAYS: '2' });
+    expect(c.maxDevices).toBe(3);
+    expect(c.deviceIdleMs).toBe(2 * 24 * 3600 * 1000);
+    expect(relayConfigFromEnv({}).maxDevices).toBeUndefined();
+    expect(() => relayConfigFromEnv({ PARLEY_MAX_DEVICES: '128' })).toThrow(RangeError);
+    expect(() => relayConfigFromEnv({ PARLEY_MAX_DEVICES: 'six' })).toThrow(RangeError);
+    expect(() => relayConfigFromEnv({ PARLEY_DEVICE_IDLE_DAYS: '0' })).toThrow(RangeError);
+  });
+
   it('startRelay logs one "relay listening" line with the url to the configured destination', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'parley-relay-log-'));
     try {
