@@ -10,7 +10,7 @@ import { resolveAttachmentConfig } from './attachment-config.js';
 import { type AttachmentsEdge, registerAttachments } from './attachments.js';
 import type { BlobStore } from './blobstore.js';
 import { type RelayConfig, resolveRateLimits } from './config.js';
-import { type ErrorCode, ErrorCodes } from './errors.js';
+import { type ErrorCode, ErrorCodes, RelayError } from './errors.js';
 import { DEFAULT_DEVICE_IDLE_MS, DEFAULT_MAX_DEVICES, Devices, PROVISIONING_CODE_TTL_MS, defineDeviceRoutes } from './devices.js';
 import { Gateway, type GatewayOptions, defaultGatewayOptions } from './gateway.js';
 import { type RelayMetrics, createMetrics } from './metrics.js';
@@ -102,7 +102,20 @@ export function buildRelay(deps: RelayBuildDeps): BuiltRelay {
     certificateTtlMs: config.senderCertificateTtlMs ?? DEFAULT_SENDER_CERTIFICATE_TTL_MS,
   });
   const router = new Router(relay, log, metrics, sealed);
-  const provisioning = new ProvisioningSockets({ bus, log, timeoutMs: PROVISIONING_CODE_TTL_MS });
+  const provisioning = new ProvisioningSockets({
+    bus,
+    log,
+    timeoutMs: PROVISIONING_CODE_TTL_MS,
+    // The registration bucket's rates, in a bucket of its own per address.
+    admit: (ip) =>
+      relay.limit('register', `provisioning:${ip}`).then(
+        () => ({ kind: 'allowed' as const }),
+        (err: unknown) => {
+          if (RelayError.is(err, 'RATE_LIMITED')) return { kind: 'limited' as const, retryAfterSeconds: err.details.retryAfterSeconds ?? 1 };
+          throw err;
+        },
+      ),
+  });
   const devices = new Devices({
     relay,
     store,
@@ -221,11 +234,8 @@ export function buildRelay(deps: RelayBuildDeps): BuiltRelay {
   app.server.on('upgrade', (req, socket, head: Buffer) => {
     if ((req.url ?? '').split('?')[0] === PROVISIONING_PATH) return provisioning.handleUpgrade(req, socket, head);
     gateway.handleUpgrade(req, socket, head);
-    // Last-seen for idle expiry: only for credentials that check out (the gateway authenticates on its own).
-    void relay
-      .authenticate(parseBasicAuth(req.headers.authorization))
-      .then((me) => devices.touch(me))
-      .catch(() => undefined);
+    // Last-seen for idle expiry, for credentials that check out (the gateway authenticates on its own).
+    void devices.touchIfValid(parseBasicAuth(req.headers.authorization)).catch(() => undefined);
   });
 
   let purging: Promise<unknown> = Promise.resolve();

@@ -22,7 +22,7 @@ import {
   processProvisionEnvelope,
 } from '@parley/wire';
 import type { Logger } from 'pino';
-import { hashPassword } from './auth.js';
+import { type BasicCredentials, checkPassword, hashPassword } from './auth.js';
 import type { BlobStore } from './blobstore.js';
 import { RelayError } from './errors.js';
 import { type Bus, type Clock, type Store, deviceKey } from './ports.js';
@@ -92,7 +92,7 @@ export class Devices {
    * @throws RelayError INVALID_CODE, BAD_SIGNATURE, TOO_MANY_DEVICES, RATE_LIMITED
    */
   async link(req: LinkDeviceRequest, ip: string): Promise<LinkDeviceResponse> {
-    await this.deps.relay.limit('register', ip);
+    await this.deps.relay.limit('register', `link:${ip}`);
     const now = this.deps.clock.now();
     const account = await this.deps.store.takeProvisioningCode(hashCode(req.provisioningCode), now);
     if (!account) throw new RelayError('INVALID_CODE', 'the provisioning code is unknown, used or expired');
@@ -160,6 +160,13 @@ export class Devices {
   /** Record a socket connect (for idle expiry). */
   async touch(me: DeviceRef): Promise<void> {
     await this.deps.store.touchDevice(me.account, me.device, this.deps.clock.now());
+  }
+
+  /** `touch` for a connecting socket's credentials, when they are right (failures are the gateway's to count). */
+  async touchIfValid(creds: BasicCredentials | null): Promise<void> {
+    if (!creds) return;
+    const stored = await this.deps.store.getDeviceCredentials(creds.account, creds.device);
+    if (stored && checkPassword(creds.password, stored.passwordSalt, stored.passwordHash)) await this.touch(creds);
   }
 
   /**

@@ -32,11 +32,22 @@ export function provisioningBusKey(address: string): string {
 export interface ProvisioningOptions {
   bus: Bus;
   log: Logger;
+  /** Rate limit per client address; resolves when allowed, else with the seconds to wait. */
+  admit: (ip: string) => Promise<{ kind: 'allowed' } | { kind: 'limited'; retryAfterSeconds: number }>;
   /** How long a provisioning socket waits for its message. */
   timeoutMs: number;
 }
 
 const encoder = new TextEncoder();
+
+function refuse(socket: Duplex, status: number, code: string, message: string, retryAfterSeconds?: number): void {
+  const body = JSON.stringify({ code, message });
+  const retry = retryAfterSeconds === undefined ? '' : `retry-after: ${retryAfterSeconds}\r\n`;
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\ncontent-type: application/json\r\n${retry}` +
+      `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
+}
 
 export class ProvisioningSockets {
   readonly #wss = new WebSocketServer({ noServer: true, maxPayload: 4096 });
@@ -51,14 +62,15 @@ export class ProvisioningSockets {
 
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => socket.destroy());
-    if (this.#draining) {
-      const body = JSON.stringify({ code: 'SHUTTING_DOWN', message: 'relay is shutting down' });
-      socket.end(
-        `HTTP/1.1 503 ${STATUS_CODES[503] ?? ''}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-      );
-      return;
-    }
-    this.#wss.handleUpgrade(req, socket, head, (ws) => this.#start(ws));
+    if (this.#draining) return refuse(socket, 503, 'SHUTTING_DOWN', 'relay is shutting down');
+    this.opts.admit(req.socket.remoteAddress ?? '').then(
+      (r) => {
+        if (r.kind === 'limited') return refuse(socket, 429, 'RATE_LIMITED', 'too many provisioning sockets', r.retryAfterSeconds);
+        if (this.#draining) return refuse(socket, 503, 'SHUTTING_DOWN', 'relay is shutting down');
+        this.#wss.handleUpgrade(req, socket, head, (ws) => this.#start(ws));
+      },
+      () => refuse(socket, 500, 'INTERNAL', 'internal error'),
+    );
   }
 
   #start(ws: WebSocket): void {

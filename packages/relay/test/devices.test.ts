@@ -193,6 +193,45 @@ describe('provisioning socket', () => {
     expect(frames[1]?.body).toEqual(envelope);
   });
 
+  it('opening a device socket records its last-seen time (used for idle expiry)', async () => {
+    h = await makeHarness();
+    await h.built.app.listen({ host: '127.0.0.1', port: 0 });
+    const addr = h.built.app.server.address();
+    const port = typeof addr === 'object' && addr ? addr.port : 0;
+    const alice = await h.register('alice');
+    const d2 = await link(h, (await code(h, alice)).code, alice.identity);
+    const linkedAt = h.clock.now();
+    h.clock.advance(5000);
+    const sock = await TestSocket.connect(`http://127.0.0.1:${port}`, basicAuth(alice.accountId, 2, d2.password));
+    const lastSeen = async () => (await h!.store.deviceDetails(alice.accountId)).find((d) => d.deviceId === 2)?.lastSeen;
+    while ((await lastSeen()) === linkedAt) await new Promise((r) => setTimeout(r, 20));
+    expect(await lastSeen()).toBe(linkedAt + 5000);
+    await sock.close();
+    // Wrong credentials do not count as seen.
+    h.clock.advance(5000);
+    await expect(TestSocket.connect(`http://127.0.0.1:${port}`, basicAuth(alice.accountId, 2, newPassword()))).rejects.toThrow('status 401');
+    expect(await lastSeen()).toBe(linkedAt + 5000);
+  });
+
+  it('provisioning sockets are rate limited per address', async () => {
+    h = await makeHarness({ rateLimits: { register: { burst: 1, perSecond: 0.001 } } });
+    await h.built.app.listen({ host: '127.0.0.1', port: 0 });
+    const addr = h.built.app.server.address();
+    const port = typeof addr === 'object' && addr ? addr.port : 0;
+    const open = () =>
+      new Promise<number>((resolve, reject) => {
+        const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/provisioning`);
+        ws.once('open', () => {
+          ws.close();
+          resolve(101);
+        });
+        ws.once('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+        ws.once('error', reject);
+      });
+    expect(await open()).toBe(101);
+    expect(await open()).toBe(429);
+  });
+
   it('a removed device has its socket closed', async () => {
     h = await makeHarness();
     await h.built.app.listen({ host: '127.0.0.1', port: 0 });
