@@ -4,7 +4,7 @@
  * `parley devices list|remove` manage it.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cleanupAll, createWorld, messagesOf, type World } from '../helpers/world.js';
+import { cleanupAll, createWorld, messagesOf, parseJsonLines, type World } from '../helpers/world.js';
 
 describe('parley link / devices', () => {
   let w: World;
@@ -41,6 +41,11 @@ describe('parley link / devices', () => {
     await w.ok('alice_laptop', ['send', 'bob', 'from the laptop']);
     const atBob = await w.ok('bob', ['receive', '--json']);
     expect(messagesOf(atBob.stdout).map((m) => m.body)).toEqual(['from the laptop']);
+    // The primary shows what the laptop sent (sync transcript).
+    const synced = await w.ok('alice', ['receive', '--json']);
+    expect(parseJsonLines(synced.stdout).filter((o) => o.type === 'sent')).toEqual([
+      expect.objectContaining({ type: 'sent', to: 'bob', body: 'from the laptop' }),
+    ]);
 
     const list = await w.ok('alice', ['devices', 'list', '--json']);
     expect(list.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { deviceId: number }).deviceId)).toEqual([1, 2]);

@@ -100,6 +100,11 @@ function subscribe(client: ParleyClient, json: boolean, downloads: Downloads): A
         );
       }
     }),
+    // Sync transcripts: what this account sent from its other devices.
+    client.on('sent', (m) => {
+      if (out) out({ type: 'sent', to: m.to, timestamp: m.timestamp, body: m.body });
+      else println(`[${shortTime(m.timestamp)}] you → ${safeText(m.to)}: ${safeText(m.body)}`);
+    }),
     client.on('serverReceipt', (r) => out?.({ type: 'serverReceipt', fromAccount: r.fromAccount, timestamp: r.timestamp })),
     client.on('typing', (t) => out?.({ type: 'typing', from: t.from, fromAccount: t.fromAccount, started: t.started })),
     client.on('identityChanged', (c) => {
