@@ -2,10 +2,12 @@
  * Multi-device against a real relay: linking, fan-out to every device, sync
  * transcripts, removal, re-linking (410) and bundles the relay forged.
  */
+import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultRelayConfig, startRelay, type RunningRelay } from '@parley/relay';
 import { ParleyClient, SdkError } from '../src/index.js';
+import { startLinking } from '../src/linking.js';
 import { collect, nextEvent, tempDir } from './helpers.js';
 
 let relay: RunningRelay;
@@ -146,6 +148,34 @@ describe('multi-device', () => {
     await b1.send('hist_alice', 'after');
     await after;
     expect((await a2.history('hist_bob')).map((e) => e.body)).toEqual(['before one', 'before two', 'after']);
+  });
+
+  it('the relay holds only ciphertext of the provisioning message and the history archive', async () => {
+    const a1 = await register('canary_alice');
+    const b1 = await register('canary_bob');
+    await a1.connect();
+    await b1.connect();
+    const canary = `canary-${Math.random().toString(36).slice(2)}-history`;
+    const got = nextEvent(b1, 'message', (m) => m.body === canary);
+    await a1.send('canary_bob', canary);
+    await got;
+    // A device that is shown a link but never registers: the archive stays on the relay.
+    const pending = await startLinking(relay.url);
+    await a1.linkDevice(pending.link);
+    const message = await pending.message;
+    expect(message.accountId).toBe(a1.identity.accountId);
+    expect(message.archive).not.toBeNull();
+    const needles = [Buffer.from(canary), Buffer.from(message.identityKeyPrivate), Buffer.from(message.profileKey), Buffer.from(message.archive?.key ?? [])];
+    const files = (function list(dir: string): string[] {
+      return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? list(join(dir, e.name)) : [join(dir, e.name)]));
+    })(join(tmp.dir, 'relay'));
+    // The archive really is there (in the blob store) for the scan to look at.
+    expect(files.filter((f) => f.includes(join('relay', 'blobs'))).length).toBeGreaterThan(0);
+    const hits = files.flatMap((f) => {
+      const bytes = readFileSync(f);
+      return needles.filter((n) => bytes.includes(n)).map((n) => `${f}: ${needles.indexOf(n)}`);
+    });
+    expect(hits).toEqual([]);
   });
 
   it('a read receipt sent by one device marks the message read on the account\'s other devices', async () => {
