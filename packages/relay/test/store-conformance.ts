@@ -411,7 +411,10 @@ export function describeStoreConformance(name: string, makeStore: () => Promise<
       expect(await s.keyCounts(a.accountId, D2)).toEqual({ ecCount: 0, kyberCount: 0 });
       expect(await s.fetchQueue(a.accountId, D2, 0, 10)).toEqual([]);
       expect(await s.getDeviceCredentials(a.accountId, D2)).toBeNull();
+      // An envelope committed for device 2 after its removal (a send racing the removal) is not handed to the next device 2.
+      await s.enqueue({ envelopes: [envelope(a.accountId, D2, 5500)], idempotencyKey: null, now: 5500 });
       expect(await s.addDevice(linked(103, 6000))).toEqual({ kind: 'added', deviceId: 2 });
+      expect(await s.fetchQueue(a.accountId, D2, 0, 10)).toEqual([]);
       expect((await s.listDevices(a.accountId)).map((d) => [d.deviceId, d.registrationId])).toEqual([
         [1, 42],
         [2, 103],

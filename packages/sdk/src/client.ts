@@ -947,6 +947,7 @@ export class ParleyClient {
     this.assertOpen();
     const info = parseLink(link);
     const archive = opts.history === false ? null : await this.uploadArchive();
+    this.knownAlone = false;
     let code: string;
     try {
       code = processProvisioningCodeResponse(replyJson(expectOk(await this.call('GET', '/v1/devices/provisioning/code')))).code;
@@ -1017,15 +1018,23 @@ export class ParleyClient {
     await this.crypto.run(async () => void this.stores.commit(() => this.stores.session.delete(this.identity.accountId, deviceId)));
   }
 
-  /** True when this account has devices besides this one (from our sessions, else from the relay). */
+  /**
+   * True when this account has devices besides this one (from our sessions,
+   * else from the relay). Only the primary adds devices, so once the relay has
+   * said the primary is alone it stays alone until this client links one.
+   */
   private async hasOtherOwnDevices(): Promise<boolean> {
     if (this.knownDevices(this.identity.accountId).all.length > 0) return true;
+    if (this.knownAlone) return false;
     try {
-      return (await this.listDevices()).some((d) => d.deviceId !== this.identity.deviceId);
+      const others = (await this.listDevices()).some((d) => d.deviceId !== this.identity.deviceId);
+      this.knownAlone = !others && this.identity.deviceId === 1;
+      return others;
     } catch {
       return false; // the relay is unreachable: no transcript this time
     }
   }
+  private knownAlone = false;
 
   // ---------------------------------------------------------------- history
 

@@ -594,6 +594,10 @@ export class PostgresStore implements Store {
       let id = 2;
       while (taken.has(id)) id++;
       if (id > 127) return { kind: 'tooMany' };
+      // Whatever a removed device of this id left behind (an envelope committed while it was removed) is not the new device's.
+      await c.query('DELETE FROM ec_prekeys WHERE account_id = $1 AND device_id = $2', [req.account, id]);
+      await c.query('DELETE FROM kyber_prekeys WHERE account_id = $1 AND device_id = $2', [req.account, id]);
+      await c.query('DELETE FROM envelopes WHERE dest_account = $1 AND dest_device = $2', [req.account, id]);
       await c.query(
         `INSERT INTO devices (account_id, device_id, registration_id, password_salt, password_hash,
            signed_key_id, signed_key, signed_key_sig, kyber_lr_id, kyber_lr_key, kyber_lr_sig, created_at, last_seen)

@@ -445,6 +445,10 @@ export class SqliteStore implements Store {
       let id = 2;
       while (taken.has(id)) id++;
       if (id > 127) return { kind: 'tooMany' };
+      // Whatever a removed device of this id left behind (an envelope committed while it was removed) is not the new device's.
+      this.#s.deleteDeviceEc.run([req.account, id]);
+      this.#s.deleteDeviceKyber.run([req.account, id]);
+      this.#s.deleteDeviceQueue.run([req.account, id]);
       this.#s.insertDevice.run({
         a: req.account,
         d: id,
