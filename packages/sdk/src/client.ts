@@ -947,7 +947,6 @@ export class ParleyClient {
     this.assertOpen();
     const info = parseLink(link);
     const archive = opts.history === false ? null : await this.uploadArchive();
-    this.knownAlone = false;
     let code: string;
     try {
       code = processProvisioningCodeResponse(replyJson(expectOk(await this.call('GET', '/v1/devices/provisioning/code')))).code;
@@ -1020,21 +1019,18 @@ export class ParleyClient {
 
   /**
    * True when this account has devices besides this one (from our sessions,
-   * else from the relay). Only the primary adds devices, so once the relay has
-   * said the primary is alone it stays alone until this client links one.
+   * else from the relay). Not cached: another process on the primary (e.g.
+   * `parley devices add` next to a running `parley chat`) may have just
+   * linked one, and that device must get this transcript.
    */
   private async hasOtherOwnDevices(): Promise<boolean> {
     if (this.knownDevices(this.identity.accountId).all.length > 0) return true;
-    if (this.knownAlone) return false;
     try {
-      const others = (await this.listDevices()).some((d) => d.deviceId !== this.identity.deviceId);
-      this.knownAlone = !others && this.identity.deviceId === 1;
-      return others;
+      return (await this.listDevices()).some((d) => d.deviceId !== this.identity.deviceId);
     } catch {
       return false; // the relay is unreachable: no transcript this time
     }
   }
-  private knownAlone = false;
 
   // ---------------------------------------------------------------- history
 
