@@ -213,12 +213,21 @@ describe('multi-device', () => {
     await a1.removeDevice(2);
     await gone;
     const a2Messages = collect(a2, 'message');
-    await a2.close();
     const got = nextEvent(a1, 'message', (m) => m.body === 'two');
     await b1.send('rm_alice', 'two'); // 409 (extra device 2) and retry
     await got;
-    expect(a2Messages).toEqual([]);
     expect((await a1.listDevices()).map((d) => d.deviceId)).toEqual([1]);
+    // Nothing was queued for device 2 on the relay, and its credentials no longer open a socket.
+    const { openSqliteStore } = await import('@parley/relay');
+    const store = openSqliteStore(join(tmp.dir, 'relay'));
+    try {
+      expect(await store.fetchQueue(a1.identity.accountId as never, 2 as never, 0, 10)).toEqual([]);
+    } finally {
+      await store.close();
+    }
+    await expect(a2.connect()).rejects.toSatisfy((e) => SdkError.is(e, 'UNAUTHORIZED'));
+    expect(a2Messages).toEqual([]);
+    await a2.close();
 
     // Re-link: the new device gets id 2 again with a new registration id. Bob's session for device 2 is
     // gone after the 409 above, so force the stale case: link, then send with bob holding an old session.
