@@ -811,7 +811,7 @@ export class ParleyClient {
     // Our other devices learn about it through a sync transcript (when we have any; a 409 fixes the set).
     if (account !== this.identity.accountId && (await this.hasOtherOwnDevices())) {
       this.spawn(() =>
-        this.sendContent(this.identity.accountId, { kind: 'syncSent', destination: account as never, timestamp, message: { body: text, timestamp } }, timestamp, {
+        this.sendContent(this.identity.accountId, { kind: 'syncSent', destination: account as never, timestamp, message: { body: text, timestamp, ...(attachments.length > 0 ? { attachments } : {}) } }, timestamp, {
           log: false,
           urgent: false,
         }),
@@ -1270,6 +1270,8 @@ export class ParleyClient {
           this.db
             .prepare("INSERT OR IGNORE INTO messages (id, account, device, direction, timestamp, server_timestamp, body, status, username) VALUES (?, ?, ?, 'out', ?, ?, ?, 'sent', ?)")
             .run([id, c.destination, source.device, c.message.timestamp, env.serverTimestamp, c.message.body, this.usernameFor(c.destination)]);
+          // Files we sent from another device can be downloaded here too (downloadAttachment / pendingAttachments).
+          storeReceived(this.db, id, c.message.attachments ?? []);
           const s = { to, timestamp: c.message.timestamp, body: c.message.body };
           after = () => this.emit('sent', s);
           break;

@@ -2,7 +2,7 @@
  * Multi-device against a real relay: linking, fan-out to every device, sync
  * transcripts, removal, re-linking (410) and bundles the relay forged.
  */
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultRelayConfig, startRelay, type RunningRelay } from '@parley/relay';
@@ -176,6 +176,26 @@ describe('multi-device', () => {
       return needles.filter((n) => bytes.includes(n)).map((n) => `${f}: ${needles.indexOf(n)}`);
     });
     expect(hits).toEqual([]);
+  });
+
+  it('a file sent from one device can be downloaded on the account\'s other devices', async () => {
+    const a1 = await register('file_alice');
+    const b1 = await register('file_bob');
+    await a1.connect();
+    await b1.connect();
+    const a2 = await link(a1);
+    await a2.connect();
+    const path = join(tmp.dir, 'note.txt');
+    const content = `file-${Math.random().toString(36)}`.repeat(50);
+    writeFileSync(path, content);
+    const synced = nextEvent(a2, 'sent', (s) => s.body === 'see file');
+    const atBob = nextEvent(b1, 'message', (m) => m.body === 'see file');
+    await a1.sendFile('file_bob', { path, text: 'see file' });
+    await Promise.all([synced, atBob]);
+    const pending = a2.pendingAttachments();
+    expect(pending).toHaveLength(1);
+    const saved = await a2.downloadAttachment(pending[0]?.messageId ?? '', 0, { dir: join(tmp.dir, 'a2-downloads') });
+    expect(readFileSync(saved.path, 'utf8')).toBe(content);
   });
 
   it('a read receipt sent by one device marks the message read on the account\'s other devices', async () => {
