@@ -4,7 +4,15 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { IdentityKeyPair } from '@signalapp/libsignal-client';
-import { type AccountId, type DeviceId, type RequestFrame, decodeFrame, encodeLinkDeviceRequest, encodeProvisionEnvelope } from '@parley/wire';
+import {
+  type AccountId,
+  type DeviceId,
+  type RequestFrame,
+  decodeFrame,
+  encodeKeyUploadRequest,
+  encodeLinkDeviceRequest,
+  encodeProvisionEnvelope,
+} from '@parley/wire';
 import WebSocket from 'ws';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Harness, type TestAccount, basicAuth, makeHarness, newPassword, signedEc, signedKyber } from './helpers.js';
@@ -67,6 +75,26 @@ describe('device routes', () => {
     expect(forged.status).toBe(422);
     expect(forged.body.code).toBe('BAD_SIGNATURE');
     expect(await h.store.listDevices(alice.accountId)).toHaveLength(1);
+  });
+
+  it('a linked device can upload keys signed by the account identity key only', async () => {
+    h = await makeHarness();
+    const alice = await h.register('alice');
+    const d2 = await link(h, (await code(h, alice)).code, alice.identity);
+    const auth2 = basicAuth(alice.accountId, 2, d2.password);
+    const upload = (signer: IdentityKeyPair) =>
+      h!.built.app.inject({
+        method: 'PUT',
+        url: '/v1/keys',
+        headers: { authorization: auth2, 'content-type': 'application/json' },
+        payload: encodeKeyUploadRequest({ preKeys: [], kyberPreKeys: [signedKyber(signer, 10)], signedPreKey: signedEc(signer, 11), kyberLastResortKey: null }),
+      });
+    const forged = await upload(IdentityKeyPair.generate());
+    expect(forged.statusCode).toBe(422);
+    expect(forged.json<{ code: string }>().code).toBe('BAD_SIGNATURE');
+    expect(await h.store.keyCounts(alice.accountId, 2 as DeviceId)).toEqual({ ecCount: 0, kyberCount: 0 });
+    expect((await upload(alice.identity)).statusCode).toBe(204);
+    expect(await h.store.keyCounts(alice.accountId, 2 as DeviceId)).toEqual({ ecCount: 0, kyberCount: 1 });
   });
 
   it('only the primary gets codes; unknown and expired codes are refused', async () => {
