@@ -99,7 +99,11 @@ export class ProvisioningSockets {
       unsubscribe();
       this.#open.delete(ws);
     });
-    send('/v1/address', encoder.encode(JSON.stringify({ address })), { 'content-type': 'application/json' });
+    // Hand out the address only once the bus has registered the subscription (NATS: a flush round trip), so a
+    // primary that answers at once, through another node, cannot publish before anyone listens.
+    const bus = this.opts.bus as Bus & { flush?: () => Promise<void> };
+    const ready = typeof bus.flush === 'function' ? bus.flush().catch(() => undefined) : Promise.resolve();
+    void ready.then(() => send('/v1/address', encoder.encode(JSON.stringify({ address })), { 'content-type': 'application/json' }));
   }
 
   /** Hand an encrypted envelope to whichever node holds the socket of `address` (nothing happens when none does). */
