@@ -86,7 +86,13 @@ describe.skipIf(!available)('kill -9 of random nodes under load', () => {
       try {
         await sleep(1_500);
         for (let cycle = 0; cycle < CYCLES; cycle++) {
-          const victim = nodes[Math.floor(Math.random() * nodes.length)] as ClusterNode;
+          // Kill the node holding the most client connections (ties broken at
+          // random): a random pick can hit a node the clients already left, and
+          // then the cycle tests nothing.
+          const shuffled = [...nodes].sort(() => Math.random() - 0.5);
+          const victim = shuffled.reduce((a, b) =>
+            (balancer?.connectionsTo(b.port) ?? 0) > (balancer?.connectionsTo(a.port) ?? 0) ? b : a,
+          );
           await victim.kill9();
           // The balancer skips a refusing backend; clients on the victim reconnect elsewhere.
           await sleep(800 + Math.random() * 700);

@@ -44,6 +44,8 @@ export class Balancer {
   #backends: number[] = [];
   #next = 0;
   readonly #open = new Set<Socket>();
+  /** Open upstream connections per backend port. */
+  readonly #perBackend = new Map<number, number>();
 
   private constructor(
     private readonly server: Server,
@@ -69,6 +71,11 @@ export class Balancer {
     this.#backends = [...ports];
   }
 
+  /** How many client connections are open to the backend on `port` right now. */
+  connectionsTo(port: number): number {
+    return this.#perBackend.get(port) ?? 0;
+  }
+
   #route(client: Socket): void {
     this.#open.add(client);
     client.pause();
@@ -84,8 +91,10 @@ export class Balancer {
       upstream.once('connect', () => {
         connected = true;
         this.#open.add(upstream);
+        this.#perBackend.set(port, this.connectionsTo(port) + 1);
         upstream.once('close', () => {
           this.#open.delete(upstream);
+          this.#perBackend.set(port, this.connectionsTo(port) - 1);
           client.destroy();
         });
         client.once('close', () => upstream.destroy());
