@@ -157,6 +157,17 @@ interface SendOptions extends SendMode {
   log: boolean;
   urgent: boolean;
 }
+/** One send to every device of an account. */
+interface Delivery {
+  account: string;
+  timestamp: number;
+  urgent: boolean;
+  /** Makes one device's envelope; runs on the crypto queue. */
+  build: (device: number) => Promise<Built>;
+  /** Rows to commit in the same transaction as the ratchet state of the encryption. */
+  onCommit?: (devices: number[]) => void;
+  mode?: SendMode;
+}
 const SEND_LOG_TTL_MS = 24 * 3600 * 1000;
 const SEEN_TTL_MS = 45 * 24 * 3600 * 1000;
 
@@ -631,29 +642,15 @@ export class ParleyClient {
    * `build` makes each device's envelope (it runs on the crypto queue and its
    * store writes are committed with `onCommit`).
    */
-  private deliver(
-    account: string,
-    timestamp: number,
-    urgent: boolean,
-    build: (device: number) => Promise<Built>,
-    onCommit?: (devices: number[]) => void,
-    mode: SendMode = {},
-  ): Promise<void> {
+  private deliver(d: Delivery): Promise<void> {
     // One send at a time per recipient: keeps their order and avoids two parallel session setups.
-    let q = this.sendQueues.get(account);
-    if (!q) this.sendQueues.set(account, (q = new Serial()));
-    return q.run(() => this.deliverNow(account, timestamp, urgent, build, onCommit, mode));
+    let q = this.sendQueues.get(d.account);
+    if (!q) this.sendQueues.set(d.account, (q = new Serial()));
+    return q.run(() => this.deliverNow(d));
   }
   private readonly sendQueues = new Map<string, Serial>();
 
-  private async deliverNow(
-    account: string,
-    timestamp: number,
-    urgent: boolean,
-    build: (device: number) => Promise<Built>,
-    onCommit?: (devices: number[]) => void,
-    mode: SendMode = {},
-  ): Promise<void> {
+  private async deliverNow({ account, timestamp, urgent, build, onCommit, mode = {} }: Delivery): Promise<void> {
     const messageId = randomBytes(16);
     // Sealed when asked for, we hold a certificate and the recipient's access key; else identified.
     const cert = mode.sealed === true && account !== this.identity.accountId ? await this.senderCertificate() : null;
@@ -728,23 +725,25 @@ export class ParleyClient {
   /** Encrypts an encoded Content (padded) for each device; logs it for resends when asked. */
   private async sendEncrypted(account: string, plaintext: Uint8Array, timestamp: number, opts: SendOptions): Promise<void> {
     const padded = ab(padPlaintext(plaintext));
-    await this.deliver(
+    await this.deliver({
       account,
       timestamp,
-      opts.urgent,
-      async (device) => {
+      urgent: opts.urgent,
+      build: async (device) => {
         const ct = await signalEncrypt(padded, this.addr(account, device), this.localAddress, this.stores.session, this.stores.identity);
         const type = ct.type() === (CiphertextMessageType.PreKey as number) ? EnvelopeType.PreKeyMessage : EnvelopeType.Ciphertext;
         return { type, content: ct.serialize(), ciphertext: ct };
       },
-      opts.log
-        ? (devices) => {
-            const insert = this.db.prepare('INSERT INTO send_log (account, device, timestamp, content, created_at) VALUES (?, ?, ?, ?, ?)');
-            for (const d of devices) insert.run([account, d, timestamp, ab(plaintext), Date.now()]);
+      ...(opts.log
+        ? {
+            onCommit: (devices: number[]) => {
+              const insert = this.db.prepare('INSERT INTO send_log (account, device, timestamp, content, created_at) VALUES (?, ?, ?, ?, ?)');
+              for (const d of devices) insert.run([account, d, timestamp, ab(plaintext), Date.now()]);
+            },
           }
-        : undefined,
-      { sealed: opts.sealed ?? false, online: opts.online ?? false },
-    );
+        : {}),
+      mode: { sealed: opts.sealed ?? false, online: opts.online ?? false },
+    });
   }
 
   private async sendContent(account: string, content: Content, timestamp: number, opts: SendOptions): Promise<void> {
@@ -1343,6 +1342,11 @@ export class ParleyClient {
   /** Sends a DecryptionErrorMessage (envelope type 8) back to the device whose message failed. */
   private async sendDecryptionError(source: { account: string; device: number }, dem: DecryptionErrorMessage): Promise<void> {
     const content = PlaintextContent.from(dem).serialize();
-    await this.deliver(source.account, this.nextTimestamp(), false, async () => ({ type: EnvelopeType.PlaintextContent, content }));
+    await this.deliver({
+      account: source.account,
+      timestamp: this.nextTimestamp(),
+      urgent: false,
+      build: async () => ({ type: EnvelopeType.PlaintextContent, content }),
+    });
   }
 }
