@@ -17,3 +17,9 @@ process.stdout.write(`${JSON.stringify({ port: relay.port })}\n`);
 process.once('SIGTERM', () => {
   void relay.close().then(() => process.exit(0));
 });
+
+// Exit when the benchmark that started this process has gone (no orphans after a kill).
+const parent = process.ppid;
+setInterval(() => {
+  if (process.ppid !== parent) process.exit(0);
+}, 1000).unref();

@@ -48,7 +48,7 @@ export interface ClusterRow {
 }
 
 /** utime + stime of a process, in microseconds; 0 when it has gone. */
-function cpuMicros(pid: number): number {
+export function cpuMicros(pid: number): number {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
@@ -72,7 +72,7 @@ function cpuOfCommand(comm: string): number {
   return total;
 }
 
-async function startNode(env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; port: number }> {
+export async function startNode(env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; port: number }> {
   const child = spawn(
     process.execPath,
     [...(process.env.PARLEY_BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.PARLEY_BENCH_PROF] : []), NODE_MAIN],
@@ -90,7 +90,7 @@ async function startNode(env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess;
   return { child, port };
 }
 
-interface Account {
+export interface Account {
   accountId: AccountId;
   registrationId: number;
   auth: string;
@@ -100,7 +100,7 @@ function signed(identity: IdentityKeyPair, pub: Uint8Array<ArrayBuffer>, keyId: 
   return { keyId, publicKey: pub, signature: identity.privateKey.sign(pub) };
 }
 
-async function register(baseUrl: string, username: string): Promise<Account> {
+export async function register(baseUrl: string, username: string): Promise<Account> {
   const identity = IdentityKeyPair.generate();
   const password = randomBytes(32).toString('base64url');
   const registrationId = 1 + Math.floor(Math.random() * 16000);
@@ -124,7 +124,7 @@ async function register(baseUrl: string, username: string): Promise<Account> {
   return { accountId, registrationId, auth: `Basic ${Buffer.from(`${accountId}.1:${password}`).toString('base64')}` };
 }
 
-function openSocket(
+export function openSocket(
   baseUrl: string,
   a: Account,
   onRequest: (ws: WebSocket, id: bigint, path: string, body: Uint8Array) => void,
@@ -142,10 +142,10 @@ function openSocket(
   });
 }
 
-const ack = (ws: WebSocket, id: bigint) =>
+export const ack = (ws: WebSocket, id: bigint) =>
   ws.send(encodeResponse({ id, status: 200, message: 'OK', headers: {}, body: new Uint8Array(0) }));
 
-function percentile(sorted: number[], p: number): number {
+export function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] as number;
 }

@@ -1,37 +1,147 @@
 /**
- * `npm run bench`: prints figures, asserts nothing about speed.
- * BENCH_QUICK=1 runs a shorter version (what CI may run).
+ * `npm run bench`: every measurement in one run, printed and written to
+ * bench/results/ (JSON, Markdown tables, SVG plots). Asserts nothing about
+ * speed. BENCH_QUICK=1 is the short version CI runs: fewer clients, shorter
+ * steps, 1,000 idle connections, a 5,000-message drain, no ejabberd; its
+ * files go to a temp dir unless BENCH_OUT is set.
+ * BENCH_ONLY=load,memory,drain,client,cluster picks sections.
  */
-import { cpus } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { benchCluster } from './cluster.js';
+import { type DrainResult, measureDrain } from './drain.js';
 import { benchLibsignal, type Rate } from './libsignal.js';
+import { type LoadResult, runLadder } from './load.js';
+import { type MemoryRow, measureIdle } from './memory.js';
+import { type ServerHandle, clusterServicesUp, ejabberdMissing, startEjabberd, startFloor, startParley } from './servers.js';
+import { lineChart } from './svg.js';
 
 const quick = process.env.BENCH_QUICK === '1';
+const only = new Set((process.env.BENCH_ONLY ?? 'libsignal,load,memory,drain,cluster').split(','));
+const OUT = process.env.BENCH_OUT ?? (quick ? join(tmpdir(), 'parley-bench-quick') + sep : fileURLToPath(new URL('../results/', import.meta.url)));
+mkdirSync(OUT, { recursive: true });
 
-function table(title: string, rows: Rate[]) {
-  console.log(`\n${title}`);
-  for (const r of rows)
-    console.log(`  ${r.name.padEnd(40)} ${r.perSecond.toFixed(0).padStart(8)}/s  ${r.microsEach.toFixed(1).padStart(8)} µs each`);
+const machine = `${cpus()[0]?.model ?? 'unknown CPU'} x${cpus().length}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}`;
+console.log(`Parley benchmarks on ${machine}${quick ? ' (quick)' : ''}`);
+const f = (x: number, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : '—');
+const skipped: string[] = [];
+
+function save(name: string, data: unknown, md: string) {
+  writeFileSync(`${OUT}${name}.json`, `${JSON.stringify({ machine, quick, at: new Date().toISOString(), data }, null, 2)}\n`);
+  writeFileSync(`${OUT}${name}.md`, md);
 }
 
-console.log(
-  `Parley benchmarks on ${cpus()[0]?.model ?? 'unknown CPU'} x${cpus().length}, node ${process.version}${quick ? ' (quick)' : ''}`,
-);
-table('libsignal, raw (in-memory stores, one core)', await benchLibsignal(quick));
+async function withServer<T>(start: () => Promise<ServerHandle>, fn: (s: ServerHandle) => Promise<T>): Promise<T> {
+  const s = await start();
+  try {
+    return await fn(s);
+  } finally {
+    await s.stop();
+  }
+}
 
-const cluster = await benchCluster(quick);
-const base = cluster.rows.find((r) => r.nodes === 1 && r.label.startsWith('cluster'))?.perSecond ?? NaN;
-console.log(
-  '\nRelay, 1 KiB messages over WebSocket, senders and receivers on different nodes (load generator on the same 2 cores)',
-);
-console.log(
-  `  ${'configuration'.padEnd(40)} ${'msg/s'.padStart(8)} ${'× 1 node'.padStart(9)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'relay µs/msg'.padStart(13)} ${'PG µs/msg'.padStart(10)} ${'NATS µs/msg'.padStart(12)}`,
-);
-for (const r of cluster.rows) {
-  const ratio = r.label.startsWith('cluster') ? (r.perSecond / base).toFixed(2) : '—';
-  const f = (x: number, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : '—');
-  console.log(
-    `  ${r.label.padEnd(40)} ${f(r.perSecond).padStart(8)} ${ratio.padStart(9)} ${f(r.p50Ms, 1).padStart(7)} ${f(r.p99Ms, 1).padStart(7)} ${f(r.relayMicros).padStart(13)} ${f(r.dbMicros).padStart(10)} ${f(r.natsMicros).padStart(12)}`,
+type Starter = { label: string; start: () => Promise<ServerHandle> };
+const starters: Starter[] = [
+  { label: 'Parley embedded (SQLite)', start: () => startParley('sqlite') },
+  { label: 'bare ws relay (floor)', start: startFloor },
+];
+const clusterDown = await clusterServicesUp();
+if (clusterDown) skipped.push(`Parley cluster mode: ${clusterDown}`);
+else starters.splice(1, 0, { label: 'Parley cluster, 1 node (PostgreSQL + NATS)', start: () => startParley('postgres') });
+const ejMissing = quick ? 'skipped in quick mode' : ejabberdMissing();
+if (ejMissing) skipped.push(`ejabberd: ${ejMissing}`);
+else starters.push({ label: 'ejabberd 23.01 (Debian, XMPP)', start: startEjabberd });
+
+if (only.has('libsignal')) {
+  const rows: Rate[] = await benchLibsignal(quick);
+  console.log('\nlibsignal, raw (in-memory stores, one core)');
+  for (const r of rows) console.log(`  ${r.name.padEnd(40)} ${f(r.perSecond).padStart(8)}/s  ${r.microsEach.toFixed(1).padStart(8)} µs each`);
+  save('libsignal', rows, `| operation | per second | µs each |\n|---|---:|---:|\n${rows.map((r) => `| ${r.name} | ${f(r.perSecond)} | ${r.microsEach.toFixed(1)} |`).join('\n')}\n`);
+}
+
+if (only.has('load')) {
+  console.log('\nRelay load: open loop, 1 KiB messages, latency send → delivery');
+  const opts = quick
+    ? { clients: 100, rates: [1000, 2000, 5000], stepSeconds: 2, graceSeconds: 2 }
+    : { clients: 1000, rates: [1000, 2000, 5000, 10000, 15000, 20000, 30000], stepSeconds: 5, graceSeconds: 4 };
+  const results: LoadResult[] = [];
+  for (const s of starters) {
+    try {
+      results.push(await withServer(s.start, (srv) => runLadder(srv, opts)));
+    } catch (err) {
+      skipped.push(`load, ${s.label}: ${(err as Error).message.slice(0, 200)}`);
+      console.log(`  ${s.label}: failed: ${(err as Error).message.slice(0, 200)}`);
+    }
+  }
+  const best = (r: LoadResult) => Math.max(0, ...r.steps.filter((s) => !s.saturated).map((s) => s.deliveredPerSecond));
+  const bestPerCore = (r: LoadResult) => Math.max(0, ...r.steps.filter((s) => !s.saturated && s.offered >= 2000).map((s) => s.perCore));
+  let md = `Open loop, ${opts.clients} connected clients, 1 KiB messages, ${opts.stepSeconds} s per step; machine: ${machine}.\n\n`;
+  md += '| server | offered/s | delivered/s | lost | p50 ms | p99 ms | p99.9 ms | server cores | generator cores | msg/s per server core | saturated |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n';
+  for (const r of results)
+    for (const s of r.steps)
+      md += `| ${r.server} | ${s.offered} | ${f(s.deliveredPerSecond)} | ${s.lost} | ${f(s.p50Ms, 1)} | ${f(s.p99Ms, 1)} | ${f(s.p999Ms, 1)} | ${f(s.serverCores, 2)} | ${f(s.generatorCores, 2)} | ${f(s.perCore)} | ${s.why || 'no'} |\n`;
+  md += '\n| server | highest unsaturated delivered/s | best msg/s per server core (≥ 2k offered) |\n|---|---:|---:|\n';
+  for (const r of results) md += `| ${r.server} | ${f(best(r))} | ${f(bestPerCore(r))} |\n`;
+  console.log(`\n${md}`);
+  save('relay-load', results, md);
+  writeFileSync(
+    `${OUT}relay-latency.svg`,
+    lineChart({
+      title: `p99 delivery latency vs offered load (${opts.clients} clients, 1 KiB)`,
+      xLabel: 'offered messages/s',
+      yLabel: 'p99 latency, ms (log)',
+      logY: true,
+      series: results.map((r) => ({ name: r.server, points: r.steps.map((s) => [s.offered, s.p99Ms] as [number, number]) })),
+    }),
+  );
+  writeFileSync(
+    `${OUT}relay-throughput.svg`,
+    lineChart({
+      title: `delivered vs offered messages/s (${opts.clients} clients, 1 KiB)`,
+      xLabel: 'offered messages/s',
+      yLabel: 'delivered messages/s',
+      series: results.map((r) => ({ name: r.server, points: r.steps.map((s) => [s.offered, s.deliveredPerSecond] as [number, number]) })),
+    }),
   );
 }
-if (cluster.skipped) console.log(`  cluster rows skipped: ${cluster.skipped}`);
+
+if (only.has('memory')) {
+  console.log('\nMemory per idle connection (server RSS before/after)');
+  const counts = quick ? [1000] : [10_000];
+  const rows: MemoryRow[] = [];
+  for (const s of starters.filter((x) => !x.label.includes('cluster')))
+    for (const n of counts) {
+      try {
+        rows.push(await withServer(s.start, (srv) => measureIdle(srv, n)));
+      } catch (err) {
+        skipped.push(`memory, ${s.label}, ${n}: ${(err as Error).message.slice(0, 200)}`);
+      }
+    }
+  const md = `| server | idle connections | RSS before MiB | RSS after MiB | KiB per connection |\n|---|---:|---:|---:|---:|\n${rows.map((r) => `| ${r.server} | ${r.connections} | ${f(r.rssBeforeKiB / 1024, 1)} | ${f(r.rssAfterKiB / 1024, 1)} | ${f(r.perConnectionKiB, 1)} |`).join('\n')}\n`;
+  save('memory', rows, md);
+}
+
+if (only.has('drain')) {
+  console.log('\nOffline drain to one reconnecting device');
+  const n = quick ? 5_000 : 100_000;
+  const rows: DrainResult[] = [];
+  rows.push(await withServer(() => startParley('sqlite'), (srv) => measureDrain(srv, n)));
+  if (!clusterDown) rows.push(await withServer(() => startParley('postgres'), (srv) => measureDrain(srv, n)));
+  const md = `| server | messages | queued msg/s (WebSocket sends, 256 in flight) | drain msg/s | drain seconds |\n|---|---:|---:|---:|---:|\n${rows.map((r) => `| ${r.server} | ${r.messages} | ${f(r.enqueuePerSecond)} | ${f(r.drainPerSecond)} | ${f(r.drainSeconds, 1)} |`).join('\n')}\n`;
+  save('drain', rows, md);
+}
+
+if (only.has('cluster')) {
+  const cluster = await benchCluster(quick);
+  console.log('\nCluster scaling, closed loop (senders and receivers on different nodes)');
+  let md = '| configuration | msg/s | p50 ms | p99 ms | relay µs/msg | PG µs/msg | NATS µs/msg |\n|---|---:|---:|---:|---:|---:|---:|\n';
+  for (const r of cluster.rows) md += `| ${r.label} | ${f(r.perSecond)} | ${f(r.p50Ms, 1)} | ${f(r.p99Ms, 1)} | ${f(r.relayMicros)} | ${f(r.dbMicros)} | ${f(r.natsMicros)} |\n`;
+  if (cluster.skipped) md += `\nCluster rows skipped: ${cluster.skipped}\n`;
+  console.log(md);
+  save('cluster', cluster.rows, md);
+}
+
+if (skipped.length > 0) console.log(`\nSkipped:\n${skipped.map((s) => `  - ${s}`).join('\n')}`);
+writeFileSync(`${OUT}skipped.md`, skipped.map((s) => `- ${s}\n`).join(''));

@@ -1,0 +1,123 @@
+/**
+ * Open-loop relay load: a fixed ladder of offered rates, each held for a fixed
+ * time against N connected clients sending 1 KiB messages to each other
+ * (client k sends to client k + N/2). Sends are scheduled by the clock, not by
+ * answers, so a slow server shows up as latency and loss rather than as a
+ * slower sender. Latency is send→delivery at the receiving client, both
+ * stamped by this process. Server and generator CPU come from /proc.
+ *
+ * A step is saturated when under 95 % of its messages arrive within the grace
+ * time after the step, when the p99 passes 5 s, or when the generator itself
+ * could not keep the schedule; the ladder stops after a saturated step.
+ */
+import { cpuMicros, percentile } from './cluster.js';
+import { openFleet } from './clients.js';
+import type { ServerHandle } from './servers.js';
+
+export interface LoadStep {
+  offered: number;
+  sent: number;
+  deliveredPerSecond: number;
+  lost: number;
+  p50Ms: number;
+  p99Ms: number;
+  p999Ms: number;
+  /** Server CPU over the step, in cores (1.0 = one core busy). */
+  serverCores: number;
+  generatorCores: number;
+  /** Delivered messages per second per core of server CPU. */
+  perCore: number;
+  saturated: boolean;
+  why: string;
+}
+
+export interface LoadResult {
+  server: string;
+  clients: number;
+  stepSeconds: number;
+  steps: LoadStep[];
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function runLadder(server: ServerHandle, opts: { clients: number; rates: number[]; stepSeconds: number; graceSeconds: number }): Promise<LoadResult> {
+  const fleet = await openFleet(server, opts.clients);
+  const steps: LoadStep[] = [];
+  const n = fleet.size;
+  const half = Math.floor(n / 2);
+  let windowStart = Infinity;
+  let windowEnd = -Infinity;
+  let latencies: number[] = [];
+  fleet.onDeliver = (sentAt) => {
+    if (sentAt >= windowStart && sentAt < windowEnd) latencies.push(performance.now() - sentAt);
+  };
+  try {
+    // Warm-up: a short burst at the lowest rate, not measured.
+    for (const rate of opts.rates) {
+      latencies = [];
+      const total = Math.round(rate * opts.stepSeconds);
+      let sent = 0;
+      let k = 0;
+      let behind = 0;
+      const cpu0 = { s: cpuMicros(server.pid), g: process.cpuUsage() };
+      const t0 = performance.now();
+      windowStart = t0;
+      windowEnd = Infinity;
+      await new Promise<void>((resolve) => {
+        const tick = () => {
+          const now = performance.now();
+          const due = Math.min(total, Math.floor(((now - t0) / 1000) * rate));
+          // More than 100 ms of schedule owed means the generator is the bottleneck.
+          if (due - sent > rate / 10) behind++;
+          const burst = Math.min(due - sent, Math.max(50, rate / 50));
+          for (let i = 0; i < burst; i++, k++) fleet.send(k % n, (k + half) % n);
+          sent += burst;
+          if (sent >= total) {
+            clearInterval(timer);
+            resolve();
+          }
+        };
+        const timer = setInterval(tick, 2);
+      });
+      windowEnd = performance.now();
+      const elapsed = (windowEnd - t0) / 1000;
+      const cpuS = cpuMicros(server.pid) - cpu0.s;
+      const g = process.cpuUsage(cpu0.g);
+      // Grace: wait for stragglers until everything arrived or time is up.
+      const graceEnd = performance.now() + opts.graceSeconds * 1000;
+      while (latencies.length < sent && performance.now() < graceEnd) await sleep(20);
+      const delivered = latencies.length;
+      latencies.sort((a, b) => a - b);
+      const serverCores = cpuS / 1e6 / elapsed;
+      const lost = sent - delivered;
+      const p99 = percentile(latencies, 0.99);
+      const why = lost > sent * 0.05 ? `${((lost / sent) * 100).toFixed(0)}% not delivered in ${opts.graceSeconds}s` : p99 > 5000 ? 'p99 > 5 s' : behind > 5 ? 'generator could not keep the schedule' : '';
+      const deliveredPerSecond = Math.min(delivered, sent) / elapsed;
+      steps.push({
+        offered: rate,
+        sent,
+        deliveredPerSecond,
+        lost,
+        p50Ms: percentile(latencies, 0.5),
+        p99Ms: p99,
+        p999Ms: percentile(latencies, 0.999),
+        serverCores,
+        generatorCores: (g.user + g.system) / 1e6 / elapsed,
+        perCore: serverCores > 0 ? deliveredPerSecond / serverCores : NaN,
+        saturated: why !== '',
+        why,
+      });
+      const s = steps[steps.length - 1] as LoadStep;
+      console.log(
+        `  ${server.label}: offered ${rate}/s → ${s.deliveredPerSecond.toFixed(0)}/s, p50 ${s.p50Ms.toFixed(1)} p99 ${s.p99Ms.toFixed(1)} p99.9 ${s.p999Ms.toFixed(1)} ms, server ${s.serverCores.toFixed(2)} cores, generator ${s.generatorCores.toFixed(2)}${why ? ` — saturated: ${why}` : ''}`,
+      );
+      if (s.saturated) break;
+      // Let the server drain before the next step.
+      await sleep(500);
+    }
+  } finally {
+    windowStart = Infinity;
+    await fleet.close();
+  }
+  return { server: server.label, clients: n, stepSeconds: opts.stepSeconds, steps };
+}
