@@ -4,7 +4,7 @@
  * speed. BENCH_QUICK=1 is the short version CI runs: fewer clients, shorter
  * steps, 1,000 idle connections, a 5,000-message drain, no ejabberd; its
  * files go to a temp dir unless BENCH_OUT is set.
- * BENCH_ONLY=load,memory,drain,client,cluster picks sections.
+ * BENCH_ONLY=libsignal,sdk,load,memory,drain,cluster picks sections.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
@@ -15,11 +15,12 @@ import { type DrainResult, measureDrain } from './drain.js';
 import { benchLibsignal, type Rate } from './libsignal.js';
 import { type LoadResult, runLadder } from './load.js';
 import { type MemoryRow, measureIdle } from './memory.js';
+import { type SdkReceiveResult, measureSdkReceive } from './sdk-receive.js';
 import { type ServerHandle, clusterServicesUp, ejabberdMissing, startEjabberd, startFloor, startParley } from './servers.js';
 import { lineChart } from './svg.js';
 
 const quick = process.env.BENCH_QUICK === '1';
-const only = new Set((process.env.BENCH_ONLY ?? 'libsignal,load,memory,drain,cluster').split(','));
+const only = new Set((process.env.BENCH_ONLY ?? 'libsignal,sdk,load,memory,drain,cluster').split(','));
 const OUT = process.env.BENCH_OUT ?? (quick ? join(tmpdir(), 'parley-bench-quick') + sep : fileURLToPath(new URL('../results/', import.meta.url)));
 mkdirSync(OUT, { recursive: true });
 
@@ -54,11 +55,26 @@ const ejMissing = quick ? 'skipped in quick mode' : ejabberdMissing();
 if (ejMissing) skipped.push(`ejabberd: ${ejMissing}`);
 else starters.push({ label: 'ejabberd 23.01 (Debian, XMPP)', start: startEjabberd });
 
+// BENCH_SERVERS=embedded,floor keeps only the servers whose label contains one of the words (for profiling one of them).
+const pick = process.env.BENCH_SERVERS?.toLowerCase().split(',');
+if (pick) starters.splice(0, starters.length, ...starters.filter((s) => pick.some((w) => s.label.toLowerCase().includes(w))));
+
 if (only.has('libsignal')) {
   const rows: Rate[] = await benchLibsignal(quick);
   console.log('\nlibsignal, raw (in-memory stores, one core)');
   for (const r of rows) console.log(`  ${r.name.padEnd(40)} ${f(r.perSecond).padStart(8)}/s  ${r.microsEach.toFixed(1).padStart(8)} µs each`);
   save('libsignal', rows, `| operation | per second | µs each |\n|---|---:|---:|\n${rows.map((r) => `| ${r.name} | ${f(r.perSecond)} | ${r.microsEach.toFixed(1)} |`).join('\n')}\n`);
+}
+
+if (only.has('sdk')) {
+  console.log('\nSDK receive pipeline (decrypt, commit, ack) against an embedded relay');
+  const n = quick ? 200 : 2_000;
+  try {
+    const r: SdkReceiveResult = await withServer(() => startParley('sqlite'), (srv) => measureSdkReceive(srv, n));
+    save('sdk-receive', r, `| messages | SDK send msg/s (encrypt + send, one at a time) | SDK receive msg/s (decrypt + commit + ack) |\n|---:|---:|---:|\n| ${r.messages} | ${f(r.sendPerSecond)} | ${f(r.receivePerSecond)} |\n`);
+  } catch (err) {
+    skipped.push(`sdk receive: ${(err as Error).message.slice(0, 200)}`);
+  }
 }
 
 if (only.has('load')) {
@@ -144,4 +160,4 @@ if (only.has('cluster')) {
 }
 
 if (skipped.length > 0) console.log(`\nSkipped:\n${skipped.map((s) => `  - ${s}`).join('\n')}`);
-writeFileSync(`${OUT}skipped.md`, skipped.map((s) => `- ${s}\n`).join(''));
+if (!process.env.BENCH_ONLY) writeFileSync(`${OUT}skipped.md`, skipped.map((s) => `- ${s}\n`).join(''));
