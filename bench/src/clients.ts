@@ -63,7 +63,13 @@ export interface Creds {
   auth: string;
 }
 
-let bundle: { identityKey: Uint8Array<ArrayBuffer>; spk: Uint8Array<ArrayBuffer>; spkSig: Uint8Array<ArrayBuffer>; kyber: Uint8Array<ArrayBuffer>; kyberSig: Uint8Array<ArrayBuffer> } | null = null;
+let bundle: {
+  identityKey: Uint8Array<ArrayBuffer>;
+  spk: Uint8Array<ArrayBuffer>;
+  spkSig: Uint8Array<ArrayBuffer>;
+  kyber: Uint8Array<ArrayBuffer>;
+  kyberSig: Uint8Array<ArrayBuffer>;
+} | null = null;
 
 /** Register `n` accounts over HTTP; one real key bundle is generated once and reused (the relay only checks signatures). */
 export async function registerMany(port: number, n: number, prefix: string): Promise<Creds[]> {
@@ -71,7 +77,13 @@ export async function registerMany(port: number, n: number, prefix: string): Pro
     const identity = IdentityKeyPair.generate();
     const spk = PrivateKey.generate().getPublicKey().serialize();
     const kyber = KEMKeyPair.generate().getPublicKey().serialize();
-    bundle = { identityKey: identity.publicKey.serialize(), spk, spkSig: identity.privateKey.sign(spk), kyber, kyberSig: identity.privateKey.sign(kyber) };
+    bundle = {
+      identityKey: identity.publicKey.serialize(),
+      spk,
+      spkSig: identity.privateKey.sign(spk),
+      kyber,
+      kyberSig: identity.privateKey.sign(kyber),
+    };
   }
   const b = bundle;
   return pool(
@@ -102,7 +114,8 @@ export async function registerMany(port: number, n: number, prefix: string): Pro
   );
 }
 
-const okAck = (ws: WebSocket, id: bigint) => ws.send(encodeResponse({ id, status: 200, message: 'OK', headers: {}, body: new Uint8Array(0) }));
+const okAck = (ws: WebSocket, id: bigint) =>
+  ws.send(encodeResponse({ id, status: 200, message: 'OK', headers: {}, body: new Uint8Array(0) }));
 
 /** One authenticated Parley device socket that acknowledges every push. */
 export function parleySocket(
@@ -133,12 +146,20 @@ export function parleySocket(
 /** The frame for one Parley send of `content` to `to`, device 1, envelope type 1. */
 export function parleySendFrame(id: bigint, to: Creds, content: Uint8Array): Uint8Array {
   const body = encodeSendRequestBinary({
-    messages: [{ type: EnvelopeType.Ciphertext, destinationDevice: 1 as DeviceId, destinationRegistrationId: to.registrationId, content }],
+    messages: [
+      { type: EnvelopeType.Ciphertext, destinationDevice: 1 as DeviceId, destinationRegistrationId: to.registrationId, content },
+    ],
     timestamp: Date.now(),
     urgent: true,
     messageId: new Uint8Array(randomBytes(16)),
   });
-  return encodeRequest({ id, verb: 'PUT', path: `/v1/messages/${to.accountId}`, headers: { 'content-type': 'application/x-protobuf' }, body });
+  return encodeRequest({
+    id,
+    verb: 'PUT',
+    path: `/v1/messages/${to.accountId}`,
+    headers: { 'content-type': 'application/x-protobuf' },
+    body,
+  });
 }
 
 async function parleyFleet(server: ServerHandle, n: number): Promise<Fleet> {
@@ -195,10 +216,15 @@ async function floorFleet(server: ServerHandle, n: number): Promise<Fleet> {
   return fleet;
 }
 
-const STREAM_OPEN = "<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>";
+const STREAM_OPEN =
+  "<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>";
 
 /** A minimal XMPP client session: anonymous login and bind; resolves with the socket and the bound full JID. */
-export function xmppSession(port: number, onMessage: (body: string) => void, localAddress?: string): Promise<{ sock: Socket; jid: string }> {
+export function xmppSession(
+  port: number,
+  onMessage: (body: string) => void,
+  localAddress?: string,
+): Promise<{ sock: Socket; jid: string }> {
   return new Promise((resolve, reject) => {
     const sock = connect({ host: '127.0.0.1', port, ...(localAddress ? { localAddress } : {}) });
     sock.setNoDelay(true);
@@ -259,7 +285,9 @@ async function xmppFleet(server: ServerHandle, n: number): Promise<Fleet> {
   fleet.send = (from, to) => {
     const stamp = `${performance.now().toFixed(3)}|`;
     const s = sessions[from] as { sock: Socket };
-    s.sock.write(`<message to='${(sessions[to] as { jid: string }).jid}' type='chat'><body>${stamp}${pad.slice(stamp.length)}</body></message>`);
+    s.sock.write(
+      `<message to='${(sessions[to] as { jid: string }).jid}' type='chat'><body>${stamp}${pad.slice(stamp.length)}</body></message>`,
+    );
   };
   fleet.close = async () => {
     for (const s of sessions) s.sock.destroy();

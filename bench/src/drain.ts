@@ -32,12 +32,17 @@ export async function measureDrain(server: ServerHandle, count: number): Promise
         ws.send(parleySendFrame(BigInt(sent), receiver, content));
       }
     };
-    parleySocket(server.port, sender, () => undefined, (status) => {
-      answered++;
-      if (status !== 200) failed++;
-      if (answered === count) resolve();
-      else pump();
-    })
+    parleySocket(
+      server.port,
+      sender,
+      () => undefined,
+      (status) => {
+        answered++;
+        if (status !== 200) failed++;
+        if (answered === count) resolve();
+        else pump();
+      },
+    )
       .then((s) => {
         ws = s;
         pump();
@@ -51,15 +56,28 @@ export async function measureDrain(server: ServerHandle, count: number): Promise
   const t1 = performance.now();
   let rx: WebSocket | null = null;
   await new Promise<void>((resolve, reject) => {
-    parleySocket(server.port, receiver, () => {
-      if (++got === count) resolve();
-    }, () => undefined)
+    parleySocket(
+      server.port,
+      receiver,
+      () => {
+        if (++got === count) resolve();
+      },
+      () => undefined,
+    )
       .then((s) => (rx = s))
       .catch(reject);
   });
   const drainSeconds = (performance.now() - t1) / 1000;
   (rx as WebSocket | null)?.close();
-  const r = { server: server.label, messages: count, enqueuePerSecond: count / enqueueSeconds, drainPerSecond: count / drainSeconds, drainSeconds };
-  console.log(`  ${server.label}: ${count} queued at ${r.enqueuePerSecond.toFixed(0)}/s, drained in ${drainSeconds.toFixed(1)} s = ${r.drainPerSecond.toFixed(0)}/s`);
+  const r = {
+    server: server.label,
+    messages: count,
+    enqueuePerSecond: count / enqueueSeconds,
+    drainPerSecond: count / drainSeconds,
+    drainSeconds,
+  };
+  console.log(
+    `  ${server.label}: ${count} queued at ${r.enqueuePerSecond.toFixed(0)}/s, drained in ${drainSeconds.toFixed(1)} s = ${r.drainPerSecond.toFixed(0)}/s`,
+  );
   return r;
 }

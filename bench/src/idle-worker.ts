@@ -22,7 +22,16 @@ await pool(
   Array.from({ length: count }, (_, i) => first + i),
   64,
   async (i) => {
-    if (kind === 'parley') held.push(await parleySocket(port, creds[i] as Creds, () => undefined, () => undefined, localAddress));
+    if (kind === 'parley')
+      held.push(
+        await parleySocket(
+          port,
+          creds[i] as Creds,
+          () => undefined,
+          () => undefined,
+          localAddress,
+        ),
+      );
     else if (kind === 'xmpp') held.push((await xmppSession(port, () => undefined, localAddress)).sock);
     else
       held.push(

@@ -40,7 +40,10 @@ export interface LoadResult {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export async function runLadder(server: ServerHandle, opts: { clients: number; rates: number[]; stepSeconds: number; graceSeconds: number }): Promise<LoadResult> {
+export async function runLadder(
+  server: ServerHandle,
+  opts: { clients: number; rates: number[]; stepSeconds: number; graceSeconds: number },
+): Promise<LoadResult> {
   const fleet = await openFleet(server, opts.clients);
   const steps: LoadStep[] = [];
   const n = fleet.size;
@@ -91,7 +94,14 @@ export async function runLadder(server: ServerHandle, opts: { clients: number; r
       const serverCores = cpuS / 1e6 / elapsed;
       const lost = sent - delivered;
       const p99 = percentile(latencies, 0.99);
-      const why = lost > sent * 0.05 ? `${((lost / sent) * 100).toFixed(0)}% not delivered in ${opts.graceSeconds}s` : p99 > 5000 ? 'p99 > 5 s' : behind > 5 ? 'generator could not keep the schedule' : '';
+      const why =
+        lost > sent * 0.05
+          ? `${((lost / sent) * 100).toFixed(0)}% not delivered in ${opts.graceSeconds}s`
+          : p99 > 5000
+            ? 'p99 > 5 s'
+            : behind > 5
+              ? 'generator could not keep the schedule'
+              : '';
       const deliveredPerSecond = Math.min(delivered, sent) / elapsed;
       steps.push({
         offered: rate,

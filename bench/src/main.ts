@@ -21,7 +21,9 @@ import { lineChart } from './svg.js';
 
 const quick = process.env.BENCH_QUICK === '1';
 const only = new Set((process.env.BENCH_ONLY ?? 'libsignal,sdk,load,memory,drain,cluster').split(','));
-const OUT = process.env.BENCH_OUT ?? (quick ? join(tmpdir(), 'parley-bench-quick') + sep : fileURLToPath(new URL('../results/', import.meta.url)));
+const OUT =
+  process.env.BENCH_OUT ??
+  (quick ? join(tmpdir(), 'parley-bench-quick') + sep : fileURLToPath(new URL('../results/', import.meta.url)));
 mkdirSync(OUT, { recursive: true });
 
 const machine = `${cpus()[0]?.model ?? 'unknown CPU'} x${cpus().length}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}`;
@@ -62,16 +64,28 @@ if (pick) starters.splice(0, starters.length, ...starters.filter((s) => pick.som
 if (only.has('libsignal')) {
   const rows: Rate[] = await benchLibsignal(quick);
   console.log('\nlibsignal, raw (in-memory stores, one core)');
-  for (const r of rows) console.log(`  ${r.name.padEnd(40)} ${f(r.perSecond).padStart(8)}/s  ${r.microsEach.toFixed(1).padStart(8)} µs each`);
-  save('libsignal', rows, `| operation | per second | µs each |\n|---|---:|---:|\n${rows.map((r) => `| ${r.name} | ${f(r.perSecond)} | ${r.microsEach.toFixed(1)} |`).join('\n')}\n`);
+  for (const r of rows)
+    console.log(`  ${r.name.padEnd(40)} ${f(r.perSecond).padStart(8)}/s  ${r.microsEach.toFixed(1).padStart(8)} µs each`);
+  save(
+    'libsignal',
+    rows,
+    `| operation | per second | µs each |\n|---|---:|---:|\n${rows.map((r) => `| ${r.name} | ${f(r.perSecond)} | ${r.microsEach.toFixed(1)} |`).join('\n')}\n`,
+  );
 }
 
 if (only.has('sdk')) {
   console.log('\nSDK receive pipeline (decrypt, commit, ack) against an embedded relay');
   const n = quick ? 200 : 2_000;
   try {
-    const r: SdkReceiveResult = await withServer(() => startParley('sqlite'), (srv) => measureSdkReceive(srv, n));
-    save('sdk-receive', r, `| messages | SDK send msg/s (encrypt + send, one at a time) | SDK receive msg/s (decrypt + commit + ack) |\n|---:|---:|---:|\n| ${r.messages} | ${f(r.sendPerSecond)} | ${f(r.receivePerSecond)} |\n`);
+    const r: SdkReceiveResult = await withServer(
+      () => startParley('sqlite'),
+      (srv) => measureSdkReceive(srv, n),
+    );
+    save(
+      'sdk-receive',
+      r,
+      `| messages | SDK send msg/s (encrypt + send, one at a time) | SDK receive msg/s (decrypt + commit + ack) |\n|---:|---:|---:|\n| ${r.messages} | ${f(r.sendPerSecond)} | ${f(r.receivePerSecond)} |\n`,
+    );
   } catch (err) {
     skipped.push(`sdk receive: ${(err as Error).message.slice(0, 200)}`);
   }
@@ -92,9 +106,11 @@ if (only.has('load')) {
     }
   }
   const best = (r: LoadResult) => Math.max(0, ...r.steps.filter((s) => !s.saturated).map((s) => s.deliveredPerSecond));
-  const bestPerCore = (r: LoadResult) => Math.max(0, ...r.steps.filter((s) => !s.saturated && s.offered >= 2000).map((s) => s.perCore));
+  const bestPerCore = (r: LoadResult) =>
+    Math.max(0, ...r.steps.filter((s) => !s.saturated && s.offered >= 2000).map((s) => s.perCore));
   let md = `Open loop, ${opts.clients} connected clients, 1 KiB messages, ${opts.stepSeconds} s per step; machine: ${machine}.\n\n`;
-  md += '| server | offered/s | delivered/s | lost | p50 ms | p99 ms | p99.9 ms | server cores | generator cores | msg/s per server core | saturated |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n';
+  md +=
+    '| server | offered/s | delivered/s | lost | p50 ms | p99 ms | p99.9 ms | server cores | generator cores | msg/s per server core | saturated |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n';
   for (const r of results)
     for (const s of r.steps)
       md += `| ${r.server} | ${s.offered} | ${f(s.deliveredPerSecond)} | ${s.lost} | ${f(s.p50Ms, 1)} | ${f(s.p99Ms, 1)} | ${f(s.p999Ms, 1)} | ${f(s.serverCores, 2)} | ${f(s.generatorCores, 2)} | ${f(s.perCore)} | ${s.why || 'no'} |\n`;
@@ -118,7 +134,10 @@ if (only.has('load')) {
       title: `delivered vs offered messages/s (${opts.clients} clients, 1 KiB)`,
       xLabel: 'offered messages/s',
       yLabel: 'delivered messages/s',
-      series: results.map((r) => ({ name: r.server, points: r.steps.map((s) => [s.offered, s.deliveredPerSecond] as [number, number]) })),
+      series: results.map((r) => ({
+        name: r.server,
+        points: r.steps.map((s) => [s.offered, s.deliveredPerSecond] as [number, number]),
+      })),
     }),
   );
 }
@@ -143,8 +162,19 @@ if (only.has('drain')) {
   console.log('\nOffline drain to one reconnecting device');
   const n = quick ? 5_000 : 100_000;
   const rows: DrainResult[] = [];
-  rows.push(await withServer(() => startParley('sqlite'), (srv) => measureDrain(srv, n)));
-  if (!clusterDown) rows.push(await withServer(() => startParley('postgres'), (srv) => measureDrain(srv, n)));
+  rows.push(
+    await withServer(
+      () => startParley('sqlite'),
+      (srv) => measureDrain(srv, n),
+    ),
+  );
+  if (!clusterDown)
+    rows.push(
+      await withServer(
+        () => startParley('postgres'),
+        (srv) => measureDrain(srv, n),
+      ),
+    );
   const md = `| server | messages | queued msg/s (WebSocket sends, 256 in flight) | drain msg/s | drain seconds |\n|---|---:|---:|---:|---:|\n${rows.map((r) => `| ${r.server} | ${r.messages} | ${f(r.enqueuePerSecond)} | ${f(r.drainPerSecond)} | ${f(r.drainSeconds, 1)} |`).join('\n')}\n`;
   save('drain', rows, md);
 }
@@ -152,8 +182,10 @@ if (only.has('drain')) {
 if (only.has('cluster')) {
   const cluster = await benchCluster(quick);
   console.log('\nCluster scaling, closed loop (senders and receivers on different nodes)');
-  let md = '| configuration | msg/s | p50 ms | p99 ms | relay µs/msg | PG µs/msg | NATS µs/msg |\n|---|---:|---:|---:|---:|---:|---:|\n';
-  for (const r of cluster.rows) md += `| ${r.label} | ${f(r.perSecond)} | ${f(r.p50Ms, 1)} | ${f(r.p99Ms, 1)} | ${f(r.relayMicros)} | ${f(r.dbMicros)} | ${f(r.natsMicros)} |\n`;
+  let md =
+    '| configuration | msg/s | p50 ms | p99 ms | relay µs/msg | PG µs/msg | NATS µs/msg |\n|---|---:|---:|---:|---:|---:|---:|\n';
+  for (const r of cluster.rows)
+    md += `| ${r.label} | ${f(r.perSecond)} | ${f(r.p50Ms, 1)} | ${f(r.p99Ms, 1)} | ${f(r.relayMicros)} | ${f(r.dbMicros)} | ${f(r.natsMicros)} |\n`;
   if (cluster.skipped) md += `\nCluster rows skipped: ${cluster.skipped}\n`;
   console.log(md);
   save('cluster', cluster.rows, md);

@@ -43,7 +43,14 @@ export async function measureIdle(server: ServerHandle, n: number): Promise<Memo
       const child = spawn(process.execPath, [WORKER], {
         env: {
           ...process.env,
-          IDLE_WORKER: JSON.stringify({ kind: server.kind, port: server.port, count: Math.min(PER_WORKER, n - first), first, localAddress: `127.0.0.${10 + w}`, credsFile }),
+          IDLE_WORKER: JSON.stringify({
+            kind: server.kind,
+            port: server.port,
+            count: Math.min(PER_WORKER, n - first),
+            first,
+            localAddress: `127.0.0.${10 + w}`,
+            credsFile,
+          }),
         },
         stdio: ['ignore', 'pipe', 'inherit'],
       });
@@ -58,8 +65,17 @@ export async function measureIdle(server: ServerHandle, n: number): Promise<Memo
     await Promise.all(ready);
     await sleep(3_000);
     const after = rssKiB(server.pid);
-    const row = { server: server.label, connections: n, rssBeforeKiB: before, rssAfterKiB: after, perConnectionKiB: (after - before) / n, note: '' };
-    console.log(`  ${server.label}: ${n} idle connections, RSS ${(before / 1024).toFixed(0)} → ${(after / 1024).toFixed(0)} MiB, ${row.perConnectionKiB.toFixed(1)} KiB each`);
+    const row = {
+      server: server.label,
+      connections: n,
+      rssBeforeKiB: before,
+      rssAfterKiB: after,
+      perConnectionKiB: (after - before) / n,
+      note: '',
+    };
+    console.log(
+      `  ${server.label}: ${n} idle connections, RSS ${(before / 1024).toFixed(0)} → ${(after / 1024).toFixed(0)} MiB, ${row.perConnectionKiB.toFixed(1)} KiB each`,
+    );
     return row;
   } finally {
     for (const w of workers) w.kill('SIGTERM');

@@ -22,7 +22,12 @@ export async function measureSdkReceive(server: ServerHandle, count: number): Pr
   const dir = mkdtempSync(join(tmpdir(), 'parley-bench-sdk-'));
   const serverUrl = `http://127.0.0.1:${server.port}`;
   const tag = Date.now().toString(36);
-  const alice = await ParleyClient.register({ profileDir: join(dir, 'a'), serverUrl, username: `alice_${tag}`, passphrase: null });
+  const alice = await ParleyClient.register({
+    profileDir: join(dir, 'a'),
+    serverUrl,
+    username: `alice_${tag}`,
+    passphrase: null,
+  });
   const bob = await ParleyClient.register({ profileDir: join(dir, 'b'), serverUrl, username: `bob_${tag}`, passphrase: null });
   try {
     await alice.connect();
@@ -40,7 +45,9 @@ export async function measureSdkReceive(server: ServerHandle, count: number): Pr
     await bob.connect();
     await done;
     const receivePerSecond = count / ((performance.now() - t1) / 1000);
-    console.log(`  SDK: ${count} messages sent at ${sendPerSecond.toFixed(0)}/s; received (decrypt + commit + ack) at ${receivePerSecond.toFixed(0)}/s`);
+    console.log(
+      `  SDK: ${count} messages sent at ${sendPerSecond.toFixed(0)}/s; received (decrypt + commit + ack) at ${receivePerSecond.toFixed(0)}/s`,
+    );
     return { messages: count, sendPerSecond, receivePerSecond };
   } finally {
     await alice.close();

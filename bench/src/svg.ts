@@ -14,7 +14,9 @@ export function lineChart(opts: { title: string; xLabel: string; yLabel: string;
   const R = 220;
   const T = 40;
   const B = 50;
-  const pts = opts.series.flatMap((s) => s.points).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!opts.logY || y > 0));
+  const pts = opts.series
+    .flatMap((s) => s.points)
+    .filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!opts.logY || y > 0));
   const xMax = Math.max(1, ...pts.map(([x]) => x));
   const ys = pts.map(([, y]) => y);
   const fy = (y: number) => (opts.logY ? Math.log10(Math.max(y, 1e-3)) : y);
@@ -35,7 +37,9 @@ export function lineChart(opts: { title: string; xLabel: string; yLabel: string;
     const x = (xMax * i) / 5;
     out.push(`<text x="${px(x)}" y="${H - B + 16}" text-anchor="middle">${Math.round(x)}</text>`);
   }
-  const yTicks = opts.logY ? Array.from({ length: yHi - yLo + 1 }, (_, i) => 10 ** (yLo + i)) : Array.from({ length: 6 }, (_, i) => (yHi * i) / 5);
+  const yTicks = opts.logY
+    ? Array.from({ length: yHi - yLo + 1 }, (_, i) => 10 ** (yLo + i))
+    : Array.from({ length: 6 }, (_, i) => (yHi * i) / 5);
   for (const y of yTicks) {
     out.push(`<line x1="${L}" y1="${py(y)}" x2="${W - R}" y2="${py(y)}" stroke="#ddd"/>`);
     out.push(`<text x="${L - 6}" y="${py(y) + 4}" text-anchor="end">${y >= 100 ? Math.round(y) : +y.toPrecision(2)}</text>`);
@@ -43,7 +47,10 @@ export function lineChart(opts: { title: string; xLabel: string; yLabel: string;
   opts.series.forEach((s, i) => {
     const c = COLORS[i % COLORS.length] as string;
     const p = s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!opts.logY || y > 0));
-    if (p.length > 0) out.push(`<polyline fill="none" stroke="${c}" stroke-width="2" points="${p.map(([x, y]) => `${px(x).toFixed(1)},${py(y).toFixed(1)}`).join(' ')}"/>`);
+    if (p.length > 0)
+      out.push(
+        `<polyline fill="none" stroke="${c}" stroke-width="2" points="${p.map(([x, y]) => `${px(x).toFixed(1)},${py(y).toFixed(1)}`).join(' ')}"/>`,
+      );
     for (const [x, y] of p) out.push(`<circle cx="${px(x).toFixed(1)}" cy="${py(y).toFixed(1)}" r="3" fill="${c}"/>`);
     out.push(`<rect x="${W - R + 12}" y="${T + i * 20}" width="12" height="12" fill="${c}"/>`);
     out.push(`<text x="${W - R + 30}" y="${T + i * 20 + 10}">${esc(s.name)}</text>`);
