@@ -9,7 +9,7 @@
  * certificates and to split a multi-recipient upload per recipient.
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PrivateKey, PublicKey, SenderCertificate, ServerCertificate } from '@signalapp/libsignal-client';
 import SealedSenderMultiRecipientMessage, {
@@ -166,11 +166,7 @@ export function loadServerSigner(config: RelayConfig, log: Logger): ServerSigner
     return parseServerCertificate(JSON.stringify(createServerCertificate(JSON.stringify(createTrustRoot()), 1)));
   const dir = join(config.dataDir, 'sealed-sender');
   const certPath = join(dir, 'server-cert.json');
-  if (!existsSync(certPath)) {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const root = JSON.stringify(createTrustRoot());
-    writeSecretFile(join(dir, 'trust-root.json'), root);
-    writeSecretFile(certPath, JSON.stringify(createServerCertificate(root, 1)));
+  if (!existsSync(certPath) && generateSignerDir(config.dataDir, dir)) {
     log.warn(
       { dir },
       'generated a sealed-sender trust root and server certificate; production relays should keep the trust root offline ' +
@@ -178,6 +174,31 @@ export function loadServerSigner(config: RelayConfig, log: Logger): ServerSigner
     );
   }
   return parseServerCertificate(readFileSync(certPath, 'utf8'));
+}
+
+/**
+ * Writes a new trust root and server certificate into a private temporary
+ * folder, then renames it to `dir` in one step, so a process that starts at
+ * the same time (two relays on one data dir) never sees half a pair. Returns
+ * false when another process got there first; its pair is then the one used.
+ */
+function generateSignerDir(dataDir: string, dir: string): boolean {
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const tmp = mkdtempSync(join(dataDir, '.sealed-sender-'));
+  try {
+    const root = JSON.stringify(createTrustRoot());
+    writeSecretFile(join(tmp, 'trust-root.json'), root);
+    writeSecretFile(join(tmp, 'server-cert.json'), JSON.stringify(createServerCertificate(root, 1)));
+    // rename(2) replaces an empty directory but fails on a non-empty one.
+    renameSync(tmp, dir);
+    return true;
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === 'ENOTEMPTY' || code === 'EEXIST') return false;
+    throw err;
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
 }
 
 // ---------------------------------------------------------------- helpers

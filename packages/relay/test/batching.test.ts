@@ -18,7 +18,7 @@ import { buildRelay } from '../src/build.js';
 import { defaultRelayConfig } from '../src/config.js';
 import type { EnqueueBatch, EnqueueResult } from '../src/ports.js';
 import { startRelay } from '../src/start.js';
-import { ManualClock, basicAuth, makeHarness, newPassword, registerBody, silentLogger } from './helpers.js';
+import { ManualClock, basicAuth, defaultTestConfig, makeHarness, newPassword, registerBody, silentLogger } from './helpers.js';
 import { TestSocket } from './ws-client.js';
 
 const D1 = 1 as DeviceId;
@@ -134,7 +134,7 @@ describe('group commit through the relay', () => {
       }
     }
     const store = new FlakyStore(new Database(':memory:'));
-    const built = buildRelay({ store, bus: new LocalBus(), clock: new ManualClock(), config: defaultRelayConfig({}), logger: silentLogger() });
+    const built = buildRelay({ store, bus: new LocalBus(), clock: new ManualClock(), config: defaultTestConfig(), logger: silentLogger() });
     await built.app.ready();
     try {
       const register = async (username: string, registrationId: number) => {

@@ -13,10 +13,10 @@ import { NatsBus, openNatsBus } from '../src/adapters/bus/nats.js';
 import { RedisRateLimiter, openRedisRateLimiter } from '../src/adapters/ratelimit/redis.js';
 import { openPostgresStore } from '../src/adapters/store/postgres.js';
 import { type BuiltRelay, buildRelay } from '../src/build.js';
-import { defaultRelayConfig, resolveRateLimits } from '../src/config.js';
+import { resolveRateLimits } from '../src/config.js';
 import type { Bus, BusSignal } from '../src/ports.js';
 import { systemClock } from '../src/ports.js';
-import { basicAuth, newPassword, registerBody, silentLogger } from './helpers.js';
+import { basicAuth, defaultTestConfig, newPassword, registerBody, silentLogger } from './helpers.js';
 import { NATS_URL, PG_URL, REDIS_URL, servicesAvailable, uniqueName } from './services.js';
 import { TestSocket } from './ws-client.js';
 
@@ -47,7 +47,7 @@ async function startNode(schema: string, opts: { bus?: Bus; pollIntervalMs?: num
     store,
     bus,
     clock: systemClock,
-    config: defaultRelayConfig({ logLevel: 'silent' }),
+    config: defaultTestConfig(),
     logger: silentLogger(),
     gateway: { pollIntervalMs: opts.pollIntervalMs ?? 0 },
   });

@@ -11,9 +11,8 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { openNatsBus } from '../src/adapters/bus/nats.js';
 import { openPostgresStore } from '../src/adapters/store/postgres.js';
 import { type BuiltRelay, buildRelay } from '../src/build.js';
-import { defaultRelayConfig } from '../src/config.js';
 import { systemClock } from '../src/ports.js';
-import { basicAuth, newPassword, registerBody, signedEc, signedKyber, silentLogger } from './helpers.js';
+import { basicAuth, defaultTestConfig, newPassword, registerBody, signedEc, signedKyber, silentLogger } from './helpers.js';
 import { NATS_URL, PG_URL, servicesAvailable, uniqueName } from './services.js';
 
 const available = await servicesAvailable('postgres', 'nats');
@@ -36,7 +35,7 @@ async function startNode(schema: string): Promise<string> {
     store: await openPostgresStore(PG_URL, { schema, maxConnections: 4 }),
     bus: await openNatsBus(NATS_URL),
     clock: systemClock,
-    config: defaultRelayConfig({ logLevel: 'silent' }),
+    config: defaultTestConfig(),
     logger: silentLogger(),
   });
   running.push(built);

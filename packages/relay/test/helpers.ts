@@ -1,5 +1,8 @@
 /** Shared test fixtures: real libsignal keys, an in-memory relay, a manual clock. */
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { IdentityKeyPair, KEMKeyPair, PrivateKey } from '@signalapp/libsignal-client';
 import {
   type AccountId,
@@ -87,7 +90,7 @@ export async function makeHarness(config: Partial<RelayConfig> = {}, extra: Part
   const store = openSqliteStore(':memory:');
   const clock = new ManualClock();
   const bus = new LocalBus();
-  const built = buildRelay({ store, bus, clock, config: defaultRelayConfig(config), logger: silentLogger(), ...extra });
+  const built = buildRelay({ store, bus, clock, config: defaultRelayConfig({ dataDir: tempDataDir(), ...config }), logger: silentLogger(), ...extra });
   await built.app.ready();
   let regId = 100;
   const h: Harness = {
@@ -146,6 +149,22 @@ export async function makeHarness(config: Partial<RelayConfig> = {}, extra: Part
   return h;
 }
 
+const tempDirs: string[] = [];
+process.on('exit', () => {
+  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+});
+
+/**
+ * A fresh data directory under the system temp dir. Relays built in tests
+ * write generated sealed-sender keys and blobs there, never into the
+ * working directory's ./data (which parallel test files would share).
+ */
+export function tempDataDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'parley-relay-test-'));
+  tempDirs.push(d);
+  return d;
+}
+
 export function defaultTestConfig(overrides: Partial<RelayConfig> = {}): RelayConfig {
-  return defaultRelayConfig({ logLevel: 'silent', ...overrides });
+  return defaultRelayConfig({ logLevel: 'silent', dataDir: tempDataDir(), ...overrides });
 }

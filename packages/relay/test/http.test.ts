@@ -5,7 +5,17 @@ import { type AccountId, type DeviceId, EnvelopeType, encodeKeyUploadRequest, en
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Store } from '../src/ports.js';
-import { type Harness, basicAuth, makeHarness, newPassword, oneTimeEc, registerBody, signedEc, signedKyber } from './helpers.js';
+import {
+  type Harness,
+  basicAuth,
+  defaultTestConfig,
+  makeHarness,
+  newPassword,
+  oneTimeEc,
+  registerBody,
+  signedEc,
+  signedKyber,
+} from './helpers.js';
 
 let h: Harness;
 afterEach(async () => {
@@ -428,9 +438,8 @@ describe('operations', () => {
       },
     }) as Store;
     const { buildRelay } = await import('../src/build.js');
-    const { defaultRelayConfig } = await import('../src/config.js');
     const { LocalBus } = await import('../src/adapters/bus/local.js');
-    const built = buildRelay({ store: broken, bus: new LocalBus(), clock: { now: () => 1 }, config: defaultRelayConfig(), logger });
+    const built = buildRelay({ store: broken, bus: new LocalBus(), clock: { now: () => 1 }, config: defaultTestConfig(), logger });
     h = { built } as Harness;
     const identity = IdentityKeyPair.generate();
     const password = newPassword();

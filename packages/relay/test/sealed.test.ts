@@ -4,9 +4,12 @@
  * delivery, and the key files the CLI writes.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import {
   type Direction,
   IdentityChange,
@@ -38,6 +41,8 @@ import type { BusSignal } from '../src/ports.js';
 import { createServerCertificate, createTrustRoot, loadServerSigner, parseServerCertificate } from '../src/sealed.js';
 import { defaultRelayConfig } from '../src/config.js';
 import { type Harness, type TestAccount, makeHarness, silentLogger } from './helpers.js';
+
+const execFileP = promisify(execFile);
 
 let h: Harness;
 afterEach(async () => {
@@ -148,6 +153,31 @@ describe('certificates', () => {
       });
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('relays starting together on one fresh data dir all come up with the same generated trust root', async () => {
+    // Each child loads the signer from the built relay package and prints the trust root it got.
+    const script = [
+      "import { loadServerSigner, defaultRelayConfig } from '@parley/relay';",
+      "import { pino } from 'pino';",
+      "const s = loadServerSigner(defaultRelayConfig({ dataDir: process.argv[1] }), pino({ level: 'silent' }));",
+      "process.stdout.write(Buffer.from(s.trustRoot.serialize()).toString('hex'));",
+    ].join('\n');
+    const cwd = fileURLToPath(new URL('..', import.meta.url));
+    for (let round = 0; round < 3; round++) {
+      const dir = mkdtempSync(join(tmpdir(), 'parley-sealed-race-'));
+      try {
+        const roots = await Promise.all(
+          Array.from({ length: 6 }, () => execFileP(process.execPath, ['--input-type=module', '-e', script, dir], { cwd })),
+        );
+        expect(new Set(roots.map((r) => r.stdout)).size).toBe(1);
+        expect(roots[0]?.stdout).toMatch(/^05[0-9a-f]{64}$/);
+        // Nothing half-made is left behind: just the pair, no temporary folders.
+        expect(readdirSync(dir)).toEqual(['sealed-sender']);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
     }
   });
 });
