@@ -27,7 +27,16 @@ import type { RelayConfig } from './config.js';
 import { RelayError } from './errors.js';
 import type { RelayMetrics } from './metrics.js';
 import { publishOnline } from './online.js';
-import { type Bus, type Clock, type RateBucket, type RateLimiter, type StoredEnvelope, type Store, deviceKey } from './ports.js';
+import {
+  type Bus,
+  type Clock,
+  type DeviceSummary,
+  type RateBucket,
+  type RateLimiter,
+  type StoredEnvelope,
+  type Store,
+  deviceKey,
+} from './ports.js';
 
 /** Below this many one-time keys of either kind a device is told to refill. */
 export const LOW_KEY_THRESHOLD = 10;
@@ -68,6 +77,47 @@ export function identityKeyOf(bytes: Uint8Array): PublicKey {
     return PublicKey.deserialize(plainBytes(bytes));
   } catch {
     throw new RelayError('BAD_REQUEST', 'identityKey: not a valid public key');
+  }
+}
+
+/** Which listed devices are missing, extra or stale against an account's device list. */
+export function deviceProblems(
+  devices: readonly DeviceSummary[],
+  listed: ReadonlyArray<{ device: number; registrationId: number }>,
+): { missingDevices: number[]; extraDevices: number[]; staleDevices: number[] } {
+  const expected = new Map(devices.map((d) => [d.deviceId as number, d.registrationId]));
+  const given = new Set(listed.map((l) => l.device));
+  const byNumber = (a: number, b: number) => a - b;
+  return {
+    missingDevices: [...expected.keys()].filter((id) => !given.has(id)).sort(byNumber),
+    extraDevices: [...given].filter((id) => !expected.has(id)).sort(byNumber),
+    staleDevices: listed
+      .filter((l) => expected.has(l.device) && expected.get(l.device) !== l.registrationId)
+      .map((l) => l.device)
+      .sort(byNumber),
+  };
+}
+
+/**
+ * The device-list rule every send obeys: exactly the account's devices, each
+ * with its current registration id. Otherwise 409 MISMATCHED_DEVICES (missing
+ * or extra ids) or 410 STALE_DEVICES, counted in the send metrics.
+ */
+export function assertDeviceList(devices: readonly DeviceSummary[], req: SendRequest, metrics: RelayMetrics): void {
+  const p = deviceProblems(
+    devices,
+    req.messages.map((m) => ({ device: m.destinationDevice, registrationId: m.destinationRegistrationId })),
+  );
+  if (p.missingDevices.length > 0 || p.extraDevices.length > 0) {
+    metrics.sends.inc({ result: 'mismatched' });
+    throw new RelayError('MISMATCHED_DEVICES', 'the device list does not match the account', {
+      missingDevices: p.missingDevices,
+      extraDevices: p.extraDevices,
+    });
+  }
+  if (p.staleDevices.length > 0) {
+    metrics.sends.inc({ result: 'stale' });
+    throw new RelayError('STALE_DEVICES', 'a registration id is outdated', { staleDevices: p.staleDevices });
   }
 }
 
@@ -180,23 +230,13 @@ export class Relay {
     await this.limit('send', deviceKey(me.account, me.device));
     const devices = await this.deps.store.listDevices(destination);
     if (devices.length === 0) throw new RelayError('NOT_FOUND', 'destination account not found');
+    // A sync copy to one's own account goes to every device but the sender.
     const self = destination === me.account;
-    const expected = new Map(devices.filter((d) => !(self && d.deviceId === me.device)).map((d) => [d.deviceId as number, d]));
-    const listed = new Set(req.messages.map((m) => m.destinationDevice as number));
-    const missingDevices = [...expected.keys()].filter((id) => !listed.has(id)).sort((a, b) => a - b);
-    const extraDevices = [...listed].filter((id) => !expected.has(id)).sort((a, b) => a - b);
-    if (missingDevices.length > 0 || extraDevices.length > 0) {
-      this.deps.metrics.sends.inc({ result: 'mismatched' });
-      throw new RelayError('MISMATCHED_DEVICES', 'the device list does not match the account', { missingDevices, extraDevices });
-    }
-    const staleDevices = req.messages
-      .filter((m) => expected.get(m.destinationDevice)?.registrationId !== m.destinationRegistrationId)
-      .map((m) => m.destinationDevice as number)
-      .sort((a, b) => a - b);
-    if (staleDevices.length > 0) {
-      this.deps.metrics.sends.inc({ result: 'stale' });
-      throw new RelayError('STALE_DEVICES', 'a registration id is outdated', { staleDevices });
-    }
+    assertDeviceList(
+      devices.filter((d) => !(self && d.deviceId === me.device)),
+      req,
+      this.deps.metrics,
+    );
     const now = this.deps.clock.now();
     const envelopes: StoredEnvelope[] = req.messages.map((m) => ({
       guid: new Uint8Array(randomBytes(16)),

@@ -33,8 +33,8 @@ import type { RelayConfig } from './config.js';
 import { RelayError } from './errors.js';
 import { publishOnline } from './online.js';
 import type { RelayMetrics } from './metrics.js';
-import { type Bus, type Clock, type DeviceSummary, type StoredEnvelope, type Store, deviceKey } from './ports.js';
-import type { DeviceRef, Relay } from './relay.js';
+import { type Bus, type Clock, type StoredEnvelope, type Store, deviceKey } from './ports.js';
+import { type DeviceRef, type Relay, assertDeviceList, deviceProblems } from './relay.js';
 
 /** Sender certificates live this long unless configured otherwise. */
 export const DEFAULT_SENDER_CERTIFICATE_TTL_MS = 7 * 24 * 60 * 60 * 1000;
@@ -216,24 +216,6 @@ function unauthorized(): RelayError {
   return new RelayError('UNAUTHORIZED', 'missing or wrong credentials');
 }
 
-/** Which listed devices are missing, extra or stale against an account's device list. */
-export function deviceProblems(
-  devices: readonly DeviceSummary[],
-  listed: ReadonlyArray<{ device: number; registrationId: number }>,
-): { missingDevices: number[]; extraDevices: number[]; staleDevices: number[] } {
-  const expected = new Map(devices.map((d) => [d.deviceId as number, d.registrationId]));
-  const given = new Set(listed.map((l) => l.device));
-  const byNumber = (a: number, b: number) => a - b;
-  return {
-    missingDevices: [...expected.keys()].filter((id) => !given.has(id)).sort(byNumber),
-    extraDevices: [...given].filter((id) => !expected.has(id)).sort(byNumber),
-    staleDevices: listed
-      .filter((l) => expected.has(l.device) && expected.get(l.device) !== l.registrationId)
-      .map((l) => l.device)
-      .sort(byNumber),
-  };
-}
-
 /** Metadata of a multi-recipient send (carried in headers, the body being libsignal's bytes). */
 export interface MultiRecipientMeta {
   timestamp: number;
@@ -358,22 +340,7 @@ export class SealedSender {
       throw new RelayError('BAD_REQUEST', 'messages[].type: an unauthenticated send carries sealed-sender envelopes only');
     await this.#checkAccess([destination], accessKey);
     await this.deps.relay.limit('sealedRecipient', destination);
-    const devices = await this.deps.store.listDevices(destination);
-    const p = deviceProblems(
-      devices,
-      req.messages.map((m) => ({ device: m.destinationDevice, registrationId: m.destinationRegistrationId })),
-    );
-    if (p.missingDevices.length > 0 || p.extraDevices.length > 0) {
-      this.deps.metrics.sends.inc({ result: 'mismatched' });
-      throw new RelayError('MISMATCHED_DEVICES', 'the device list does not match the account', {
-        missingDevices: p.missingDevices,
-        extraDevices: p.extraDevices,
-      });
-    }
-    if (p.staleDevices.length > 0) {
-      this.deps.metrics.sends.inc({ result: 'stale' });
-      throw new RelayError('STALE_DEVICES', 'a registration id is outdated', { staleDevices: p.staleDevices });
-    }
+    assertDeviceList(await this.deps.store.listDevices(destination), req, this.deps.metrics);
     const now = this.deps.clock.now();
     const envelopes = req.messages.map((m) =>
       this.#envelope(destination, m.destinationDevice, req.timestamp, now, m.content, req.urgent),
