@@ -4,13 +4,10 @@
  * tests only check that batching keeps every answer honest.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import Database from '@signalapp/sqlcipher';
 import { IdentityKeyPair } from '@signalapp/libsignal-client';
 import { type DeviceId, EnvelopeType, encodeSendRequestBinary, processEnvelope, processRegisterResponse } from '@parley/wire';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { LocalBus } from '../src/adapters/bus/local.js';
 import { SqliteStore } from '../src/adapters/store/sqlite.js';
 import { Batcher } from '../src/batching.js';
@@ -18,7 +15,17 @@ import { buildRelay } from '../src/build.js';
 import { defaultRelayConfig } from '../src/config.js';
 import type { EnqueueBatch, EnqueueResult } from '../src/ports.js';
 import { startRelay } from '../src/start.js';
-import { ManualClock, basicAuth, defaultTestConfig, makeHarness, newPassword, registerBody, silentLogger } from './helpers.js';
+import {
+  ManualClock,
+  basicAuth,
+  defaultTestConfig,
+  makeHarness,
+  newPassword,
+  registerBody,
+  registerOverHttp,
+  silentLogger,
+  tempDataDir,
+} from './helpers.js';
 import { TestSocket } from './ws-client.js';
 
 const D1 = 1 as DeviceId;
@@ -179,29 +186,12 @@ describe('group commit through the relay', () => {
   });
 
   describe('over a real socket', () => {
-    const dirs: string[] = [];
-    afterEach(() => {
-      for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-    });
-
     it('acks that arrive together (some twice) each delete their envelope and cause exactly one delivery receipt', async () => {
-      const dataDir = mkdtempSync(join(tmpdir(), 'parley-relay-batch-'));
-      dirs.push(dataDir);
+      const dataDir = tempDataDir();
       const relay = await startRelay(defaultRelayConfig({ dataDir, port: 0, logLevel: 'silent' }));
       try {
-        const reg = async (username: string, registrationId: number) => {
-          const identity = IdentityKeyPair.generate();
-          const password = newPassword();
-          const res = await fetch(`${relay.url}/v1/accounts`, {
-            method: 'POST',
-            headers: { 'content-type': 'application/json' },
-            body: JSON.stringify(registerBody(username, identity, password, registrationId)),
-          });
-          const { accountId } = processRegisterResponse(await res.json());
-          return { accountId, registrationId, auth: basicAuth(accountId, 1, password) };
-        };
-        const alice = await reg('ack.alice', 2001);
-        const bob = await reg('ack.bob', 2002);
+        const alice = await registerOverHttp(relay.url, 'ack.alice', 2001);
+        const bob = await registerOverHttp(relay.url, 'ack.bob', 2002);
         const n = 20;
         const sent = await Promise.all(
           Array.from({ length: n }, (_, i) =>

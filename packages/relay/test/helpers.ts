@@ -13,6 +13,7 @@ import {
   encodeRegisterRequest,
   encodeSendRequestBinary,
   encodeSendRequestJson,
+  processRegisterResponse,
   type SendRequest,
   EnvelopeType,
 } from '@parley/wire';
@@ -61,6 +62,20 @@ export interface TestAccount {
 
 export function basicAuth(accountId: string, deviceId: number, password: string): string {
   return `Basic ${Buffer.from(`${accountId}.${deviceId}:${password}`).toString('base64')}`;
+}
+
+/** Registers an account on a listening relay over real HTTP; throws unless it answers 200. */
+export async function registerOverHttp(url: string, username: string, registrationId: number) {
+  const identity = IdentityKeyPair.generate();
+  const password = newPassword();
+  const res = await fetch(`${url}/v1/accounts`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(registerBody(username, identity, password, registrationId)),
+  });
+  if (res.status !== 200) throw new Error(`registration answered ${res.status}`);
+  const { accountId, deviceId } = processRegisterResponse(await res.json());
+  return { accountId, deviceId, username, password, registrationId, identity, auth: basicAuth(accountId, deviceId, password) };
 }
 
 export function registerBody(username: string, identity: IdentityKeyPair, password: string, registrationId: number, inviteCode: string | null = null) {

@@ -1,20 +1,17 @@
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { IdentityKeyPair } from '@signalapp/libsignal-client';
 import {
   type AccountId,
   type DeviceId,
   EnvelopeType,
   encodeSendRequestBinary,
   processEnvelope,
-  processRegisterResponse,
 } from '@parley/wire';
 import { afterEach, describe, expect, it } from 'vitest';
 import { defaultRelayConfig } from '../src/config.js';
 import { startRelay } from '../src/start.js';
-import { type Harness, type TestAccount, basicAuth, makeHarness, newPassword, registerBody } from './helpers.js';
+import { type Harness, type TestAccount, basicAuth, makeHarness, newPassword, registerOverHttp, tempDataDir } from './helpers.js';
 import { TestSocket, jsonOf } from './ws-client.js';
 
 const D1 = 1 as DeviceId;
@@ -29,30 +26,12 @@ function sendBody(to: TestAccount, content: Uint8Array, timestamp: number): Uint
 }
 
 describe('relay over a real socket (listen(0))', () => {
-  const dirs: string[] = [];
-  afterEach(() => {
-    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-  });
-
   it('delivers a backlog, acks, queue/empty, 4409 on a second connection, redelivers unacked, and sends delivery receipts', async () => {
-    const dataDir = mkdtempSync(join(tmpdir(), 'parley-relay-ws-'));
-    dirs.push(dataDir);
+    const dataDir = tempDataDir();
     const relay = await startRelay(defaultRelayConfig({ dataDir, port: 0, logLevel: 'silent' }));
     try {
-      const reg = async (username: string, registrationId: number) => {
-        const identity = IdentityKeyPair.generate();
-        const password = newPassword();
-        const res = await fetch(`${relay.url}/v1/accounts`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify(registerBody(username, identity, password, registrationId)),
-        });
-        expect(res.status).toBe(200);
-        const { accountId, deviceId } = processRegisterResponse(await res.json());
-        return { accountId, deviceId, username, password, registrationId, identity, auth: basicAuth(accountId, deviceId, password) };
-      };
-      const alice = await reg('alice', 1001);
-      const bob = await reg('bob', 1002);
+      const alice = await registerOverHttp(relay.url, 'alice', 1001);
+      const bob = await registerOverHttp(relay.url, 'bob', 1002);
       const send = (content: Uint8Array, timestamp: number) =>
         fetch(`${relay.url}/v1/messages/${bob.accountId}`, {
           method: 'PUT',
