@@ -22,7 +22,7 @@ export class MemoryMember {
   readonly senderKeyStore: S.SenderKeyStore;
 
   constructor(
-    readonly address: S.ProtocolAddress,
+    public address: S.ProtocolAddress,
     readonly identity: S.IdentityKeyPair = S.IdentityKeyPair.generate(),
     readonly registrationId: number = 1 + Math.floor(Math.random() * 16000),
   ) {
