@@ -72,6 +72,7 @@ import { ARCHIVE_KEY_BYTES, decryptArchive, encryptArchive, exportHistory, impor
 import type { Progress } from './attachments.js';
 import { type Profile, createProfile, openProfile, profileExists, removeProfileFiles } from './db.js';
 import { SdkError } from './errors.js';
+import { type GroupAlert, type GroupInfo, type GroupRef, type GroupUpdateEvent, Groups } from './groups.js';
 import { KeyManager, getMeta, newAccountSecrets, setMeta } from './keys.js';
 import {
   accessKeyPublished,
@@ -107,12 +108,18 @@ export interface IncomingMessage {
   body: string;
   /** Received attachments (not downloaded yet; see `downloadAttachment`). */
   attachments: AttachmentInfo[];
+  /** Set for a group message. */
+  group?: GroupRef;
 }
 
 export interface ParleyEvents {
   message: (m: IncomingMessage) => void;
   /** A message this account sent (from this device, or a sync transcript from another own device). */
-  sent: (s: { to: string; timestamp: number; body: string }) => void;
+  sent: (s: { to: string; timestamp: number; body: string; group?: GroupRef }) => void;
+  /** A group update was rejected (docs/PROTOCOL.md, "Groups"), or a non-member sent to a group. */
+  groupAlert: (a: GroupAlert) => void;
+  /** A group update was accepted. `added`/`removed` are account ids. */
+  groupUpdate: (u: GroupUpdateEvent) => void;
   receipt: (r: { from: string | null; fromAccount: string; type: 'delivery' | 'read'; timestamps: number[] }) => void;
   /** Messages from `account` that this account read on another of its devices (marked read here too). */
   syncRead: (r: { account: string; timestamps: number[] }) => void;
@@ -224,7 +231,9 @@ export class ParleyClient {
     // Sealed sender: unauthenticated requests, and a profile key (created for profiles made before it existed).
     this.anon = new HttpTransport(account.serverUrl, null);
     this.profileKey = ensureProfileKey(this.db);
+    this.groups = this.groupHost();
   }
+  private readonly groups: Groups;
   private readonly identityKeyPair: IdentityKeyPair;
   private readonly anon: HttpTransport;
   private readonly profileKey: Uint8Array;
@@ -642,7 +651,7 @@ export class ParleyClient {
    * `build` makes each device's envelope (it runs on the crypto queue and its
    * store writes are committed with `onCommit`).
    */
-  private deliver(d: Delivery): Promise<void> {
+  private deliver(d: Delivery): Promise<number[]> {
     // One send at a time per recipient: keeps their order and avoids two parallel session setups.
     let q = this.sendQueues.get(d.account);
     if (!q) this.sendQueues.set(d.account, (q = new Serial()));
@@ -650,7 +659,8 @@ export class ParleyClient {
   }
   private readonly sendQueues = new Map<string, Serial>();
 
-  private async deliverNow({ account, timestamp, urgent, build, onCommit, mode = {} }: Delivery): Promise<void> {
+  /** Resolves with the devices the relay accepted the message for. */
+  private async deliverNow({ account, timestamp, urgent, build, onCommit, mode = {} }: Delivery): Promise<number[]> {
     const messageId = randomBytes(16);
     // Sealed when asked for, we hold a certificate and the recipient's access key; else identified.
     const cert = mode.sealed === true && account !== this.identity.accountId ? await this.senderCertificate() : null;
@@ -658,9 +668,10 @@ export class ParleyClient {
       const accessKey = cert ? contactAccessKey(this.db, account) : null;
       const devices = await this.ensureSessions(account);
       if (devices.length === 0) {
-        if (account === this.identity.accountId) return; // no other own devices
+        if (account === this.identity.accountId) return []; // no other own devices
         throw new SdkError('USER_NOT_FOUND', 'the user has no devices');
       }
+      let sealed = false;
       const messages = await this.crypto.run(async () => {
         try {
           const out: OutgoingDeviceMessage[] = [];
@@ -670,6 +681,7 @@ export class ParleyClient {
             if (cert && accessKey && built.ciphertext) {
               content = await seal(built.ciphertext, cert, this.addr(account, device), this.stores.identity);
               type = EnvelopeType.UnidentifiedSender;
+              sealed = true;
             }
             const record = this.stores.session.getSync(account, device);
             if (!record) throw new Error('session vanished');
@@ -685,11 +697,11 @@ export class ParleyClient {
         }
       });
       const body_ = { binary: encodeSendRequestBinary({ messages, timestamp, urgent, messageId, ...(mode.online ? { online: true } : {}) }) };
-      const sealed = messages.some((m) => m.type === EnvelopeType.UnidentifiedSender);
+      // A prebuilt type-6 envelope (a group message to a member without a known access key) goes over the authenticated route.
       const reply = sealed
         ? await this.anon.request('PUT', `/v1/messages/${account}`, body_, { [ACCESS_KEY_HEADER]: encodeAccessKeyHeader(accessKey ?? new Uint8Array(0)) })
         : await this.call('PUT', `/v1/messages/${account}`, body_);
-      if (reply.status >= 200 && reply.status < 300) return;
+      if (reply.status >= 200 && reply.status < 300) return devices;
       if (sealed && reply.status === 401) {
         // The access key is stale or wrong: send identified until the contact shares a new profile key.
         markAccessKeyRejected(this.db, account);
@@ -697,24 +709,11 @@ export class ParleyClient {
       }
       const body = errorBody(reply);
       if (reply.status === 409 && body?.code === 'MISMATCHED_DEVICES') {
-        await this.crypto.run(async () =>
-          void this.stores.commit(() => {
-            for (const d of body.extraDevices ?? []) this.stores.session.delete(account, d);
-          }),
-        );
-        for (const d of body.missingDevices ?? []) {
-          const res = await this.fetchBundles(account, d);
-          if (res) await this.processBundles(res);
-        }
+        await this.fixDevices(account, { missing: body.missingDevices ?? [], extra: body.extraDevices ?? [], stale: [] });
         continue;
       }
       if (reply.status === 410 && body?.code === 'STALE_DEVICES') {
-        await this.crypto.run(async () =>
-          void this.stores.commit(() => {
-            for (const d of body.staleDevices ?? []) this.stores.session.archive(account, d);
-          }),
-        );
-        // ensureSessions fetches fresh bundles for the archived devices on the next attempt.
+        await this.fixDevices(account, { missing: [], extra: [], stale: body.staleDevices ?? [] });
         continue;
       }
       throw replyError(reply);
@@ -722,10 +721,24 @@ export class ParleyClient {
     throw new SdkError('RELAY_ERROR', 'the device list kept changing; giving up');
   }
 
-  /** Encrypts an encoded Content (padded) for each device; logs it for resends when asked. */
-  private async sendEncrypted(account: string, plaintext: Uint8Array, timestamp: number, opts: SendOptions): Promise<void> {
+  /** A 409/410 answer: drop extra devices, fetch missing ones, archive stale ones (ensureSessions renews those on the next attempt). */
+  private async fixDevices(account: string, p: { missing: number[]; extra: number[]; stale: number[] }): Promise<void> {
+    await this.crypto.run(async () =>
+      void this.stores.commit(() => {
+        for (const d of p.extra) this.stores.session.delete(account, d);
+        for (const d of p.stale) this.stores.session.archive(account, d);
+      }),
+    );
+    for (const d of p.missing) {
+      const res = await this.fetchBundles(account, d);
+      if (res) await this.processBundles(res);
+    }
+  }
+
+  /** Encrypts an encoded Content (padded) for each device; logs it for resends when asked. Resolves with the devices reached. */
+  private async sendEncrypted(account: string, plaintext: Uint8Array, timestamp: number, opts: SendOptions): Promise<number[]> {
     const padded = ab(padPlaintext(plaintext));
-    await this.deliver({
+    return this.deliver({
       account,
       timestamp,
       urgent: opts.urgent,
@@ -746,8 +759,8 @@ export class ParleyClient {
     });
   }
 
-  private async sendContent(account: string, content: Content, timestamp: number, opts: SendOptions): Promise<void> {
-    await this.sendEncrypted(account, encodeContent(content, this.identity.username), timestamp, opts);
+  private async sendContent(account: string, content: Content, timestamp: number, opts: SendOptions): Promise<number[]> {
+    return this.sendEncrypted(account, encodeContent(content, this.identity.username), timestamp, opts);
   }
 
   async send(username: string, text: string): Promise<{ timestamp: number }> {
@@ -845,6 +858,86 @@ export class ParleyClient {
       urgent: false,
       sealed: true,
       online: true,
+    });
+  }
+
+  // ---------------------------------------------------------------- groups (groups.ts)
+
+  /**
+   * Create a group with this account as its admin and send the signed state to every member.
+   * @throws SdkError INVALID_TITLE, GROUP_TOO_LARGE, USER_NOT_FOUND, INVALID_INPUT
+   */
+  async createGroup(title: string, usernames: string[]): Promise<GroupInfo> {
+    this.assertOpen();
+    return this.groups.createGroup(title, usernames);
+  }
+
+  /** Admin only. `group`: full id, unique id prefix (>= 6 hex), or exact unique title. @throws SdkError UNKNOWN_GROUP, AMBIGUOUS_GROUP, NOT_GROUP_ADMIN, NOT_GROUP_MEMBER, ALREADY_MEMBER, GROUP_TOO_LARGE, USER_NOT_FOUND */
+  async addGroupMember(group: string, username: string): Promise<GroupInfo> {
+    this.assertOpen();
+    return this.groups.addGroupMember(group, username);
+  }
+
+  /** Admin only; every remaining member rotates its sender key before its next send. @throws SdkError UNKNOWN_GROUP, AMBIGUOUS_GROUP, NOT_GROUP_ADMIN, NOT_GROUP_MEMBER, USER_NOT_FOUND */
+  async removeGroupMember(group: string, username: string): Promise<GroupInfo> {
+    this.assertOpen();
+    return this.groups.removeGroupMember(group, username);
+  }
+
+  /** Leave: like being removed (the group stays readable here, inactive). @throws SdkError UNKNOWN_GROUP, AMBIGUOUS_GROUP, NOT_GROUP_MEMBER */
+  async leaveGroup(group: string): Promise<void> {
+    this.assertOpen();
+    return this.groups.leaveGroup(group);
+  }
+
+  /** Local, no network. @throws SdkError UNKNOWN_GROUP, AMBIGUOUS_GROUP */
+  groupInfo(group: string): GroupInfo {
+    this.assertOpen();
+    return this.groups.groupInfo(group);
+  }
+
+  listGroups(): GroupInfo[] {
+    this.assertOpen();
+    return this.groups.listGroups();
+  }
+
+  /** One Sender Key message in one multi-recipient sealed upload. @throws SdkError UNKNOWN_GROUP, AMBIGUOUS_GROUP, NOT_GROUP_MEMBER, INVALID_INPUT */
+  async sendGroup(group: string, text: string): Promise<{ timestamp: number }> {
+    this.assertOpen();
+    return this.groups.sendGroup(group, text);
+  }
+
+  private groupHost(): Groups {
+    return new Groups({
+      db: this.db,
+      stores: this.stores,
+      me: { account: this.identity.accountId, device: this.identity.deviceId, username: this.identity.username },
+      localAddress: this.localAddress,
+      identityKeyPair: this.identityKeyPair,
+      profileKey: this.profileKey,
+      crypto: this.crypto,
+      atomically: (fn) => this.atomically(fn),
+      sendContent: (account, content, timestamp) => this.sendContent(account, content, timestamp, { log: true, urgent: true, sealed: true }),
+      deliverBuilt: (account, timestamp, build) =>
+        this.deliver({ account, timestamp, urgent: true, build: async (device) => ({ type: EnvelopeType.UnidentifiedSender, content: await build(device) }) }),
+      ensureSessions: (account) => this.ensureSessions(account),
+      fixDevices: (account, p) => this.fixDevices(account, p),
+      senderCertificate: () => this.senderCertificate(),
+      anonRequest: (verb, path, body, headers) => this.anon.request(verb, path, body, headers),
+      resolve: (username) => this.resolve(username),
+      lookup: async (username) => this.lookup(normalizeUsername(username)),
+      usernameFor: (account) => this.usernameFor(account),
+      verifyClaim: (claim, account) => this.verifyClaim(claim, account),
+      hasOtherOwnDevices: () => this.hasOtherOwnDevices(),
+      nextTimestamp: () => this.nextTimestamp(),
+      emitAlert: (a) => this.emit('groupAlert', a),
+      emitUpdate: (u) => this.emit('groupUpdate', u),
+      emitMessage: (m) => this.emit('message', { ...m, attachments: [] }),
+      emitSent: (s) => this.emit('sent', s),
+      emitError: (err) => this.emit('error', err),
+      spawn: (task) => this.spawn(task),
+      markSeen: (env, triple) => this.markSeen(env, triple),
+      seenTriple: (account, device, ts) => this.seenTriple(account, device, ts),
     });
   }
 
@@ -1038,7 +1131,7 @@ export class ParleyClient {
     if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) throw new SdkError('INVALID_INPUT', 'limit must be 1..10000');
     const account = await this.resolve(username);
     const rows = this.db
-      .prepare('SELECT direction, timestamp, body, status FROM messages WHERE account = ? ORDER BY timestamp DESC, rowid DESC LIMIT ?')
+      .prepare('SELECT direction, timestamp, body, status FROM messages WHERE account = ? AND group_id IS NULL ORDER BY timestamp DESC, rowid DESC LIMIT ?')
       .all([account, limit]);
     return rows
       .map((r) => ({ direction: r.direction === 'in' ? ('in' as const) : ('out' as const), timestamp: Number(r.timestamp), body: String(r.body), status: String(r.status) }))
@@ -1147,6 +1240,7 @@ export class ParleyClient {
       ? await openSealed(env.content, this.stores.identity, root, Date.now(), { account: this.identity.accountId, device: this.identity.deviceId })
       : ({ kind: 'rejected', reason: 'untrusted' } as const);
     if (opened.kind === 'rejected') return this.rejectSealed(env, opened.reason);
+    if (opened.kind === 'group') return this.groups.receiveMessage(env, opened);
     const inner: Envelope = { ...env, type: opened.type, content: opened.content, source: opened.sender as Envelope['source'] };
     return this.decryptAndCommit(inner, opened.sender, opened.certificateKey);
   }
@@ -1214,6 +1308,14 @@ export class ParleyClient {
     }
 
     const c = decoded.content;
+    const group = await this.groups.prepare(c, source);
+    if (group) {
+      const after = this.stores.commit(() => {
+        this.markSeen(env, true);
+        return group();
+      });
+      return { status: 200, ...(after ? { after } : {}) };
+    }
     const from = c.kind === 'data' || c.kind === 'receipt' || c.kind === 'typing' ? await this.verifyClaim(decoded.senderUsername, source.account) : null;
     const id = hex(env.serverGuid);
     let after: (() => void) | undefined;

@@ -27,6 +27,17 @@ export const SdkErrorCodes = [
   'SEALED_SENDER_REJECTED',
   'LINK_FAILED',
   'FORBIDDEN',
+  // groups
+  'UNKNOWN_GROUP',
+  'AMBIGUOUS_GROUP',
+  'NOT_GROUP_ADMIN',
+  /** The group is inactive here (left or removed), or the named user is not in it. */
+  'NOT_GROUP_MEMBER',
+  'ALREADY_MEMBER',
+  'GROUP_TOO_LARGE',
+  'INVALID_TITLE',
+  /** A group message arrived that no sender key we hold opens (reported as an `error` event). */
+  'GROUP_DECRYPT_FAILED',
 ] as const;
 export type SdkErrorCode = (typeof SdkErrorCodes)[number];
 

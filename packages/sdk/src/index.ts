@@ -4,6 +4,7 @@
  */
 export { SdkError, SdkErrorCodes, type SdkErrorCode } from './errors.js';
 export { ParleyClient, type IncomingMessage, type ParleyEvents, type HistoryEntry } from './client.js';
+export type { GroupAlert, GroupAlertReason, GroupInfo, GroupMemberInfo, GroupRef, GroupUpdateEvent } from './groups.js';
 export type { AttachmentInfo, SendFileOptions } from './attachment-flow.js';
 export type { Progress } from './attachments.js';
 export { encryptedSize, paddedSize } from './attachment-crypto.js';

@@ -61,4 +61,16 @@ export const MIGRATIONS: readonly string[] = [
   CREATE TABLE profile_keys (account TEXT PRIMARY KEY, profile_key BLOB NOT NULL, usable INTEGER NOT NULL,
                              updated_at INTEGER NOT NULL) STRICT;
   `,
+  // 4: groups (groups.ts). State is the signed GroupState bytes as last accepted; one row per group.
+  // distribution_id: this device's current sender-key distribution id for the group; rotate = 1 makes the next send pick a new one.
+  `
+  CREATE TABLE groups (id TEXT PRIMARY KEY, revision INTEGER NOT NULL, title TEXT NOT NULL, state BLOB NOT NULL,
+                       active INTEGER NOT NULL, distribution_id TEXT NOT NULL, rotate INTEGER NOT NULL,
+                       updated_at INTEGER NOT NULL) STRICT;
+  -- member devices that hold this device's sender key of a distribution id
+  CREATE TABLE group_key_shared (group_id TEXT NOT NULL, distribution_id TEXT NOT NULL, account TEXT NOT NULL,
+                                 device INTEGER NOT NULL, PRIMARY KEY (group_id, distribution_id, account, device)) STRICT;
+  ALTER TABLE messages ADD COLUMN group_id TEXT;
+  CREATE INDEX messages_group ON messages (group_id, timestamp) WHERE group_id IS NOT NULL;
+  `,
 ];

@@ -161,6 +161,15 @@ export type OpenedSealed =
       type: EnvelopeType;
       content: Uint8Array;
     }
+  | {
+      /** The inner message is a sender-key (group) message; groups.ts decrypts it. */
+      kind: 'group';
+      sender: { account: string; device: number };
+      certificateKey: PublicKey;
+      content: Uint8Array;
+      /** The group id the sender put in the sealed layer, if any. */
+      groupId: Uint8Array | null;
+    }
   | { kind: 'rejected'; reason: 'malformed' | 'untrusted' | 'expired' | 'self' | 'unsupported' };
 
 /**
@@ -191,6 +200,8 @@ export async function openSealed(
   }
   if (sender.account === me.account && sender.device === me.device) return { kind: 'rejected', reason: 'self' };
   const t = usmc.msgType();
+  if (t === (CiphertextMessageType.SenderKey as number))
+    return { kind: 'group', sender, certificateKey: cert.key(), content: usmc.contents(), groupId: usmc.groupId() };
   const type: EnvelopeType | null =
     t === (CiphertextMessageType.Whisper as number)
       ? ET.Ciphertext

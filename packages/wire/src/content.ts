@@ -6,6 +6,7 @@
 import { create, fromBinary, type MessageInitShape, toBinary } from '@bufbuild/protobuf';
 import { type Attachment, AttachmentLimits, parseBlobId } from './attachments.js';
 import { fail, WireError, WireErrorCode } from './errors.js';
+import { type GroupUpdate, GroupLimits, processGroupUpdate } from './groups.js';
 import {
   type AttachmentPointer as PbAttachmentPointer,
   type Content as PbContent,
@@ -25,7 +26,12 @@ export interface DataMessage {
   attachments?: Attachment[];
   /** The sender's 32-byte profile key (sealed sender: recipients derive its access key). Absent means not shared. */
   profileKey?: Uint8Array;
+  /** Set when the message was sent to a group (16-byte group id). */
+  group?: { id: Uint8Array };
 }
+
+/** Upper bound for a serialized libsignal SenderKeyDistributionMessage. */
+export const MAX_SKDM_BYTES = 1024;
 
 /** Length of a profile key. */
 export const PROFILE_KEY_BYTES = 32;
@@ -37,6 +43,11 @@ export type Content =
   | { kind: 'null' }
   | { kind: 'decryptionError'; message: Uint8Array }
   | { kind: 'syncSent'; destination: AccountId; timestamp: number; message: DataMessage }
+  /** A transcript of a group message this account sent from another device (`message.group` is set). */
+  | { kind: 'syncSentGroup'; timestamp: number; message: DataMessage & { group: { id: Uint8Array } } }
+  /** A serialized libsignal SenderKeyDistributionMessage. */
+  | { kind: 'senderKeyDistribution'; message: Uint8Array }
+  | { kind: 'groupUpdate'; update: GroupUpdate }
   /** Messages this account read on another of its devices. */
   | { kind: 'syncRead'; reads: Array<{ sender: AccountId; timestamp: number }> };
 
@@ -71,6 +82,10 @@ function processData(m: PbDataMessage, field: string): DataMessage {
   if (m.profileKey.length > 0) {
     if (m.profileKey.length !== PROFILE_KEY_BYTES) fail(`${field}.profileKey`, `must be ${PROFILE_KEY_BYTES} bytes`);
     out.profileKey = m.profileKey;
+  }
+  if (m.group) {
+    if (m.group.id.length !== GroupLimits.idBytes) fail(`${field}.group.id`, `must be ${GroupLimits.idBytes} bytes`);
+    out.group = { id: m.group.id };
   }
   return out;
 }
@@ -107,6 +122,8 @@ function processOne(raw: PbContent): Content {
     raw.typingMessage,
     raw.nullMessage,
     raw.decryptionErrorMessage.length > 0 ? raw.decryptionErrorMessage : undefined,
+    raw.senderKeyDistributionMessage.length > 0 ? raw.senderKeyDistributionMessage : undefined,
+    raw.groupUpdate,
   ].filter((x) => x !== undefined).length;
   if (present !== 1) fail('content', 'must carry exactly one message');
 
@@ -128,6 +145,11 @@ function processOne(raw: PbContent): Content {
     return { kind: 'typing', action: t.action === TypingMessage_Action.STARTED ? 'started' : 'stopped', timestamp: ts(t.timestamp, 'typing.timestamp') };
   }
   if (raw.nullMessage) return { kind: 'null' };
+  if (raw.groupUpdate) return { kind: 'groupUpdate', update: processGroupUpdate(raw.groupUpdate) };
+  if (raw.senderKeyDistributionMessage.length > 0) {
+    if (raw.senderKeyDistributionMessage.length > MAX_SKDM_BYTES) fail('senderKeyDistributionMessage', `at most ${MAX_SKDM_BYTES} bytes`);
+    return { kind: 'senderKeyDistribution', message: raw.senderKeyDistributionMessage };
+  }
   if (raw.syncMessage) {
     const reads = raw.syncMessage.readMessages;
     if (reads.length > 0) {
@@ -143,6 +165,11 @@ function processOne(raw: PbContent): Content {
     }
     const s = raw.syncMessage.sent;
     if (!s?.message) fail('syncMessage', 'must carry a sent transcript');
+    if (s.message.group) {
+      if (s.destinationAccount.length !== 0) fail('syncMessage.sent.destinationAccount', 'must be empty for a group message');
+      const message = processData(s.message, 'syncMessage.sent.message');
+      return { kind: 'syncSentGroup', timestamp: ts(s.timestamp, 'syncMessage.sent.timestamp'), message: { ...message, group: { id: s.message.group.id } } };
+    }
     return {
       kind: 'syncSent',
       destination: accountIdFromBytes(s.destinationAccount, 'syncMessage.sent.destinationAccount'),
@@ -166,6 +193,7 @@ export function encodeContent(c: Content, senderUsername: string | null = null):
       fileName: a.fileName,
     })),
     profileKey: m.profileKey ?? new Uint8Array(0),
+    ...(m.group ? { group: { id: m.group.id } } : {}),
   });
   return toBinary(ContentSchema, create(ContentSchema, { ...contentInit(c, data), senderUsername: senderUsername ?? '' }));
 }
@@ -190,6 +218,12 @@ function contentInit(c: Content, data: (m: DataMessage) => MessageInitShape<type
       return { decryptionErrorMessage: c.message };
     case 'syncRead':
       return { syncMessage: { readMessages: c.reads.map((r) => ({ senderAccount: accountIdToBytes(r.sender), timestamp: BigInt(r.timestamp) })) } };
+    case 'syncSentGroup':
+      return { syncMessage: { sent: { timestamp: BigInt(c.timestamp), message: data(c.message) } } };
+    case 'senderKeyDistribution':
+      return { senderKeyDistributionMessage: c.message };
+    case 'groupUpdate':
+      return { groupUpdate: { state: c.update.stateBytes, signer: c.update.signer ? accountIdToBytes(c.update.signer) : new Uint8Array(0), signature: c.update.signature } };
     case 'syncSent':
       return { syncMessage: {
         sent: {

@@ -9,3 +9,4 @@ export * from './content.js';
 export * from './attachments.js';
 export * from './sealed.js';
 export * from './devices.js';
+export * from './groups.js';

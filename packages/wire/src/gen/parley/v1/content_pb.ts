@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file parley/v1/content.proto.
  */
 export const file_parley_v1_content: GenFile = /*@__PURE__*/
-  fileDesc("ChdwYXJsZXkvdjEvY29udGVudC5wcm90bxIJcGFybGV5LnYxIt0CCgdDb250ZW50EiwKDGRhdGFfbWVzc2FnZRgBIAEoCzIWLnBhcmxleS52MS5EYXRhTWVzc2FnZRIsCgxzeW5jX21lc3NhZ2UYAiABKAsyFi5wYXJsZXkudjEuU3luY01lc3NhZ2USMgoPcmVjZWlwdF9tZXNzYWdlGAMgASgLMhkucGFybGV5LnYxLlJlY2VpcHRNZXNzYWdlEjAKDnR5cGluZ19tZXNzYWdlGAQgASgLMhgucGFybGV5LnYxLlR5cGluZ01lc3NhZ2USLAoMbnVsbF9tZXNzYWdlGAUgASgLMhYucGFybGV5LnYxLk51bGxNZXNzYWdlEiAKGGRlY3J5cHRpb25fZXJyb3JfbWVzc2FnZRgGIAEoDBInCh9zZW5kZXJfa2V5X2Rpc3RyaWJ1dGlvbl9tZXNzYWdlGAcgASgMEhcKD3NlbmRlcl91c2VybmFtZRgIIAEoCSJ+ChFBdHRhY2htZW50UG9pbnRlchIPCgdibG9iX2lkGAEgASgJEgsKA2tleRgCIAEoDBIOCgZkaWdlc3QYAyABKAwSDAoEc2l6ZRgEIAEoBBIUCgxjb250ZW50X3R5cGUYBSABKAkSEQoJZmlsZV9uYW1lGAYgASgJSgQIBxAQIhQKDEdyb3VwQ29udGV4dEoECAEQECK6AQoLRGF0YU1lc3NhZ2USDAoEYm9keRgBIAEoCRIRCgl0aW1lc3RhbXAYAiABKAQSMQoLYXR0YWNobWVudHMYAyADKAsyHC5wYXJsZXkudjEuQXR0YWNobWVudFBvaW50ZXISJgoFZ3JvdXAYBCABKAsyFy5wYXJsZXkudjEuR3JvdXBDb250ZXh0EhQKDGV4cGlyZV90aW1lchgFIAEoDRITCgtwcm9maWxlX2tleRgGIAEoDEoECAcQECKOAQoOUmVjZWlwdE1lc3NhZ2USLAoEdHlwZRgBIAEoDjIeLnBhcmxleS52MS5SZWNlaXB0TWVzc2FnZS5UeXBlEhIKCnRpbWVzdGFtcHMYAiADKAQiOgoEVHlwZRIQCgxUWVBFX1VOS05PV04QABIRCg1UWVBFX0RFTElWRVJZEAESDQoJVFlQRV9SRUFEEAIiqwEKDVR5cGluZ01lc3NhZ2USEQoJdGltZXN0YW1wGAEgASgEEi8KBmFjdGlvbhgCIAEoDjIfLnBhcmxleS52MS5UeXBpbmdNZXNzYWdlLkFjdGlvbhIQCghncm91cF9pZBgDIAEoDCJECgZBY3Rpb24SEgoOQUNUSU9OX1VOS05PV04QABISCg5BQ1RJT05fU1RBUlRFRBABEhIKDkFDVElPTl9TVE9QUEVEEAIiHgoLTnVsbE1lc3NhZ2USDwoHcGFkZGluZxgBIAEoDCKvAgoLU3luY01lc3NhZ2USKQoEc2VudBgBIAEoCzIbLnBhcmxleS52MS5TeW5jTWVzc2FnZS5TZW50EicKBHJlYWQYAiABKAsyGS5wYXJsZXkudjEuUmVjZWlwdE1lc3NhZ2USMgoNcmVhZF9tZXNzYWdlcxgDIAMoCzIbLnBhcmxleS52MS5TeW5jTWVzc2FnZS5SZWFkGl8KBFNlbnQSGwoTZGVzdGluYXRpb25fYWNjb3VudBgBIAEoDBIRCgl0aW1lc3RhbXAYAiABKAQSJwoHbWVzc2FnZRgDIAEoCzIWLnBhcmxleS52MS5EYXRhTWVzc2FnZRoxCgRSZWFkEhYKDnNlbmRlcl9hY2NvdW50GAEgASgMEhEKCXRpbWVzdGFtcBgCIAEoBEoECAQQEGIGcHJvdG8z");
+  fileDesc("ChdwYXJsZXkvdjEvY29udGVudC5wcm90bxIJcGFybGV5LnYxIosDCgdDb250ZW50EiwKDGRhdGFfbWVzc2FnZRgBIAEoCzIWLnBhcmxleS52MS5EYXRhTWVzc2FnZRIsCgxzeW5jX21lc3NhZ2UYAiABKAsyFi5wYXJsZXkudjEuU3luY01lc3NhZ2USMgoPcmVjZWlwdF9tZXNzYWdlGAMgASgLMhkucGFybGV5LnYxLlJlY2VpcHRNZXNzYWdlEjAKDnR5cGluZ19tZXNzYWdlGAQgASgLMhgucGFybGV5LnYxLlR5cGluZ01lc3NhZ2USLAoMbnVsbF9tZXNzYWdlGAUgASgLMhYucGFybGV5LnYxLk51bGxNZXNzYWdlEiAKGGRlY3J5cHRpb25fZXJyb3JfbWVzc2FnZRgGIAEoDBInCh9zZW5kZXJfa2V5X2Rpc3RyaWJ1dGlvbl9tZXNzYWdlGAcgASgMEhcKD3NlbmRlcl91c2VybmFtZRgIIAEoCRIsCgxncm91cF91cGRhdGUYCSABKAsyFi5wYXJsZXkudjEuR3JvdXBVcGRhdGUiVAoLR3JvdXBNZW1iZXISDwoHYWNjb3VudBgBIAEoDBINCgVhZG1pbhgCIAEoCBITCgtwcm9maWxlX2tleRgDIAEoDBIQCgh1c2VybmFtZRgEIAEoCSJiCgpHcm91cFN0YXRlEgoKAmlkGAEgASgMEhAKCHJldmlzaW9uGAIgASgEEg0KBXRpdGxlGAMgASgJEicKB21lbWJlcnMYBCADKAsyFi5wYXJsZXkudjEuR3JvdXBNZW1iZXIiPwoLR3JvdXBVcGRhdGUSDQoFc3RhdGUYASABKAwSDgoGc2lnbmVyGAIgASgMEhEKCXNpZ25hdHVyZRgDIAEoDCJ+ChFBdHRhY2htZW50UG9pbnRlchIPCgdibG9iX2lkGAEgASgJEgsKA2tleRgCIAEoDBIOCgZkaWdlc3QYAyABKAwSDAoEc2l6ZRgEIAEoBBIUCgxjb250ZW50X3R5cGUYBSABKAkSEQoJZmlsZV9uYW1lGAYgASgJSgQIBxAQIiAKDEdyb3VwQ29udGV4dBIKCgJpZBgBIAEoDEoECAIQECK6AQoLRGF0YU1lc3NhZ2USDAoEYm9keRgBIAEoCRIRCgl0aW1lc3RhbXAYAiABKAQSMQoLYXR0YWNobWVudHMYAyADKAsyHC5wYXJsZXkudjEuQXR0YWNobWVudFBvaW50ZXISJgoFZ3JvdXAYBCABKAsyFy5wYXJsZXkudjEuR3JvdXBDb250ZXh0EhQKDGV4cGlyZV90aW1lchgFIAEoDRITCgtwcm9maWxlX2tleRgGIAEoDEoECAcQECKOAQoOUmVjZWlwdE1lc3NhZ2USLAoEdHlwZRgBIAEoDjIeLnBhcmxleS52MS5SZWNlaXB0TWVzc2FnZS5UeXBlEhIKCnRpbWVzdGFtcHMYAiADKAQiOgoEVHlwZRIQCgxUWVBFX1VOS05PV04QABIRCg1UWVBFX0RFTElWRVJZEAESDQoJVFlQRV9SRUFEEAIiqwEKDVR5cGluZ01lc3NhZ2USEQoJdGltZXN0YW1wGAEgASgEEi8KBmFjdGlvbhgCIAEoDjIfLnBhcmxleS52MS5UeXBpbmdNZXNzYWdlLkFjdGlvbhIQCghncm91cF9pZBgDIAEoDCJECgZBY3Rpb24SEgoOQUNUSU9OX1VOS05PV04QABISCg5BQ1RJT05fU1RBUlRFRBABEhIKDkFDVElPTl9TVE9QUEVEEAIiHgoLTnVsbE1lc3NhZ2USDwoHcGFkZGluZxgBIAEoDCKvAgoLU3luY01lc3NhZ2USKQoEc2VudBgBIAEoCzIbLnBhcmxleS52MS5TeW5jTWVzc2FnZS5TZW50EicKBHJlYWQYAiABKAsyGS5wYXJsZXkudjEuUmVjZWlwdE1lc3NhZ2USMgoNcmVhZF9tZXNzYWdlcxgDIAMoCzIbLnBhcmxleS52MS5TeW5jTWVzc2FnZS5SZWFkGl8KBFNlbnQSGwoTZGVzdGluYXRpb25fYWNjb3VudBgBIAEoDBIRCgl0aW1lc3RhbXAYAiABKAQSJwoHbWVzc2FnZRgDIAEoCzIWLnBhcmxleS52MS5EYXRhTWVzc2FnZRoxCgRSZWFkEhYKDnNlbmRlcl9hY2NvdW50GAEgASgMEhEKCXRpbWVzdGFtcBgCIAEoBEoECAQQEGIGcHJvdG8z");
 
 /**
  * @generated from message parley.v1.Content
@@ -52,7 +52,8 @@ export type Content = Message<"parley.v1.Content"> & {
   decryptionErrorMessage: Uint8Array;
 
   /**
-   * reserved for groups
+   * A serialized libsignal SenderKeyDistributionMessage: the sender's chain
+   * key for one group (distribution id), sent over the 1:1 session.
    *
    * @generated from field: bytes sender_key_distribution_message = 7;
    */
@@ -66,6 +67,13 @@ export type Content = Message<"parley.v1.Content"> & {
    * @generated from field: string sender_username = 8;
    */
   senderUsername: string;
+
+  /**
+   * A signed change of a group's state (docs/PROTOCOL.md, "Groups").
+   *
+   * @generated from field: parley.v1.GroupUpdate group_update = 9;
+   */
+  groupUpdate?: GroupUpdate | undefined;
 };
 
 /**
@@ -74,6 +82,117 @@ export type Content = Message<"parley.v1.Content"> & {
  */
 export const ContentSchema: GenMessage<Content> = /*@__PURE__*/
   messageDesc(file_parley_v1_content, 0);
+
+/**
+ * One member of a group as the signing admin wrote it.
+ *
+ * @generated from message parley.v1.GroupMember
+ */
+export type GroupMember = Message<"parley.v1.GroupMember"> & {
+  /**
+   * 16 bytes
+   *
+   * @generated from field: bytes account = 1;
+   */
+  account: Uint8Array;
+
+  /**
+   * @generated from field: bool admin = 2;
+   */
+  admin: boolean;
+
+  /**
+   * 32 bytes, or empty when the signer does not know it
+   *
+   * @generated from field: bytes profile_key = 3;
+   */
+  profileKey: Uint8Array;
+
+  /**
+   * The member's username as the signer believes it. Receivers use it only
+   * after the relay maps it to `account`.
+   *
+   * @generated from field: string username = 4;
+   */
+  username: string;
+};
+
+/**
+ * Describes the message parley.v1.GroupMember.
+ * Use `create(GroupMemberSchema)` to create a new message.
+ */
+export const GroupMemberSchema: GenMessage<GroupMember> = /*@__PURE__*/
+  messageDesc(file_parley_v1_content, 1);
+
+/**
+ * The whole state of a group at one revision.
+ *
+ * @generated from message parley.v1.GroupState
+ */
+export type GroupState = Message<"parley.v1.GroupState"> & {
+  /**
+   * 16 random bytes
+   *
+   * @generated from field: bytes id = 1;
+   */
+  id: Uint8Array;
+
+  /**
+   * starts at 1, +1 per change
+   *
+   * @generated from field: uint64 revision = 2;
+   */
+  revision: bigint;
+
+  /**
+   * @generated from field: string title = 3;
+   */
+  title: string;
+
+  /**
+   * @generated from field: repeated parley.v1.GroupMember members = 4;
+   */
+  members: GroupMember[];
+};
+
+/**
+ * Describes the message parley.v1.GroupState.
+ * Use `create(GroupStateSchema)` to create a new message.
+ */
+export const GroupStateSchema: GenMessage<GroupState> = /*@__PURE__*/
+  messageDesc(file_parley_v1_content, 2);
+
+/**
+ * `state` is a serialized GroupState; `signature` is the signer's account
+ * identity key over "parley-group-v1\0" || state.
+ *
+ * @generated from message parley.v1.GroupUpdate
+ */
+export type GroupUpdate = Message<"parley.v1.GroupUpdate"> & {
+  /**
+   * @generated from field: bytes state = 1;
+   */
+  state: Uint8Array;
+
+  /**
+   * 16-byte account id
+   *
+   * @generated from field: bytes signer = 2;
+   */
+  signer: Uint8Array;
+
+  /**
+   * @generated from field: bytes signature = 3;
+   */
+  signature: Uint8Array;
+};
+
+/**
+ * Describes the message parley.v1.GroupUpdate.
+ * Use `create(GroupUpdateSchema)` to create a new message.
+ */
+export const GroupUpdateSchema: GenMessage<GroupUpdate> = /*@__PURE__*/
+  messageDesc(file_parley_v1_content, 3);
 
 /**
  * Everything needed to fetch, verify and decrypt one attachment. It travels
@@ -131,12 +250,20 @@ export type AttachmentPointer = Message<"parley.v1.AttachmentPointer"> & {
  * Use `create(AttachmentPointerSchema)` to create a new message.
  */
 export const AttachmentPointerSchema: GenMessage<AttachmentPointer> = /*@__PURE__*/
-  messageDesc(file_parley_v1_content, 1);
+  messageDesc(file_parley_v1_content, 4);
 
 /**
+ * Marks a data message as sent to a group.
+ *
  * @generated from message parley.v1.GroupContext
  */
 export type GroupContext = Message<"parley.v1.GroupContext"> & {
+  /**
+   * 16 bytes
+   *
+   * @generated from field: bytes id = 1;
+   */
+  id: Uint8Array;
 };
 
 /**
@@ -144,7 +271,7 @@ export type GroupContext = Message<"parley.v1.GroupContext"> & {
  * Use `create(GroupContextSchema)` to create a new message.
  */
 export const GroupContextSchema: GenMessage<GroupContext> = /*@__PURE__*/
-  messageDesc(file_parley_v1_content, 2);
+  messageDesc(file_parley_v1_content, 5);
 
 /**
  * @generated from message parley.v1.DataMessage
@@ -190,7 +317,7 @@ export type DataMessage = Message<"parley.v1.DataMessage"> & {
  * Use `create(DataMessageSchema)` to create a new message.
  */
 export const DataMessageSchema: GenMessage<DataMessage> = /*@__PURE__*/
-  messageDesc(file_parley_v1_content, 3);
+  messageDesc(file_parley_v1_content, 6);
 
 /**
  * @generated from message parley.v1.ReceiptMessage
@@ -212,7 +339,7 @@ export type ReceiptMessage = Message<"parley.v1.ReceiptMessage"> & {
  * Use `create(ReceiptMessageSchema)` to create a new message.
  */
 export const ReceiptMessageSchema: GenMessage<ReceiptMessage> = /*@__PURE__*/
-  messageDesc(file_parley_v1_content, 4);
+  messageDesc(file_parley_v1_content, 7);
 
 /**
  * @generated from enum parley.v1.ReceiptMessage.Type
@@ -238,7 +365,7 @@ export enum ReceiptMessage_Type {
  * Describes the enum parley.v1.ReceiptMessage.Type.
  */
 export const ReceiptMessage_TypeSchema: GenEnum<ReceiptMessage_Type> = /*@__PURE__*/
-  enumDesc(file_parley_v1_content, 4, 0);
+  enumDesc(file_parley_v1_content, 7, 0);
 
 /**
  * @generated from message parley.v1.TypingMessage
@@ -265,7 +392,7 @@ export type TypingMessage = Message<"parley.v1.TypingMessage"> & {
  * Use `create(TypingMessageSchema)` to create a new message.
  */
 export const TypingMessageSchema: GenMessage<TypingMessage> = /*@__PURE__*/
-  messageDesc(file_parley_v1_content, 5);
+  messageDesc(file_parley_v1_content, 8);
 
 /**
  * @generated from enum parley.v1.TypingMessage.Action
@@ -291,7 +418,7 @@ export enum TypingMessage_Action {
  * Describes the enum parley.v1.TypingMessage.Action.
  */
 export const TypingMessage_ActionSchema: GenEnum<TypingMessage_Action> = /*@__PURE__*/
-  enumDesc(file_parley_v1_content, 5, 0);
+  enumDesc(file_parley_v1_content, 8, 0);
 
 /**
  * @generated from message parley.v1.NullMessage
@@ -308,7 +435,7 @@ export type NullMessage = Message<"parley.v1.NullMessage"> & {
  * Use `create(NullMessageSchema)` to create a new message.
  */
 export const NullMessageSchema: GenMessage<NullMessage> = /*@__PURE__*/
-  messageDesc(file_parley_v1_content, 6);
+  messageDesc(file_parley_v1_content, 9);
 
 /**
  * @generated from message parley.v1.SyncMessage
@@ -337,14 +464,14 @@ export type SyncMessage = Message<"parley.v1.SyncMessage"> & {
  * Use `create(SyncMessageSchema)` to create a new message.
  */
 export const SyncMessageSchema: GenMessage<SyncMessage> = /*@__PURE__*/
-  messageDesc(file_parley_v1_content, 7);
+  messageDesc(file_parley_v1_content, 10);
 
 /**
  * @generated from message parley.v1.SyncMessage.Sent
  */
 export type SyncMessage_Sent = Message<"parley.v1.SyncMessage.Sent"> & {
   /**
-   * 16 bytes
+   * 16 bytes; empty when message.group is set
    *
    * @generated from field: bytes destination_account = 1;
    */
@@ -366,7 +493,7 @@ export type SyncMessage_Sent = Message<"parley.v1.SyncMessage.Sent"> & {
  * Use `create(SyncMessage_SentSchema)` to create a new message.
  */
 export const SyncMessage_SentSchema: GenMessage<SyncMessage_Sent> = /*@__PURE__*/
-  messageDesc(file_parley_v1_content, 7, 0);
+  messageDesc(file_parley_v1_content, 10, 0);
 
 /**
  * Messages this account read on another of its devices. The sender of each
@@ -393,5 +520,5 @@ export type SyncMessage_Read = Message<"parley.v1.SyncMessage.Read"> & {
  * Use `create(SyncMessage_ReadSchema)` to create a new message.
  */
 export const SyncMessage_ReadSchema: GenMessage<SyncMessage_Read> = /*@__PURE__*/
-  messageDesc(file_parley_v1_content, 7, 1);
+  messageDesc(file_parley_v1_content, 10, 1);
 
