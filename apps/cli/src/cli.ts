@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { runChat } from './commands/chat.js';
 import { runDevicesAdd, runDevicesList, runDevicesRemove } from './commands/devices.js';
+import { runGroupAdd, runGroupCreate, runGroupInfo, runGroupLeave, runGroupList, runGroupRemove } from './commands/group.js';
 import { runLink } from './commands/link.js';
 import { runReceive } from './commands/receive.js';
 import { runRegister } from './commands/register.js';
@@ -88,7 +89,9 @@ Example:
   parley relay --port 8080 --data ./relay-data
   PARLEY_PASSPHRASE=... parley register alice --server http://127.0.0.1:8080
   parley send bob "hello"
-  parley receive`,
+  parley receive
+  parley group create "Book club" bob carol
+  parley send --group "Book club" "hello all"`,
     );
 
   const relay = program
@@ -198,14 +201,20 @@ Example:
 
   program
     .command('send')
-    .description('send an end-to-end encrypted message')
-    .argument('<username>', 'recipient')
+    .description('send an end-to-end encrypted message to a user, or with --group to a group')
+    .argument('[username]', 'recipient (left out with --group)')
     .argument('[text]', 'message text (a caption with --file)')
+    .option('--group <group>', 'send to a group: its id, an id prefix of 6+ hex digits, or its exact title')
     .option('--stdin', 'send each non-empty line of standard input as a separate message')
     .option('--file <path>', 'attach a file (encrypted before upload; an interrupted upload resumes when run again)')
     .option('--timeout <seconds>', 'give up on a message after this long (not counting the file upload)', parsePositiveSeconds, 30)
     .action(
-      async (username: string, text: string | undefined, opts: { stdin?: boolean; file?: string; timeout: number }, cmd: Command) => {
+      async (
+        username: string | undefined,
+        text: string | undefined,
+        opts: { group?: string; stdin?: boolean; file?: string; timeout: number },
+        cmd: Command,
+      ) => {
         result.code = await runSend(
           profileOf(cmd),
           passphrase,
@@ -214,12 +223,85 @@ Example:
             text,
             stdin: opts.stdin === true,
             timeoutSeconds: opts.timeout,
+            ...(opts.group !== undefined ? { group: opts.group } : {}),
             ...(opts.file !== undefined ? { file: opts.file } : {}),
           },
           ctx,
         );
       },
     );
+
+  const group = program
+    .command('group')
+    .description('groups: create, add or remove members, leave, show (the relay keeps no group state)');
+  const groupTimeout = (): Option =>
+    new Option('--timeout <seconds>', 'give up after this long (the change goes to every member)')
+      .argParser(parsePositiveSeconds)
+      .default(60);
+  const groupRef = 'the group: its id, an id prefix of 6+ hex digits, or its exact title';
+  group
+    .command('create')
+    .description('create a group with you as its admin, and tell every member')
+    .argument('<name>', 'the group title (1 to 64 characters), quoted if it has spaces')
+    .argument('<member...>', 'usernames of the other members')
+    .option('--json', 'print the new group as one JSON object')
+    .addOption(groupTimeout())
+    .action(async (name: string, members: string[], opts: { json?: boolean; timeout: number }, cmd: Command) => {
+      result.code = await runGroupCreate(
+        profileOf(cmd),
+        passphrase,
+        { title: name, members, json: opts.json === true, timeoutSeconds: opts.timeout },
+        ctx,
+      );
+    });
+  group
+    .command('add')
+    .description('add a member (admins only); they see messages sent from now on, not earlier ones')
+    .argument('<group>', groupRef)
+    .argument('<member>', 'username to add')
+    .option('--json', 'print the updated group as one JSON object')
+    .addOption(groupTimeout())
+    .action(async (ref: string, member: string, opts: { json?: boolean; timeout: number }, cmd: Command) => {
+      result.code = await runGroupAdd(profileOf(cmd), passphrase, { group: ref, member, json: opts.json === true, timeoutSeconds: opts.timeout }, ctx);
+    });
+  group
+    .command('remove')
+    .description('remove a member (admins only); everyone rekeys, so they cannot read later messages')
+    .argument('<group>', groupRef)
+    .argument('<member>', 'username to remove')
+    .option('--json', 'print the updated group as one JSON object')
+    .addOption(groupTimeout())
+    .action(async (ref: string, member: string, opts: { json?: boolean; timeout: number }, cmd: Command) => {
+      result.code = await runGroupRemove(
+        profileOf(cmd),
+        passphrase,
+        { group: ref, member, json: opts.json === true, timeoutSeconds: opts.timeout },
+        ctx,
+      );
+    });
+  group
+    .command('leave')
+    .description('leave a group; its history stays readable here')
+    .argument('<group>', groupRef)
+    .addOption(groupTimeout())
+    .action(async (ref: string, opts: { timeout: number }, cmd: Command) => {
+      result.code = await runGroupLeave(profileOf(cmd), passphrase, { group: ref, timeoutSeconds: opts.timeout }, ctx);
+    });
+  group
+    .command('info')
+    .description("show a group's title, id, revision and members (works offline)")
+    .argument('<group>', groupRef)
+    .option('--json', 'print one JSON object')
+    .action(async (ref: string, opts: { json?: boolean }, cmd: Command) => {
+      result.code = await runGroupInfo(profileOf(cmd), passphrase, { group: ref, json: opts.json === true }, ctx);
+    });
+  group
+    .command('list')
+    .description('list your groups, including ones you left (works offline)')
+    .option('--json', 'one JSON object per group')
+    .action(async (opts: { json?: boolean }, cmd: Command) => {
+      result.code = await runGroupList(profileOf(cmd), passphrase, { json: opts.json === true }, ctx);
+    });
 
   program
     .command('receive')
@@ -262,7 +344,7 @@ Example:
     });
 
   // Every command inherits the error handling of the root.
-  for (const sub of [...program.commands, ...devices.commands]) sub.exitOverride().showSuggestionAfterError(true);
+  for (const sub of [...program.commands, ...devices.commands, ...group.commands]) sub.exitOverride().showSuggestionAfterError(true);
   return program;
 }
 

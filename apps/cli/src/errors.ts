@@ -48,6 +48,10 @@ export interface ErrorContext {
   peer?: string;
   /** The username being registered, if any. */
   username?: string;
+  /** Several users the command was about (group members), if any. */
+  peers?: string[];
+  /** The group reference as the user typed it (id, id prefix or title), if any. */
+  group?: string;
 }
 
 type SdkErrorCode = SdkError['code'];
@@ -61,6 +65,7 @@ export function describeSdkError(
   const detail = err.message;
   const profile = ctx.profileDir ?? 'the profile directory';
   const peer = ctx.peer !== undefined ? `'${ctx.peer}'` : 'that user';
+  const group = ctx.group !== undefined ? `'${ctx.group}'` : 'that group';
   const relay = ctx.serverUrl !== undefined ? `the relay at ${ctx.serverUrl}` : 'the relay';
   switch (code) {
     case 'PROFILE_EXISTS':
@@ -80,6 +85,8 @@ export function describeSdkError(
     case 'INVITE_REQUIRED':
       return `${relay} only accepts registrations with a valid invite code; pass --invite-code <code>`;
     case 'USER_NOT_FOUND':
+      if (ctx.peer === undefined && ctx.peers !== undefined && ctx.peers.length > 0)
+        return `at least one of ${ctx.peers.map((p) => `'${p}'`).join(', ')} is not a user on ${relay}; check the spelling`;
       return `there is no user ${peer} on ${relay}`;
     case 'UNTRUSTED_IDENTITY':
       return `the safety number with ${peer} changed since you verified it; compare 'parley safety-number ${ctx.peer ?? '<username>'}' with them, then run 'parley verify'`;
@@ -105,6 +112,20 @@ export function describeSdkError(
       return 'the attachment failed its integrity check and was discarded; the relay or the network altered it';
     case 'LINK_FAILED':
       return `linking failed: ${detail}; start again with 'parley link'`;
+    case 'UNKNOWN_GROUP':
+      return `no group matches ${group}; give its id, an id prefix of 6 or more hex digits, or its exact title (see 'parley group list')`;
+    case 'AMBIGUOUS_GROUP':
+      return `${group} matches more than one group; give more of the id (see 'parley group list')`;
+    case 'NOT_GROUP_ADMIN':
+      return `only an admin of the group ${group} can add or remove members`;
+    case 'NOT_GROUP_MEMBER':
+      return `you are no longer a member of the group ${group} (you left or were removed); its history stays readable, but you cannot send to it or change it`;
+    case 'ALREADY_MEMBER':
+      return `${peer} is already a member of the group ${group}`;
+    case 'GROUP_TOO_LARGE':
+      return 'a group can have at most 1000 members';
+    case 'INVALID_TITLE':
+      return 'invalid group title: use 1 to 64 characters, without control characters';
     case 'FORBIDDEN':
       return `${relay} refused: only the primary device can link or remove other devices`;
     default:

@@ -71,3 +71,85 @@ export function progressBar(label: string, done: number, total: number, columns:
   const filled = Math.round(frac * width);
   return `${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}]${tail}`;
 }
+
+/**
+ * The fields of a group the CLI shows. The SDK's `GroupInfo` has this shape;
+ * declaring only what is used keeps the formatting testable on its own.
+ */
+export interface GroupView {
+  id: string;
+  title: string;
+  revision: number;
+  members: ReadonlyArray<{ accountId: string; username: string | null; admin: boolean }>;
+  admin: boolean;
+  active: boolean;
+}
+
+/** A group title on one line: titles are chosen by other people. */
+export function safeTitle(title: string): string {
+  return safeText(title).replace(/\n\s*/g, ' ');
+}
+
+/** `alice`, or a short account marker when the username is not known. */
+export function memberLabel(m: { accountId: string; username: string | null }): string {
+  return m.username ?? `(account ${m.accountId.slice(0, 8)})`;
+}
+
+/** The stable `--json` object of a group (`group info`, `group list`, `group create|add|remove`). */
+export function groupJson(g: GroupView): Record<string, unknown> {
+  return {
+    id: g.id,
+    title: g.title,
+    revision: g.revision,
+    admin: g.admin,
+    active: g.active,
+    members: g.members.map((m) => ({ username: m.username, accountId: m.accountId, admin: m.admin })),
+  };
+}
+
+/** `parley group info`: a small labelled block. */
+export function groupInfoLines(g: GroupView, me: string): string[] {
+  const you = !g.active ? 'not a member any more (you left or were removed)' : g.admin ? 'admin' : 'member';
+  const width = Math.max(0, ...g.members.map((m) => memberLabel(m).length));
+  return [
+    `title:     ${safeTitle(g.title)}`,
+    `id:        ${g.id}`,
+    `revision:  ${g.revision}`,
+    `you:       ${you}`,
+    `members:   ${g.members.length}`,
+    ...g.members.map((m) => {
+      const tags = [m.admin ? 'admin' : '', m.accountId === me ? '(you)' : ''].filter((t) => t !== '').join(' ');
+      return `  ${tags === '' ? memberLabel(m) : `${memberLabel(m).padEnd(width)}  ${tags}`}`;
+    }),
+  ];
+}
+
+/** `parley group list`: one line per group, the full id first so it can be cut out. */
+export function groupListLine(g: GroupView): string {
+  const n = g.members.length;
+  const flags = [g.admin && g.active ? 'admin' : '', g.active ? '' : 'inactive'].filter((f) => f !== '');
+  return `${g.id}  ${safeTitle(g.title)}  (${n} member${n === 1 ? '' : 's'}${flags.length > 0 ? `, ${flags.join(', ')}` : ''})`;
+}
+
+/**
+ * What a group alert means, as the end of a sentence about `who`: the SDK
+ * dropped a group change or group message and changed nothing.
+ */
+export function groupAlertText(reason: string, who: string): string {
+  switch (reason) {
+    case 'unsigned':
+      return `rejected a group change from ${who}: it was not signed`;
+    case 'bad-signature':
+      return `rejected a group change from ${who}: its signature does not match the sender`;
+    case 'not-admin':
+      return `rejected a group change from ${who}: only an admin can change the group`;
+    case 'stale-revision':
+      return `rejected a group change from ${who}: it is older than the version already known (a replay?)`;
+    case 'not-member':
+      return `ignored a group message or change from ${who}: it does not come from, or is not meant for, a member`;
+    case 'malformed':
+      return `ignored a malformed group message or change from ${who}`;
+    default:
+      return `ignored a group message or change from ${who} (${reason})`;
+  }
+}

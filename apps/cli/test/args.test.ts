@@ -80,6 +80,24 @@ describe('parley command-line errors', () => {
     ['verify with letters in the number', ['verify', 'bob', '12345', 'abcde'], /only digits/],
     ['verify without a number', ['verify', 'bob'], /missing required argument 'number'/],
     ['safety-number with too many arguments', ['safety-number', 'bob', 'carol'], /too many arguments/],
+    ['group without a subcommand', ['group'], /missing command/],
+    ['an unknown group subcommand', ['group', 'rename', 'x'], /unknown command 'rename'/],
+    ['group create without members', ['group', 'create', 'Book club'], /missing required argument 'member'/],
+    ['group create without a name', ['group', 'create'], /missing required argument 'name'/],
+    ['group create with an empty name', ['group', 'create', '  ', 'bob'], /group name is empty/],
+    ['group create with a name too long', ['group', 'create', 'x'.repeat(65), 'bob'], /at most 64/],
+    ['group create with an invalid member', ['group', 'create', 'Book club', 'bob', 'c!'], /invalid username 'c!'/],
+    ['group add without a member', ['group', 'add', 'Book club'], /missing required argument 'member'/],
+    ['group remove without arguments', ['group', 'remove'], /missing required argument 'group'/],
+    ['group leave with an empty group', ['group', 'leave', ''], /missing group/],
+    ['group info without a group', ['group', 'info'], /missing required argument 'group'/],
+    ['group list with an argument', ['group', 'list', 'extra'], /too many arguments/],
+    ['group add with a bad timeout', ['group', 'add', 'g', 'bob', '--timeout', 'x'], /--timeout/],
+    ['send --group with a username and text', ['send', 'bob', 'hi', '--group', 'Book club'], /only the message text/],
+    ['send --group without text', ['send', '--group', 'Book club'], /missing message text/],
+    ['send --group with empty text', ['send', '--group', 'Book club', ' '], /empty/],
+    ['send --group with --file', ['send', '--group', 'Book club', '--file', 'x.jpg'], /--file cannot be sent to a group/],
+    ['send --group with text and --stdin', ['send', '--group', 'Book club', 'hi', '--stdin'], /not both/],
   ];
 
   for (const [name, args, pattern, env] of cases) {
@@ -126,7 +144,7 @@ describe('parley --help and --version', () => {
   it('lists every command', async () => {
     const r = await parley(['--help']);
     expect(r.code).toBe(0);
-    for (const cmd of ['relay', 'register', 'whoami', 'send', 'receive', 'chat', 'safety-number', 'verify']) {
+    for (const cmd of ['relay', 'register', 'whoami', 'send', 'receive', 'chat', 'group', 'safety-number', 'verify']) {
       expect(r.stdout).toMatch(new RegExp(`^\\s+${cmd}\\b`, 'm'));
     }
     expect(r.stdout).toContain('PARLEY_PASSPHRASE');
@@ -139,5 +157,13 @@ describe('parley --help and --version', () => {
     expect(r.stdout).toContain('--wait <seconds>');
     expect(r.stdout).toContain('--json');
     expect(r.stdout).toContain('--profile <dir>');
+  });
+
+  it('documents the group commands and send --group', async () => {
+    const r = await parley(['group', '--help']);
+    expect(r.code).toBe(0);
+    for (const sub of ['create', 'add', 'remove', 'leave', 'info', 'list']) expect(r.stdout).toMatch(new RegExp(`^\\s+${sub}\\b`, 'm'));
+    const send = await parley(['send', '--help']);
+    expect(send.stdout).toContain('--group <group>');
   });
 });

@@ -2,13 +2,17 @@
 import { createInterface } from 'node:readline';
 import type { Progress } from '@parley/sdk';
 import { parseUsernameArg, withClient, withTimeout } from '../context.js';
+import { parseGroupRef } from './group.js';
 import { type ErrorContext, ExitCode, usageError } from '../errors.js';
-import { formatBytes, isoTime, progressBar, safeText } from '../format.js';
+import { formatBytes, isoTime, progressBar, safeText, safeTitle } from '../format.js';
 import { eprintln, println } from '../io.js';
 
 export interface SendArgs {
-  username: string;
+  /** The recipient; absent with `group`. */
+  username: string | undefined;
   text: string | undefined;
+  /** `--group`: a group id, id prefix or title instead of a username. */
+  group?: string;
   stdin: boolean;
   timeoutSeconds: number;
   /** Path of a file to attach. */
@@ -35,14 +39,32 @@ function progressReporter(label: string): { update: (p: Progress) => void; done:
   };
 }
 
-export async function runSend(profileDir: string, passphrase: string | null, args: SendArgs, ctx: ErrorContext): Promise<number> {
-  const peer = parseUsernameArg(args.username);
+/**
+ * With `--group` the only positional argument is the text, which commander
+ * has put where the username goes; this moves it back and checks the rest.
+ */
+export function resolveSendTarget(args: SendArgs): { kind: 'user'; username: string; text: string | undefined } | { kind: 'group'; group: string; text: string | undefined } {
+  if (args.group === undefined) {
+    if (args.username === undefined) throw usageError("missing required argument 'username' (or --group <group>)");
+    return { kind: 'user', username: parseUsernameArg(args.username), text: args.text };
+  }
+  if (args.username !== undefined && args.text !== undefined)
+    throw usageError('with --group, give only the message text (the group replaces the username)');
+  if (args.file !== undefined) throw usageError('--file cannot be sent to a group yet; send it to each member');
+  return { kind: 'group', group: parseGroupRef(args.group), text: args.username ?? args.text };
+}
+
+export async function runSend(profileDir: string, passphrase: string | null, rawArgs: SendArgs, ctx: ErrorContext): Promise<number> {
+  const target = resolveSendTarget(rawArgs);
+  const args = { ...rawArgs, text: target.text };
   if (args.stdin && args.text !== undefined) throw usageError('give the message text or --stdin, not both');
   if (args.file !== undefined && args.stdin) throw usageError('give --file or --stdin, not both');
   if (args.file !== undefined && args.file.trim() === '') throw usageError('--file needs a path');
   if (args.file === undefined && !args.stdin && args.text === undefined)
     throw usageError('missing message text (or use --stdin to send each line of input, or --file to send a file)');
   if (args.file === undefined && args.text !== undefined && args.text.trim() === '') throw usageError('the message is empty');
+  if (target.kind === 'group') return sendToGroup(profileDir, passphrase, target.group, args, ctx);
+  const peer = target.username;
   ctx.peer = peer;
 
   await withClient(profileDir, passphrase, async (client) => {
@@ -77,6 +99,42 @@ export async function runSend(profileDir: string, passphrase: string | null, arg
       return;
     }
     // One message per non-empty line, in order, each sent before the next is read.
+    const lines = createInterface({ input: process.stdin, crlfDelay: Infinity, terminal: false });
+    for await (const line of lines) {
+      if (line.trim() === '') continue;
+      await sendOne(line);
+    }
+  });
+  return ExitCode.Ok;
+}
+
+/** `parley send --group <group> <text>` (or `--stdin`): one upload per message for every member device. */
+async function sendToGroup(
+  profileDir: string,
+  passphrase: string | null,
+  ref: string,
+  args: { text: string | undefined; stdin: boolean; timeoutSeconds: number },
+  ctx: ErrorContext,
+): Promise<number> {
+  ctx.group = safeTitle(ref);
+  await withClient(profileDir, passphrase, async (client) => {
+    ctx.serverUrl = client.identity.serverUrl;
+    // Resolved once, locally: every line of --stdin goes to the same group,
+    // and the reply names it.
+    const g = client.groupInfo(ref);
+    const label = `the group '${safeTitle(g.title)}'`;
+    const sendOne = async (text: string): Promise<void> => {
+      const { timestamp } = await withTimeout(
+        client.sendGroup(g.id, text),
+        args.timeoutSeconds * 1000,
+        `timed out after ${args.timeoutSeconds} s sending to ${label}; the message may not have reached every member`,
+      );
+      println(`sent to ${label} at ${isoTime(timestamp)}`);
+    };
+    if (args.text !== undefined) {
+      await sendOne(args.text);
+      return;
+    }
     const lines = createInterface({ input: process.stdin, crlfDelay: Infinity, terminal: false });
     for await (const line of lines) {
       if (line.trim() === '') continue;
