@@ -1,21 +1,29 @@
 /**
- * The embedded Store: one SQLite file (`<dataDir>/relay.db`) in WAL mode with
- * synchronous=FULL, so a commit that returned survives a crash of the process
- * or the machine. The driver is synchronous, so every method runs to
- * completion without interleaving; multi-step operations still run inside a
- * transaction so they are all-or-nothing.
+ * The embedded Store: one SQLite file (`<dataDir>/relay.db`) in WAL mode.
+ * The driver is synchronous, so every method runs to completion without
+ * interleaving; multi-step operations still run inside a transaction so they
+ * are all-or-nothing.
+ *
+ * Durability without blocking the event loop: the connection runs with
+ * synchronous=NORMAL, so a COMMIT only appends its frames to the WAL file
+ * (page cache) and never calls fsync itself. Every write that someone is
+ * answered on is then followed by an fdatasync of the WAL file on libuv's
+ * threadpool (WalSync below), and the caller is answered only once an
+ * fdatasync that STARTED after its commit has finished. While one fdatasync
+ * runs, the next groups commit and wait for the next one, so one fsync covers
+ * many commits and the event loop keeps serving sockets. The reasoning that
+ * this survives kill -9 and an OS crash is in docs/ARCHITECTURE.md.
  *
  * Group commit: `enqueue` and `deleteEnvelope` go through batchers (see
  * batching.ts). Sends that arrive in the same turn of the event loop share one
- * transaction and therefore one fsync, and each caller is answered only after
- * that fsync. Acknowledgement deletes are grouped the same way but committed
- * with synchronous=NORMAL: their WAL frames reach the disk with the next
- * fsync'd commit (or checkpoint) instead of paying for their own. A machine
- * crash before that can undo a delete; the envelope is then pushed again and
- * the client drops it as a repeat, so nothing acknowledged to anyone is lost.
+ * transaction. Acknowledgement deletes are grouped the same way and are not
+ * flushed on their own: their WAL frames reach the disk with the next flushed
+ * commit (or checkpoint). A machine crash before that can undo a delete; the
+ * envelope is then pushed again and the client drops it as a repeat, so
+ * nothing acknowledged to anyone is lost.
  */
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, existsSync, fdatasync, fstatSync, fsyncSync, mkdirSync, openSync, close as closeFd, constants as fsConstants, stat } from 'node:fs';
+import { dirname, join } from 'node:path';
 import Database from '@signalapp/sqlcipher';
 import {
   type AccountId,
@@ -163,6 +171,207 @@ export function migrate(db: Database): number {
   return version;
 }
 
+/**
+ * fdatasync of the WAL file on libuv's threadpool, shared by everyone waiting.
+ *
+ * `sync()` resolves after an fdatasync that started after the call: if none
+ * is running one starts now; if one is running, the caller waits for the next
+ * one, which starts when the running one ends and serves everybody who asked
+ * meanwhile. The fd is opened on `<db>-wal`, the same inode SQLite appends
+ * to: SQLite only rewrites that file in place (WAL restart after a
+ * checkpoint) and unlinks it only when the last connection closes, which is
+ * this store's own close. Each sync still compares the path's inode with the
+ * fd's and re-opens (and syncs again) if the file was ever replaced.
+ * A failed fdatasync poisons the store: later pages may never reach the disk
+ * (the kernel can drop them after reporting the error once), so every later
+ * durable write fails instead of answering 2xx on a promise it cannot keep.
+ */
+class WalSync {
+  readonly #path: string;
+  #fd: number;
+  #ino: number;
+  #running: Promise<void> | null = null;
+  #next: Promise<void> | null = null;
+  #failed: Error | null = null;
+  #closed = false;
+
+  constructor(walPath: string) {
+    this.#path = walPath;
+    this.#fd = openSync(walPath, fsConstants.O_RDWR);
+    this.#ino = fstatSync(this.#fd).ino;
+    // The WAL file's directory entry must survive a machine crash too.
+    syncDirectory(dirname(walPath));
+  }
+
+  get failed(): Error | null {
+    return this.#failed;
+  }
+
+  sync(): Promise<void> {
+    if (this.#failed) return Promise.reject(this.#failed);
+    if (this.#closed) return Promise.reject(new Error('store closed'));
+    if (this.#next) return this.#next;
+    if (this.#running) {
+      const after = this.#running.catch(() => undefined);
+      this.#next = after.then(() => {
+        this.#next = null;
+        return this.#start();
+      });
+      return this.#next;
+    }
+    return this.#start();
+  }
+
+  #start(): Promise<void> {
+    if (this.#failed) return Promise.reject(this.#failed);
+    const run = this.#flush().catch((err: unknown) => {
+      this.#failed = err instanceof Error ? err : new Error('WAL fsync failed');
+      throw this.#failed;
+    });
+    this.#running = run;
+    void run.then(
+      () => this.#done(run),
+      () => this.#done(run),
+    );
+    return run;
+  }
+
+  #done(run: Promise<void>): void {
+    if (this.#running === run) this.#running = null;
+  }
+
+  async #flush(): Promise<void> {
+    const fd = this.#fd;
+    const [, st] = await Promise.all([
+      new Promise<void>((resolve, reject) => fdatasync(fd, (err) => (err ? reject(err) : resolve()))),
+      new Promise<number>((resolve, reject) => stat(this.#path, (err, s) => (err ? reject(err) : resolve(s.ino)))),
+    ]);
+    if (st !== this.#ino) {
+      // Never expected (see above); stay correct anyway: sync the file the path names now.
+      const fresh = openSync(this.#path, fsConstants.O_RDWR);
+      closeFd(fd, () => undefined);
+      this.#fd = fresh;
+      await new Promise<void>((resolve, reject) => fdatasync(fresh, (err) => (err ? reject(err) : resolve())));
+      syncDirectory(dirname(this.#path));
+      this.#ino = st;
+    }
+  }
+
+  /** Wait for running syncs, then close the fd. */
+  async close(): Promise<void> {
+    while (this.#next || this.#running) await (this.#next ?? this.#running)?.catch(() => undefined);
+    this.#closed = true;
+    closeSync(this.#fd);
+  }
+}
+
+/** Most envelopes kept in memory for one device queue; a longer queue is read from SQLite. */
+const TAIL_MAX_ENVELOPES = 256;
+/** Most content bytes kept in memory over all queues; past it every tail is dropped. */
+const TAIL_MAX_BYTES = 32 * 1024 * 1024;
+/** Most device queues with a tail in memory; past it every tail is dropped. */
+const TAIL_MAX_DEVICES = 100_000;
+/** Most accounts whose device list is cached; past it the cache starts over. */
+const DEVICE_LISTS_MAX = 100_000;
+/** Last-seen times (touchDevice) are written at most this often, all in one transaction. */
+const TOUCH_FLUSH_MS = 1000;
+
+interface Tail {
+  /** The tail holds EVERY queued envelope of the device with a cursor greater than `base`, in queue order. */
+  base: number;
+  entries: QueuedEnvelope[];
+}
+
+/**
+ * The end of device queues that are being read, kept in memory so an online
+ * device is handed the envelopes of the commit that woke it without a SELECT.
+ *
+ * A tail is created when `fetchQueue` reaches the end of a queue (fewer rows
+ * than asked): then it is known to hold every envelope after `base`. From
+ * then on every committed insert for that device is appended (cursors grow in
+ * commit order: one writer, AUTOINCREMENT), every committed delete removes
+ * its envelope, and removing or re-adding the device, a purge, a write by
+ * another connection (PRAGMA data_version) or a cap drops the tail, after
+ * which the queue is read from SQLite again. So `fetchQueue` answers exactly
+ * what the SELECT would, in the same order.
+ */
+class QueueTails {
+  readonly #tails = new Map<string, Tail>();
+  #bytes = 0;
+
+  static key(account: AccountId, device: DeviceId): string {
+    return `${account}.${device}`;
+  }
+
+  /** Envelopes after `after` (at most `limit`), or null when the tail does not cover `after`. */
+  read(key: string, after: number, limit: number): QueuedEnvelope[] | null {
+    const t = this.#tails.get(key);
+    if (!t || after < t.base) return null;
+    const e = t.entries;
+    let i = 0;
+    while (i < e.length && (e[i] as QueuedEnvelope).cursor <= after) i++;
+    return e.slice(i, i + limit);
+  }
+
+  /** A read that reached the end of the queue: `rows` are all envelopes after `after`. */
+  complete(key: string, after: number, rows: QueuedEnvelope[]): void {
+    if (rows.length > TAIL_MAX_ENVELOPES) return;
+    this.drop(key);
+    if (this.#tails.size >= TAIL_MAX_DEVICES) this.clear();
+    this.#tails.set(key, { base: after, entries: rows.slice() });
+    for (const r of rows) this.#bytes += r.content.length;
+    if (this.#bytes > TAIL_MAX_BYTES) this.clear();
+  }
+
+  /** A committed insert. */
+  append(e: QueuedEnvelope): void {
+    const key = QueueTails.key(e.destination.account, e.destination.device);
+    const t = this.#tails.get(key);
+    if (!t) return;
+    if (t.entries.length >= TAIL_MAX_ENVELOPES) return this.drop(key);
+    t.entries.push(e);
+    this.#bytes += e.content.length;
+    if (this.#bytes > TAIL_MAX_BYTES) this.clear();
+  }
+
+  /** A committed delete. */
+  remove(key: string, guid: Uint8Array): void {
+    const t = this.#tails.get(key);
+    if (!t) return;
+    const e = t.entries;
+    for (let i = 0; i < e.length; i++) {
+      const x = e[i] as QueuedEnvelope;
+      if (Buffer.compare(x.guid, guid) === 0) {
+        e.splice(i, 1);
+        this.#bytes -= x.content.length;
+        return;
+      }
+    }
+  }
+
+  drop(key: string): void {
+    const t = this.#tails.get(key);
+    if (!t) return;
+    for (const x of t.entries) this.#bytes -= x.content.length;
+    this.#tails.delete(key);
+  }
+
+  clear(): void {
+    this.#tails.clear();
+    this.#bytes = 0;
+  }
+}
+
+/** fsync a directory so a file created in it survives a machine crash. */
+function syncDirectory(dir: string): void {
+  const fd = openSync(dir, fsConstants.O_RDONLY);
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Open (creating if needed) `<dataDir>/relay.db`. Use `':memory:'` as dataDir for a throwaway store. */
 export function openSqliteStore(dataDir: string): SqliteStore {
   let path = ':memory:';
@@ -178,8 +387,27 @@ export class SqliteStore implements Store {
   readonly #db: Database;
   readonly #s;
   #closed = false;
+  /** Null for `:memory:` (nothing to flush) or when WAL is unavailable (then synchronous=FULL stays on). */
+  readonly #wal: WalSync | null = null;
+  readonly #tails = new QueueTails();
+  /** Inserts and deletes of the running transaction, applied to the tails only once it commits. */
+  #pendingInserts: QueuedEnvelope[] = [];
+  #pendingDeletes: Array<{ key: string; guid: Uint8Array }> = [];
+  /** `PRAGMA data_version` when the in-memory caches were last known to match the file. */
+  #dataVersion = 0;
+  /**
+   * Device list per account, for the check every send makes. This store is
+   * the only writer of the file (other connections are noticed through
+   * data_version), and every write that changes a device list drops the entry.
+   */
+  readonly #deviceLists = new Map<AccountId, readonly DeviceSummary[]>();
+  /** Last-seen times not written yet: one transaction per TOUCH_FLUSH_MS instead of one write per connect. */
+  readonly #touches = new Map<string, { account: AccountId; device: DeviceId; now: number }>();
+  #touchTimer: NodeJS.Timeout | null = null;
   readonly #enqueues = new Batcher<EnqueueBatch, EnqueueResult>({
     ...ENQUEUE_GROUP,
+    // Pipelining: the next group commits while the previous one waits for its fdatasync.
+    concurrency: 8,
     weight: (b) => b.envelopes.length,
     run: (batches) => this.enqueueMany(batches),
   });
@@ -190,11 +418,19 @@ export class SqliteStore implements Store {
 
   constructor(db: Database) {
     this.#db = db;
-    db.pragma('journal_mode = WAL');
+    const mode = db.pragma('journal_mode = WAL', { simple: true });
     db.pragma('synchronous = FULL');
     db.pragma('foreign_keys = ON');
     db.pragma('busy_timeout = 5000');
     migrate(db);
+    // A file database in WAL mode (the -wal file exists once a transaction has run, as migrate's did):
+    // commits stop fsyncing on the event loop and WalSync flushes them from the threadpool instead.
+    const main = (db.prepare('PRAGMA database_list').all() as Row[]).find((r) => r.name === 'main');
+    const file = typeof main?.file === 'string' ? main.file : '';
+    if (mode === 'wal' && file !== '' && existsSync(`${file}-wal`)) {
+      this.#wal = new WalSync(`${file}-wal`);
+      db.pragma('synchronous = NORMAL');
+    }
     const p = (sql: string) => db.prepare(sql);
     this.#s = {
       insertAccount: p('INSERT INTO accounts (account_id, username, identity_key, created_at) VALUES ($id, $username, $ik, $now)'),
@@ -240,14 +476,41 @@ export class SqliteStore implements Store {
       takeCode: p('DELETE FROM provisioning_codes WHERE code_hash = ? RETURNING account_id, expires_at'),
       purgeCodes: p('DELETE FROM provisioning_codes WHERE expires_at <= ?'),
       ping: p('SELECT 1 AS x'),
-      syncNormal: p('PRAGMA synchronous = NORMAL'),
-      syncFull: p('PRAGMA synchronous = FULL'),
+      dataVersion: p('PRAGMA data_version'),
     };
+    this.#dataVersion = this.#readDataVersion();
+  }
+
+  /** Resolves once every commit made before this call is on disk (no-op without a WAL file). */
+  async #flushed(): Promise<void> {
+    if (this.#wal) await this.#wal.sync();
+  }
+
+  /** Run `fn` (a write) and resolve with its result once that write is on disk. */
+  async #durable<T>(fn: () => T): Promise<T> {
+    if (this.#wal?.failed) throw this.#wal.failed;
+    const out = fn();
+    await this.#flushed();
+    return out;
+  }
+
+  #readDataVersion(): number {
+    return numOf(this.#s.dataVersion.get() as Row, 'data_version');
+  }
+
+  /** Drop every in-memory cache when another connection (another process, a test) wrote to the file. */
+  #checkExternalWrites(): void {
+    const v = this.#readDataVersion();
+    if (v === this.#dataVersion) return;
+    this.#dataVersion = v;
+    this.#tails.clear();
+    this.#deviceLists.clear();
   }
 
   async createAccount(a: NewAccount): Promise<{ kind: 'created' } | { kind: 'usernameTaken' }> {
     const username = normalizeUsername(a.username);
-    return this.#db.transaction(() => {
+    this.#deviceLists.delete(a.accountId);
+    return this.#durable(this.#db.transaction(() => {
       if (this.#s.usernameExists.get([username])) return { kind: 'usernameTaken' as const };
       this.#s.insertAccount.run({ id: a.accountId, username, ik: blob(a.identityKey), now: a.createdAt });
       const d = a.device;
@@ -266,7 +529,7 @@ export class SqliteStore implements Store {
         now: a.createdAt,
       });
       return { kind: 'created' as const };
-    })();
+    }));
   }
 
   async getDeviceCredentials(account: AccountId, device: DeviceId): Promise<DeviceCredentials | null> {
@@ -286,7 +549,7 @@ export class SqliteStore implements Store {
   }
 
   async setAccessKey(account: AccountId, accessKey: Uint8Array | null): Promise<void> {
-    this.#s.setAccessKey.run([accessKey ? blob(accessKey) : null, account]);
+    await this.#durable(() => this.#s.setAccessKey.run([accessKey ? blob(accessKey) : null, account]));
   }
 
   async lookupUsername(username: string): Promise<AccountId | null> {
@@ -295,14 +558,21 @@ export class SqliteStore implements Store {
   }
 
   async listDevices(account: AccountId): Promise<DeviceSummary[]> {
-    return (this.#s.devices.all([account]) as Row[]).map((r) => ({
-      deviceId: numOf(r, 'device_id') as DeviceId,
-      registrationId: numOf(r, 'registration_id'),
-    }));
+    this.#checkExternalWrites();
+    const cached = this.#deviceLists.get(account);
+    if (cached) return cached as DeviceSummary[];
+    const list = Object.freeze(
+      (this.#s.devices.all([account]) as Row[]).map((r) =>
+        Object.freeze({ deviceId: numOf(r, 'device_id') as DeviceId, registrationId: numOf(r, 'registration_id') }),
+      ),
+    );
+    if (this.#deviceLists.size >= DEVICE_LISTS_MAX) this.#deviceLists.clear();
+    this.#deviceLists.set(account, list);
+    return list as DeviceSummary[];
   }
 
   async storeKeys(account: AccountId, device: DeviceId, keys: KeyUpload): Promise<void> {
-    this.#db.transaction(() => {
+    await this.#durable(this.#db.transaction(() => {
       const s = keys.signedPreKey;
       if (s) this.#s.setSigned.run([s.keyId, blob(s.publicKey), blob(s.signature), account, device]);
       const k = keys.kyberLastResortKey;
@@ -310,7 +580,7 @@ export class SqliteStore implements Store {
       for (const pk of keys.preKeys) this.#s.putEc.run([account, device, pk.keyId, blob(pk.publicKey)]);
       for (const kk of keys.kyberPreKeys)
         this.#s.putKyber.run([account, device, kk.keyId, blob(kk.publicKey), blob(kk.signature)]);
-    })();
+    }));
   }
 
   #counts(account: AccountId, device: DeviceId): KeyCounts {
@@ -324,7 +594,8 @@ export class SqliteStore implements Store {
   }
 
   async claimBundle(account: AccountId, device: DeviceId | 'all'): Promise<ClaimResult> {
-    return this.#db.transaction((): ClaimResult => {
+    // Durable before answering: a claim lost in a crash could hand the same one-time key out twice.
+    return this.#durable(this.#db.transaction((): ClaimResult => {
       const acct = this.#s.account.get([account]) as Row | undefined;
       if (!acct) return { kind: 'notFound' };
       const rows = (this.#s.deviceRows.all([account]) as Row[]).filter(
@@ -349,16 +620,26 @@ export class SqliteStore implements Store {
         };
       });
       return { kind: 'bundle', identityKey: bytesOf(acct, 'identity_key'), devices };
-    })();
+    }));
   }
 
-  /** Joins the current group commit; resolves after the group's transaction is fsync'd. */
+  /** Joins the current group commit; resolves after the group's transaction is on disk. */
   async enqueue(batch: EnqueueBatch): Promise<EnqueueResult> {
     return this.#enqueues.submit(batch);
   }
 
   async enqueueMany(batches: readonly EnqueueBatch[]): Promise<EnqueueResult[]> {
-    return this.#db.transaction((): EnqueueResult[] => batches.map((b) => this.#enqueueOne(b)))();
+    this.#checkExternalWrites();
+    this.#pendingInserts = [];
+    let out: EnqueueResult[];
+    try {
+      out = this.#db.transaction((): EnqueueResult[] => batches.map((b) => this.#enqueueOne(b)))();
+      for (const e of this.#pendingInserts) this.#tails.append(e);
+    } finally {
+      this.#pendingInserts = [];
+    }
+    await this.#flushed();
+    return out;
   }
 
   /** One batch inside the caller's transaction. A key seen before (also earlier in the same group) is a duplicate. */
@@ -369,7 +650,7 @@ export class SqliteStore implements Store {
       if (res.changes === 0) return { kind: 'duplicate' };
     }
     for (const e of batch.envelopes) {
-      this.#s.insertEnvelope.run({
+      const { lastInsertRowid } = this.#s.insertEnvelope.run({
         guid: blob(e.guid),
         da: e.destination.account,
         dd: e.destination.device,
@@ -381,11 +662,27 @@ export class SqliteStore implements Store {
         content: blob(e.content),
         urgent: e.urgent ? 1 : 0,
       });
+      this.#pendingInserts.push({
+        ...e,
+        guid: new Uint8Array(e.guid.buffer, e.guid.byteOffset, e.guid.byteLength),
+        content: new Uint8Array(e.content.buffer, e.content.byteOffset, e.content.byteLength),
+        cursor: lastInsertRowid,
+      });
     }
     return { kind: 'stored' };
   }
 
   async fetchQueue(account: AccountId, device: DeviceId, after: number, limit: number): Promise<QueuedEnvelope[]> {
+    this.#checkExternalWrites();
+    const key = QueueTails.key(account, device);
+    const cached = this.#tails.read(key, after, limit);
+    if (cached) return cached;
+    const rows = this.#selectQueue(account, device, after, limit);
+    if (rows.length < limit) this.#tails.complete(key, after, rows);
+    return rows;
+  }
+
+  #selectQueue(account: AccountId, device: DeviceId, after: number, limit: number): QueuedEnvelope[] {
     return (this.#s.fetch.all([account, device, after, limit]) as Row[]).map((r) => {
       const sa = r.source_account;
       return {
@@ -409,18 +706,23 @@ export class SqliteStore implements Store {
   }
 
   async deleteEnvelopes(requests: readonly DeleteRequest[]): Promise<DeleteResult[]> {
-    // No fsync of its own (see the file comment); FULL again before anything else commits.
-    this.#s.syncNormal.run();
+    // No flush of its own (see the file comment): it reaches the disk with the next durable write.
+    if (this.#wal?.failed) throw this.#wal.failed;
+    this.#checkExternalWrites();
+    this.#pendingDeletes = [];
     try {
-      return this.#db.transaction((): DeleteResult[] => requests.map((r) => this.#deleteOne(r)))();
+      const out = this.#db.transaction((): DeleteResult[] => requests.map((r) => this.#deleteOne(r)))();
+      for (const d of this.#pendingDeletes) this.#tails.remove(d.key, d.guid);
+      return out;
     } finally {
-      this.#s.syncFull.run();
+      this.#pendingDeletes = [];
     }
   }
 
   #deleteOne(req: DeleteRequest): DeleteResult {
     const r = this.#s.deleteEnvelope.get([req.account, req.device, blob(req.guid)]) as Row | undefined;
     if (!r) return { kind: 'notFound' };
+    this.#pendingDeletes.push({ key: QueueTails.key(req.account, req.device), guid: req.guid });
     const sa = r.source_account;
     return {
       kind: 'deleted',
@@ -431,14 +733,19 @@ export class SqliteStore implements Store {
   }
 
   async purge(before: number): Promise<{ envelopes: number; idempotencyKeys: number }> {
-    return this.#db.transaction(() => ({
+    this.#tails.clear();
+    return this.#durable(this.#db.transaction(() => ({
       envelopes: this.#s.purgeEnvelopes.run([before]).changes,
       idempotencyKeys: this.#s.purgeSent.run([before]).changes,
-    }))();
+    })));
   }
 
   async addDevice(req: NewDevice): Promise<AddDeviceResult> {
-    return this.#db.transaction((): AddDeviceResult => {
+    this.#deviceLists.delete(req.account);
+    this.#writeTouches();
+    // The new device's queue starts empty (whatever a removed device of the same id left is deleted).
+    for (let id = 2; id <= 127; id++) this.#tails.drop(QueueTails.key(req.account, id as DeviceId));
+    return this.#durable(this.#db.transaction((): AddDeviceResult => {
       if (!this.#s.account.get([req.account])) return { kind: 'notFound' };
       const taken = new Set((this.#s.devices.all([req.account]) as Row[]).map((r) => numOf(r, 'device_id')));
       if (taken.size >= req.maxDevices) return { kind: 'tooMany' };
@@ -465,20 +772,24 @@ export class SqliteStore implements Store {
       });
       this.#s.touchDevice.run([req.createdAt, req.account, id]);
       return { kind: 'added', deviceId: id as DeviceId };
-    })();
+    }));
   }
 
   async removeDevice(account: AccountId, device: DeviceId): Promise<boolean> {
-    return this.#db.transaction((): boolean => {
+    this.#deviceLists.delete(account);
+    this.#writeTouches();
+    this.#tails.drop(QueueTails.key(account, device));
+    return this.#durable(this.#db.transaction((): boolean => {
       const gone = this.#s.deleteDevice.run([account, device]).changes > 0;
       this.#s.deleteDeviceEc.run([account, device]);
       this.#s.deleteDeviceKyber.run([account, device]);
       this.#s.deleteDeviceQueue.run([account, device]);
       return gone;
-    })();
+    }));
   }
 
   async deviceDetails(account: AccountId): Promise<DeviceDetails[]> {
+    this.#writeTouches();
     return (this.#s.deviceDetails.all([account]) as Row[]).map((r) => ({
       deviceId: numOf(r, 'device_id') as DeviceId,
       registrationId: numOf(r, 'registration_id'),
@@ -487,11 +798,39 @@ export class SqliteStore implements Store {
     }));
   }
 
+  /**
+   * Remembered now, written with the others within TOUCH_FLUSH_MS (and before
+   * anything reads last-seen times). Not flushed to disk on its own: a crash
+   * can only make a device look idle since its previous connect.
+   */
   async touchDevice(account: AccountId, device: DeviceId, now: number): Promise<void> {
-    this.#s.touchDevice.run([now, account, device]);
+    if (this.#closed) throw new Error('store closed');
+    this.#touches.set(QueueTails.key(account, device), { account, device, now });
+    if (!this.#touchTimer) {
+      this.#touchTimer = setTimeout(() => {
+        try {
+          this.#writeTouches();
+        } catch {
+          // Last-seen is advisory (idle expiry); a failed write must not take the relay down.
+        }
+      }, TOUCH_FLUSH_MS);
+      this.#touchTimer.unref();
+    }
+  }
+
+  #writeTouches(): void {
+    if (this.#touchTimer) clearTimeout(this.#touchTimer);
+    this.#touchTimer = null;
+    if (this.#touches.size === 0 || this.#closed) return;
+    const touches = [...this.#touches.values()];
+    this.#touches.clear();
+    this.#db.transaction(() => {
+      for (const t of touches) this.#s.touchDevice.run([t.now, t.account, t.device]);
+    })();
   }
 
   async idleDevices(before: number, limit: number): Promise<Array<{ account: AccountId; device: DeviceId }>> {
+    this.#writeTouches();
     return (this.#s.idleDevices.all([before, limit]) as Row[]).map((r) => ({
       account: strOf(r, 'account_id') as AccountId,
       device: numOf(r, 'device_id') as DeviceId,
@@ -499,27 +838,32 @@ export class SqliteStore implements Store {
   }
 
   async putProvisioningCode(code: ProvisioningCode): Promise<void> {
-    this.#s.putCode.run([blob(code.codeHash), code.account, code.expiresAt]);
+    await this.#durable(() => this.#s.putCode.run([blob(code.codeHash), code.account, code.expiresAt]));
   }
 
   async takeProvisioningCode(codeHash: Uint8Array, now: number): Promise<AccountId | null> {
-    return this.#db.transaction((): AccountId | null => {
+    return this.#durable(this.#db.transaction((): AccountId | null => {
       const row = this.#s.takeCode.get([blob(codeHash)]) as Row | undefined;
       this.#s.purgeCodes.run([now]);
       if (!row || numOf(row, 'expires_at') <= now) return null;
       return strOf(row, 'account_id') as AccountId;
-    })();
+    }));
   }
 
   async ping(): Promise<void> {
     if (this.#closed) throw new Error('store closed');
+    if (this.#wal?.failed) throw this.#wal.failed;
     this.#s.ping.get();
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
+    this.#writeTouches();
     this.#closed = true;
     await Promise.all([this.#enqueues.drain(), this.#deletes.drain()]);
+    // Acknowledgement deletes not flushed yet reach the disk now (a clean stop leaves nothing to redeliver).
+    await this.#flushed().catch(() => undefined);
+    await this.#wal?.close();
     this.#db.close();
   }
 }

@@ -1,0 +1,159 @@
+/**
+ * The SQLite store's in-memory shortcuts (queue tails, device lists, batched
+ * last-seen) and its off-thread WAL flush must answer exactly what the file
+ * holds: also after another connection wrote to the same file, and after a
+ * reopen (what a kill -9 leaves behind is the file, not the memory).
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { IdentityKeyPair } from '@signalapp/libsignal-client';
+import { type AccountId, type DeviceId } from '@parley/wire';
+import { afterAll, describe, expect, it } from 'vitest';
+import { openSqliteStore } from '../src/adapters/store/sqlite.js';
+import type { SqliteStore } from '../src/adapters/store/sqlite.js';
+import { signedEc, signedKyber, tempDataDir } from './helpers.js';
+import { envelopeFor, newAccountFor } from './store-fixtures.js';
+
+const stores: SqliteStore[] = [];
+const open = (dir: string) => {
+  const s = openSqliteStore(dir);
+  stores.push(s);
+  return s;
+};
+afterAll(async () => {
+  for (const s of stores) await s.close();
+});
+
+const text = (c: Uint8Array) => new TextDecoder().decode(c);
+const D1 = 1 as DeviceId;
+
+async function accountIn(store: SqliteStore, name: string): Promise<AccountId> {
+  const a = newAccountFor(name);
+  expect((await store.createAccount(a)).kind).toBe('created');
+  return a.accountId;
+}
+
+async function send(store: SqliteStore, to: AccountId, body: string): Promise<void> {
+  const res = await store.enqueue({ envelopes: [envelopeFor(to, body)], idempotencyKey: null, now: 1 });
+  expect(res.kind).toBe('stored');
+}
+
+function newDevice(account: AccountId, registrationId: number) {
+  const identity = IdentityKeyPair.generate();
+  return {
+    account,
+    registrationId,
+    passwordSalt: new Uint8Array(randomBytes(16)),
+    passwordHash: new Uint8Array(randomBytes(32)),
+    signedPreKey: signedEc(identity, 1),
+    kyberLastResortKey: signedKyber(identity, 1),
+    createdAt: 5,
+    maxDevices: 6,
+  };
+}
+
+describe('sqlite store hot path', () => {
+  it('keeps a WAL file next to relay.db while open and hands out what was committed, in order, after reads reached the end', async () => {
+    const dir = tempDataDir();
+    const store = open(dir);
+    const bob = await accountIn(store, 'tail.bob');
+    expect(existsSync(join(dir, 'relay.db-wal'))).toBe(true);
+    await send(store, bob, 'one');
+    // Reaches the end of the queue: later commits are appended in memory.
+    const first = await store.fetchQueue(bob, D1, 0, 10);
+    expect(first.map((e) => text(e.content))).toEqual(['one']);
+    await Promise.all(['two', 'three', 'four'].map((b) => send(store, bob, b)));
+    const all = await store.fetchQueue(bob, D1, 0, 10);
+    expect(all.map((e) => text(e.content))).toEqual(['one', 'two', 'three', 'four']);
+    expect(all.map((e) => e.cursor)).toEqual([...all.map((e) => e.cursor)].sort((x, y) => x - y));
+    // After a cursor, with a limit.
+    const page = await store.fetchQueue(bob, D1, all[0]!.cursor, 2);
+    expect(page.map((e) => text(e.content))).toEqual(['two', 'three']);
+    // An acknowledged envelope is gone from memory too; an unknown one changes nothing.
+    const del = await store.deleteEnvelopes([
+      { account: bob, device: D1, guid: all[1]!.guid },
+      { account: bob, device: D1, guid: new Uint8Array(16) },
+    ]);
+    expect(del.map((d) => d.kind)).toEqual(['deleted', 'notFound']);
+    expect((await store.fetchQueue(bob, D1, 0, 10)).map((e) => text(e.content))).toEqual(['one', 'three', 'four']);
+    // What memory answers is what the file holds: a fresh connection reads the same queue.
+    const other = open(dir);
+    const fromFile = await other.fetchQueue(bob, D1, 0, 10);
+    expect(fromFile).toEqual(await store.fetchQueue(bob, D1, 0, 10));
+  });
+
+  it('notices writes made by another connection to the same file (queue and device list)', async () => {
+    const dir = tempDataDir();
+    const relay = open(dir);
+    const alice = await accountIn(relay, 'ext.alice');
+    expect((await relay.fetchQueue(alice, D1, 0, 10)).length).toBe(0);
+    expect((await relay.listDevices(alice)).map((d) => d.deviceId)).toEqual([1]);
+
+    const admin = open(dir);
+    await send(admin, alice, 'from elsewhere');
+    const added = await admin.addDevice(newDevice(alice, 99));
+    expect(added).toEqual({ kind: 'added', deviceId: 2 });
+
+    expect((await relay.fetchQueue(alice, D1, 0, 10)).map((e) => text(e.content))).toEqual(['from elsewhere']);
+    expect(await relay.listDevices(alice)).toEqual([
+      { deviceId: 1, registrationId: 7 },
+      { deviceId: 2, registrationId: 99 },
+    ]);
+    // And the other way round: the relay's own delete is seen by the other connection.
+    const [e] = await relay.fetchQueue(alice, D1, 0, 10);
+    await relay.deleteEnvelopes([{ account: alice, device: D1, guid: e!.guid }]);
+    expect(await admin.fetchQueue(alice, D1, 0, 10)).toEqual([]);
+  });
+
+  it('drops a device queue and device list on remove and re-link (new registration id: the 410 case)', async () => {
+    const dir = tempDataDir();
+    const store = open(dir);
+    const alice = await accountIn(store, 'relink.alice');
+    expect((await store.addDevice(newDevice(alice, 50))).kind).toBe('added');
+    const d2 = 2 as DeviceId;
+    expect(await store.fetchQueue(alice, d2, 0, 10)).toEqual([]);
+    expect((await store.listDevices(alice)).map((d) => d.registrationId)).toEqual([7, 50]);
+    await store.enqueue({
+      envelopes: [{ ...envelopeFor(alice, 'for the old device 2'), destination: { account: alice, device: d2 } }],
+      idempotencyKey: null,
+      now: 1,
+    });
+    expect((await store.fetchQueue(alice, d2, 0, 10)).length).toBe(1);
+
+    expect(await store.removeDevice(alice, d2)).toBe(true);
+    expect((await store.listDevices(alice)).map((d) => d.deviceId)).toEqual([1]);
+    expect(await store.fetchQueue(alice, d2, 0, 10)).toEqual([]);
+
+    expect(await store.addDevice(newDevice(alice, 51))).toEqual({ kind: 'added', deviceId: 2 });
+    expect((await store.listDevices(alice)).map((d) => d.registrationId)).toEqual([7, 51]);
+    expect(await store.fetchQueue(alice, d2, 0, 10)).toEqual([]);
+  });
+
+  it('writes batched last-seen times before anything reads them and before closing', async () => {
+    const dir = tempDataDir();
+    const store = openSqliteStore(dir);
+    const alice = await accountIn(store, 'touch.alice');
+    await store.touchDevice(alice, D1, 4242);
+    expect((await store.deviceDetails(alice))[0]!.lastSeen).toBe(4242);
+    await store.touchDevice(alice, D1, 5000);
+    await store.close();
+    const again = open(dir);
+    expect((await again.deviceDetails(alice))[0]!.lastSeen).toBe(5000);
+  });
+
+  it('keeps every answered send across a reopen, including ones committed while an earlier flush was running', async () => {
+    const dir = tempDataDir();
+    const store = openSqliteStore(dir);
+    const bob = await accountIn(store, 'reopen.bob');
+    const bodies = Array.from({ length: 300 }, (_, i) => `m${i}`);
+    // Many groups in flight at once: each answer must come after a flush that covers its own commit.
+    const answered: string[] = [];
+    await Promise.all(bodies.map((b) => send(store, bob, b).then(() => answered.push(b))));
+    expect(answered.length).toBe(300);
+    await store.close();
+    const again = open(dir);
+    const queued = await again.fetchQueue(bob, D1, 0, 1000);
+    expect(queued.map((e) => text(e.content))).toEqual(bodies);
+  });
+});
