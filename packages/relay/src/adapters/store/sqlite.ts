@@ -22,7 +22,18 @@
  * envelope is then pushed again and the client drops it as a repeat, so
  * nothing acknowledged to anyone is lost.
  */
-import { closeSync, existsSync, fdatasync, fstatSync, fsyncSync, mkdirSync, openSync, close as closeFd, constants as fsConstants, stat } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fdatasync,
+  fstatSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  close as closeFd,
+  constants as fsConstants,
+  stat,
+} from 'node:fs';
 import { dirname, join } from 'node:path';
 import Database from '@signalapp/sqlcipher';
 import {
@@ -433,7 +444,9 @@ export class SqliteStore implements Store {
     }
     const p = (sql: string) => db.prepare(sql);
     this.#s = {
-      insertAccount: p('INSERT INTO accounts (account_id, username, identity_key, created_at) VALUES ($id, $username, $ik, $now)'),
+      insertAccount: p(
+        'INSERT INTO accounts (account_id, username, identity_key, created_at) VALUES ($id, $username, $ik, $now)',
+      ),
       usernameExists: p('SELECT 1 AS x FROM accounts WHERE username = ?'),
       insertDevice: p(`INSERT INTO devices (account_id, device_id, registration_id, password_salt, password_hash,
           signed_key_id, signed_key, signed_key_sig, kyber_lr_id, kyber_lr_key, kyber_lr_sig, created_at)
@@ -445,15 +458,22 @@ export class SqliteStore implements Store {
       devices: p('SELECT device_id, registration_id FROM devices WHERE account_id = ? ORDER BY device_id'),
       deviceRows: p(`SELECT device_id, registration_id, signed_key_id, signed_key, signed_key_sig,
           kyber_lr_id, kyber_lr_key, kyber_lr_sig FROM devices WHERE account_id = ? ORDER BY device_id`),
-      setSigned: p('UPDATE devices SET signed_key_id = ?, signed_key = ?, signed_key_sig = ? WHERE account_id = ? AND device_id = ?'),
-      setLastResort: p('UPDATE devices SET kyber_lr_id = ?, kyber_lr_key = ?, kyber_lr_sig = ? WHERE account_id = ? AND device_id = ?'),
+      setSigned: p(
+        'UPDATE devices SET signed_key_id = ?, signed_key = ?, signed_key_sig = ? WHERE account_id = ? AND device_id = ?',
+      ),
+      setLastResort: p(
+        'UPDATE devices SET kyber_lr_id = ?, kyber_lr_key = ?, kyber_lr_sig = ? WHERE account_id = ? AND device_id = ?',
+      ),
       putEc: p('INSERT OR REPLACE INTO ec_prekeys (account_id, device_id, key_id, public_key) VALUES (?, ?, ?, ?)'),
-      putKyber: p('INSERT OR REPLACE INTO kyber_prekeys (account_id, device_id, key_id, public_key, signature) VALUES (?, ?, ?, ?, ?)'),
+      putKyber: p(
+        'INSERT OR REPLACE INTO kyber_prekeys (account_id, device_id, key_id, public_key, signature) VALUES (?, ?, ?, ?, ?)',
+      ),
       countEc: p('SELECT COUNT(*) AS n FROM ec_prekeys WHERE account_id = ? AND device_id = ?'),
       countKyber: p('SELECT COUNT(*) AS n FROM kyber_prekeys WHERE account_id = ? AND device_id = ?'),
       takeEc: p(`DELETE FROM ec_prekeys WHERE rowid = (SELECT rowid FROM ec_prekeys WHERE account_id = ? AND device_id = ?
           ORDER BY key_id LIMIT 1) RETURNING key_id, public_key`),
-      takeKyber: p(`DELETE FROM kyber_prekeys WHERE rowid = (SELECT rowid FROM kyber_prekeys WHERE account_id = ? AND device_id = ?
+      takeKyber:
+        p(`DELETE FROM kyber_prekeys WHERE rowid = (SELECT rowid FROM kyber_prekeys WHERE account_id = ? AND device_id = ?
           ORDER BY key_id LIMIT 1) RETURNING key_id, public_key, signature`),
       insertSent: p(`INSERT INTO sent_messages (sender_account, sender_device, destination, message_id, created_at)
           VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`),
@@ -465,9 +485,13 @@ export class SqliteStore implements Store {
           RETURNING type, source_account, source_device, client_ts`),
       purgeEnvelopes: p('DELETE FROM envelopes WHERE server_ts < ?'),
       purgeSent: p('DELETE FROM sent_messages WHERE created_at < ?'),
-      deviceDetails: p('SELECT device_id, registration_id, created_at, MAX(last_seen, created_at) AS last_seen FROM devices WHERE account_id = ? ORDER BY device_id'),
+      deviceDetails: p(
+        'SELECT device_id, registration_id, created_at, MAX(last_seen, created_at) AS last_seen FROM devices WHERE account_id = ? ORDER BY device_id',
+      ),
       touchDevice: p('UPDATE devices SET last_seen = ? WHERE account_id = ? AND device_id = ?'),
-      idleDevices: p('SELECT account_id, device_id FROM devices WHERE device_id > 1 AND MAX(last_seen, created_at) < ? ORDER BY last_seen LIMIT ?'),
+      idleDevices: p(
+        'SELECT account_id, device_id FROM devices WHERE device_id > 1 AND MAX(last_seen, created_at) < ? ORDER BY last_seen LIMIT ?',
+      ),
       deleteDevice: p('DELETE FROM devices WHERE account_id = ? AND device_id = ?'),
       deleteDeviceEc: p('DELETE FROM ec_prekeys WHERE account_id = ? AND device_id = ?'),
       deleteDeviceKyber: p('DELETE FROM kyber_prekeys WHERE account_id = ? AND device_id = ?'),
@@ -510,26 +534,28 @@ export class SqliteStore implements Store {
   async createAccount(a: NewAccount): Promise<{ kind: 'created' } | { kind: 'usernameTaken' }> {
     const username = normalizeUsername(a.username);
     this.#deviceLists.delete(a.accountId);
-    return this.#durable(this.#db.transaction(() => {
-      if (this.#s.usernameExists.get([username])) return { kind: 'usernameTaken' as const };
-      this.#s.insertAccount.run({ id: a.accountId, username, ik: blob(a.identityKey), now: a.createdAt });
-      const d = a.device;
-      this.#s.insertDevice.run({
-        a: a.accountId,
-        d: 1,
-        reg: d.registrationId,
-        salt: blob(d.passwordSalt),
-        hash: blob(d.passwordHash),
-        sid: d.signedPreKey.keyId,
-        skey: blob(d.signedPreKey.publicKey),
-        ssig: blob(d.signedPreKey.signature),
-        kid: d.kyberLastResortKey.keyId,
-        kkey: blob(d.kyberLastResortKey.publicKey),
-        ksig: blob(d.kyberLastResortKey.signature),
-        now: a.createdAt,
-      });
-      return { kind: 'created' as const };
-    }));
+    return this.#durable(
+      this.#db.transaction(() => {
+        if (this.#s.usernameExists.get([username])) return { kind: 'usernameTaken' as const };
+        this.#s.insertAccount.run({ id: a.accountId, username, ik: blob(a.identityKey), now: a.createdAt });
+        const d = a.device;
+        this.#s.insertDevice.run({
+          a: a.accountId,
+          d: 1,
+          reg: d.registrationId,
+          salt: blob(d.passwordSalt),
+          hash: blob(d.passwordHash),
+          sid: d.signedPreKey.keyId,
+          skey: blob(d.signedPreKey.publicKey),
+          ssig: blob(d.signedPreKey.signature),
+          kid: d.kyberLastResortKey.keyId,
+          kkey: blob(d.kyberLastResortKey.publicKey),
+          ksig: blob(d.kyberLastResortKey.signature),
+          now: a.createdAt,
+        });
+        return { kind: 'created' as const };
+      }),
+    );
   }
 
   async getDeviceCredentials(account: AccountId, device: DeviceId): Promise<DeviceCredentials | null> {
@@ -572,15 +598,17 @@ export class SqliteStore implements Store {
   }
 
   async storeKeys(account: AccountId, device: DeviceId, keys: KeyUpload): Promise<void> {
-    await this.#durable(this.#db.transaction(() => {
-      const s = keys.signedPreKey;
-      if (s) this.#s.setSigned.run([s.keyId, blob(s.publicKey), blob(s.signature), account, device]);
-      const k = keys.kyberLastResortKey;
-      if (k) this.#s.setLastResort.run([k.keyId, blob(k.publicKey), blob(k.signature), account, device]);
-      for (const pk of keys.preKeys) this.#s.putEc.run([account, device, pk.keyId, blob(pk.publicKey)]);
-      for (const kk of keys.kyberPreKeys)
-        this.#s.putKyber.run([account, device, kk.keyId, blob(kk.publicKey), blob(kk.signature)]);
-    }));
+    await this.#durable(
+      this.#db.transaction(() => {
+        const s = keys.signedPreKey;
+        if (s) this.#s.setSigned.run([s.keyId, blob(s.publicKey), blob(s.signature), account, device]);
+        const k = keys.kyberLastResortKey;
+        if (k) this.#s.setLastResort.run([k.keyId, blob(k.publicKey), blob(k.signature), account, device]);
+        for (const pk of keys.preKeys) this.#s.putEc.run([account, device, pk.keyId, blob(pk.publicKey)]);
+        for (const kk of keys.kyberPreKeys)
+          this.#s.putKyber.run([account, device, kk.keyId, blob(kk.publicKey), blob(kk.signature)]);
+      }),
+    );
   }
 
   #counts(account: AccountId, device: DeviceId): KeyCounts {
@@ -595,32 +623,38 @@ export class SqliteStore implements Store {
 
   async claimBundle(account: AccountId, device: DeviceId | 'all'): Promise<ClaimResult> {
     // Durable before answering: a claim lost in a crash could hand the same one-time key out twice.
-    return this.#durable(this.#db.transaction((): ClaimResult => {
-      const acct = this.#s.account.get([account]) as Row | undefined;
-      if (!acct) return { kind: 'notFound' };
-      const rows = (this.#s.deviceRows.all([account]) as Row[]).filter(
-        (r) => device === 'all' || numOf(r, 'device_id') === device,
-      );
-      if (rows.length === 0) return { kind: 'notFound' };
-      const devices = rows.map((r): ClaimedDevice => {
-        const id = numOf(r, 'device_id') as DeviceId;
-        const ec = this.#s.takeEc.get([account, id]) as Row | undefined;
-        const ky = this.#s.takeKyber.get([account, id]) as Row | undefined;
-        const preKey: PreKey | null = ec ? { keyId: numOf(ec, 'key_id'), publicKey: bytesOf(ec, 'public_key') } : null;
-        const kyberPreKey: SignedPreKey = ky
-          ? { keyId: numOf(ky, 'key_id'), publicKey: bytesOf(ky, 'public_key'), signature: bytesOf(ky, 'signature') }
-          : { keyId: numOf(r, 'kyber_lr_id'), publicKey: bytesOf(r, 'kyber_lr_key'), signature: bytesOf(r, 'kyber_lr_sig') };
-        return {
-          deviceId: id,
-          registrationId: numOf(r, 'registration_id'),
-          preKey,
-          signedPreKey: { keyId: numOf(r, 'signed_key_id'), publicKey: bytesOf(r, 'signed_key'), signature: bytesOf(r, 'signed_key_sig') },
-          kyberPreKey,
-          remaining: this.#counts(account, id),
-        };
-      });
-      return { kind: 'bundle', identityKey: bytesOf(acct, 'identity_key'), devices };
-    }));
+    return this.#durable(
+      this.#db.transaction((): ClaimResult => {
+        const acct = this.#s.account.get([account]) as Row | undefined;
+        if (!acct) return { kind: 'notFound' };
+        const rows = (this.#s.deviceRows.all([account]) as Row[]).filter(
+          (r) => device === 'all' || numOf(r, 'device_id') === device,
+        );
+        if (rows.length === 0) return { kind: 'notFound' };
+        const devices = rows.map((r): ClaimedDevice => {
+          const id = numOf(r, 'device_id') as DeviceId;
+          const ec = this.#s.takeEc.get([account, id]) as Row | undefined;
+          const ky = this.#s.takeKyber.get([account, id]) as Row | undefined;
+          const preKey: PreKey | null = ec ? { keyId: numOf(ec, 'key_id'), publicKey: bytesOf(ec, 'public_key') } : null;
+          const kyberPreKey: SignedPreKey = ky
+            ? { keyId: numOf(ky, 'key_id'), publicKey: bytesOf(ky, 'public_key'), signature: bytesOf(ky, 'signature') }
+            : { keyId: numOf(r, 'kyber_lr_id'), publicKey: bytesOf(r, 'kyber_lr_key'), signature: bytesOf(r, 'kyber_lr_sig') };
+          return {
+            deviceId: id,
+            registrationId: numOf(r, 'registration_id'),
+            preKey,
+            signedPreKey: {
+              keyId: numOf(r, 'signed_key_id'),
+              publicKey: bytesOf(r, 'signed_key'),
+              signature: bytesOf(r, 'signed_key_sig'),
+            },
+            kyberPreKey,
+            remaining: this.#counts(account, id),
+          };
+        });
+        return { kind: 'bundle', identityKey: bytesOf(acct, 'identity_key'), devices };
+      }),
+    );
   }
 
   /** Joins the current group commit; resolves after the group's transaction is on disk. */
@@ -734,10 +768,12 @@ export class SqliteStore implements Store {
 
   async purge(before: number): Promise<{ envelopes: number; idempotencyKeys: number }> {
     this.#tails.clear();
-    return this.#durable(this.#db.transaction(() => ({
-      envelopes: this.#s.purgeEnvelopes.run([before]).changes,
-      idempotencyKeys: this.#s.purgeSent.run([before]).changes,
-    })));
+    return this.#durable(
+      this.#db.transaction(() => ({
+        envelopes: this.#s.purgeEnvelopes.run([before]).changes,
+        idempotencyKeys: this.#s.purgeSent.run([before]).changes,
+      })),
+    );
   }
 
   async addDevice(req: NewDevice): Promise<AddDeviceResult> {
@@ -745,47 +781,51 @@ export class SqliteStore implements Store {
     this.#writeTouches();
     // The new device's queue starts empty (whatever a removed device of the same id left is deleted).
     for (let id = 2; id <= 127; id++) this.#tails.drop(QueueTails.key(req.account, id as DeviceId));
-    return this.#durable(this.#db.transaction((): AddDeviceResult => {
-      if (!this.#s.account.get([req.account])) return { kind: 'notFound' };
-      const taken = new Set((this.#s.devices.all([req.account]) as Row[]).map((r) => numOf(r, 'device_id')));
-      if (taken.size >= req.maxDevices) return { kind: 'tooMany' };
-      let id = 2;
-      while (taken.has(id)) id++;
-      if (id > 127) return { kind: 'tooMany' };
-      // Whatever a removed device of this id left behind (an envelope committed while it was removed) is not the new device's.
-      this.#s.deleteDeviceEc.run([req.account, id]);
-      this.#s.deleteDeviceKyber.run([req.account, id]);
-      this.#s.deleteDeviceQueue.run([req.account, id]);
-      this.#s.insertDevice.run({
-        a: req.account,
-        d: id,
-        reg: req.registrationId,
-        salt: blob(req.passwordSalt),
-        hash: blob(req.passwordHash),
-        sid: req.signedPreKey.keyId,
-        skey: blob(req.signedPreKey.publicKey),
-        ssig: blob(req.signedPreKey.signature),
-        kid: req.kyberLastResortKey.keyId,
-        kkey: blob(req.kyberLastResortKey.publicKey),
-        ksig: blob(req.kyberLastResortKey.signature),
-        now: req.createdAt,
-      });
-      this.#s.touchDevice.run([req.createdAt, req.account, id]);
-      return { kind: 'added', deviceId: id as DeviceId };
-    }));
+    return this.#durable(
+      this.#db.transaction((): AddDeviceResult => {
+        if (!this.#s.account.get([req.account])) return { kind: 'notFound' };
+        const taken = new Set((this.#s.devices.all([req.account]) as Row[]).map((r) => numOf(r, 'device_id')));
+        if (taken.size >= req.maxDevices) return { kind: 'tooMany' };
+        let id = 2;
+        while (taken.has(id)) id++;
+        if (id > 127) return { kind: 'tooMany' };
+        // Whatever a removed device of this id left behind (an envelope committed while it was removed) is not the new device's.
+        this.#s.deleteDeviceEc.run([req.account, id]);
+        this.#s.deleteDeviceKyber.run([req.account, id]);
+        this.#s.deleteDeviceQueue.run([req.account, id]);
+        this.#s.insertDevice.run({
+          a: req.account,
+          d: id,
+          reg: req.registrationId,
+          salt: blob(req.passwordSalt),
+          hash: blob(req.passwordHash),
+          sid: req.signedPreKey.keyId,
+          skey: blob(req.signedPreKey.publicKey),
+          ssig: blob(req.signedPreKey.signature),
+          kid: req.kyberLastResortKey.keyId,
+          kkey: blob(req.kyberLastResortKey.publicKey),
+          ksig: blob(req.kyberLastResortKey.signature),
+          now: req.createdAt,
+        });
+        this.#s.touchDevice.run([req.createdAt, req.account, id]);
+        return { kind: 'added', deviceId: id as DeviceId };
+      }),
+    );
   }
 
   async removeDevice(account: AccountId, device: DeviceId): Promise<boolean> {
     this.#deviceLists.delete(account);
     this.#writeTouches();
     this.#tails.drop(QueueTails.key(account, device));
-    return this.#durable(this.#db.transaction((): boolean => {
-      const gone = this.#s.deleteDevice.run([account, device]).changes > 0;
-      this.#s.deleteDeviceEc.run([account, device]);
-      this.#s.deleteDeviceKyber.run([account, device]);
-      this.#s.deleteDeviceQueue.run([account, device]);
-      return gone;
-    }));
+    return this.#durable(
+      this.#db.transaction((): boolean => {
+        const gone = this.#s.deleteDevice.run([account, device]).changes > 0;
+        this.#s.deleteDeviceEc.run([account, device]);
+        this.#s.deleteDeviceKyber.run([account, device]);
+        this.#s.deleteDeviceQueue.run([account, device]);
+        return gone;
+      }),
+    );
   }
 
   async deviceDetails(account: AccountId): Promise<DeviceDetails[]> {
@@ -842,12 +882,14 @@ export class SqliteStore implements Store {
   }
 
   async takeProvisioningCode(codeHash: Uint8Array, now: number): Promise<AccountId | null> {
-    return this.#durable(this.#db.transaction((): AccountId | null => {
-      const row = this.#s.takeCode.get([blob(codeHash)]) as Row | undefined;
-      this.#s.purgeCodes.run([now]);
-      if (!row || numOf(row, 'expires_at') <= now) return null;
-      return strOf(row, 'account_id') as AccountId;
-    }));
+    return this.#durable(
+      this.#db.transaction((): AccountId | null => {
+        const row = this.#s.takeCode.get([blob(codeHash)]) as Row | undefined;
+        this.#s.purgeCodes.run([now]);
+        if (!row || numOf(row, 'expires_at') <= now) return null;
+        return strOf(row, 'account_id') as AccountId;
+      }),
+    );
   }
 
   async ping(): Promise<void> {
