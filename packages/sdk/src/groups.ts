@@ -54,6 +54,7 @@ import {
   groupIdToHex,
   groupSignatureInput,
   normalizeGroupTitle,
+  normalizeUsername,
   padPlaintext,
   processContent,
   processRecipientMismatches,
@@ -373,13 +374,22 @@ export class Groups {
 
   async createGroup(title: string, usernames: string[]): Promise<GroupInfo> {
     const t = this.title(title);
-    if (!Array.isArray(usernames)) throw new SdkError('INVALID_INPUT', 'members must be a list of usernames');
-    if (usernames.length + 1 > GroupLimits.maxMembers * 2)
+    if (!Array.isArray(usernames) || usernames.length > GroupLimits.maxMembers * 4)
+      throw new SdkError(
+        Array.isArray(usernames) ? 'GROUP_TOO_LARGE' : 'INVALID_INPUT',
+        `a group has at most ${GroupLimits.maxMembers} members`,
+      );
+    let names: string[];
+    try {
+      names = [...new Set(usernames.map((u) => normalizeUsername(u)))].filter((u) => u !== this.h.me.username);
+    } catch (err) {
+      if (err instanceof WireError) throw new SdkError('INVALID_INPUT', err.message, { cause: err });
+      throw err;
+    }
+    if (names.length + 1 > GroupLimits.maxMembers)
       throw new SdkError('GROUP_TOO_LARGE', `a group has at most ${GroupLimits.maxMembers} members`);
-    const accounts = await this.resolveAll(usernames);
+    const accounts = await this.resolveAll(names);
     accounts.delete(this.h.me.account);
-    if (accounts.size + 1 > GroupLimits.maxMembers)
-      throw new SdkError('GROUP_TOO_LARGE', `a group has at most ${GroupLimits.maxMembers} members`);
     const state: GroupState = {
       id: new Uint8Array(randomBytes(GroupLimits.idBytes)),
       revision: 1,
@@ -451,14 +461,13 @@ export class Groups {
     return g;
   }
 
-  /** username -> account for every distinct username (FANOUT lookups at a time). @throws the first lookup failure */
-  private async resolveAll(usernames: string[]): Promise<Map<string, string | null>> {
-    const distinct = [...new Set(usernames)];
-    const results = await eachLimited(distinct, FANOUT, (u) => this.h.resolve(u));
-    const out = new Map<string, string | null>();
+  /** account -> username for normalized, distinct usernames (FANOUT lookups at a time). @throws the first lookup failure */
+  private async resolveAll(names: string[]): Promise<Map<string, string>> {
+    const results = await eachLimited(names, FANOUT, (u) => this.h.resolve(u));
+    const out = new Map<string, string>();
     results.forEach((r, i) => {
       if (r.status === 'rejected') throw r.reason;
-      if (!out.has(r.value)) out.set(r.value, this.h.usernameFor(r.value) ?? (distinct[i] as string));
+      if (!out.has(r.value)) out.set(r.value, names[i] as string);
     });
     return out;
   }

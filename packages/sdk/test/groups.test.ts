@@ -4,9 +4,31 @@
  * changes with sender-key rotation, and bad input.
  */
 import { join } from 'node:path';
+import {
+  ErrorCode,
+  type IdentityKeyPair,
+  LibSignalErrorBase,
+  ProtocolAddress,
+  SenderKeyMessage,
+  groupDecrypt,
+  sealedSenderDecryptToUsmc,
+} from '@signalapp/libsignal-client';
+import SealedSenderMultiRecipientMessage from '@signalapp/libsignal-client/dist/SealedSenderMultiRecipientMessage.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultRelayConfig, startRelay, type RunningRelay } from '@parley/relay';
-import { type IncomingMessage, ParleyClient, SdkError } from '../src/index.js';
+import {
+  type AccountId,
+  type Content,
+  type GroupState,
+  type GroupUpdate,
+  encodeGroupState,
+  groupIdFromHex,
+  groupSignatureInput,
+} from '@parley/wire';
+import { type GroupAlertReason, type GroupInfo, type IncomingMessage, ParleyClient, SdkError } from '../src/index.js';
+import type { Serial } from '../src/serial.js';
+import type { Stores } from '../src/stores.js';
+import type { HttpTransport } from '../src/transport.js';
 import { collect, nextEvent, tempDir } from './helpers.js';
 
 let relay: RunningRelay;
@@ -153,4 +175,357 @@ describe('groups', () => {
   });
 });
 
-void SdkError;
+// ---------------------------------------------------------------- attacks and membership changes
+
+/**
+ * The parts of a client a modified (attacker's) client or a libsignal-level
+ * check needs. `sendContent` is the client's real end-to-end encrypted 1:1
+ * pipeline; an attacker's client can put anything it likes into it.
+ */
+interface Internals {
+  sendContent(
+    account: string,
+    content: Content,
+    timestamp: number,
+    opts: { log: boolean; urgent: boolean; sealed?: boolean },
+  ): Promise<number[]>;
+  identityKeyPair: IdentityKeyPair;
+  stores: Stores;
+  crypto: Serial;
+  anon: HttpTransport;
+}
+const internals = (c: ParleyClient) => c as unknown as Internals;
+
+/** Records the multi-recipient uploads `c` makes: exactly the bytes the relay sees. */
+function captureUploads(c: ParleyClient): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  const anon = internals(c).anon;
+  const real = anon.request.bind(anon);
+  anon.request = async (verb, path, body, headers) => {
+    if (path === '/v1/messages/multi_recipient' && body && 'binary' in body) out.push(new Uint8Array(body.binary));
+    return real(verb, path, body, headers);
+  };
+  return out;
+}
+
+/** The sender-key message inside `recipient`'s part of an upload, opened with the recipient's own identity key. */
+async function innerFor(upload: Uint8Array, recipient: ParleyClient): Promise<Uint8Array> {
+  const m = new SealedSenderMultiRecipientMessage(new Uint8Array(upload));
+  const r = m.recipientsByServiceIdString()[recipient.identity.accountId];
+  if (!r) throw new Error('recipient not in upload');
+  const usmc = await sealedSenderDecryptToUsmc(m.messageForRecipient(r), internals(recipient).stores.identity);
+  return new Uint8Array(usmc.contents());
+}
+const uploadRecipients = (upload: Uint8Array) =>
+  Object.keys(new SealedSenderMultiRecipientMessage(new Uint8Array(upload)).recipientsByServiceIdString()).sort();
+
+/** groupDecrypt with `who`'s own sender-key store (nothing it does is kept); the libsignal error code, or 'decrypted'. */
+async function tryGroupDecrypt(who: ParleyClient, sender: ParleyClient, inner: Uint8Array): Promise<ErrorCode | 'decrypted'> {
+  const { stores, crypto } = internals(who);
+  return crypto.run(async () => {
+    try {
+      await groupDecrypt(
+        ProtocolAddress.new(sender.identity.accountId, sender.identity.deviceId),
+        stores.senderKey,
+        new Uint8Array(inner),
+      );
+      return 'decrypted';
+    } catch (err) {
+      if (err instanceof LibSignalErrorBase) return err.code;
+      throw err;
+    } finally {
+      stores.rollback();
+    }
+  });
+}
+
+async function hasSenderKey(who: ParleyClient, sender: ParleyClient, distributionId: string): Promise<boolean> {
+  const addr = ProtocolAddress.new(sender.identity.accountId, sender.identity.deviceId);
+  return (await internals(who).stores.senderKey.getSenderKey(addr, distributionId)) !== null;
+}
+
+/** Sends `body` from `from` to the group and waits until every client in `to` has it. */
+async function groupSend(from: ParleyClient, group: string, body: string, to: ParleyClient[]): Promise<void> {
+  const got = to.map((c) => nextEvent(c, 'message', (m) => m.group?.id === group && m.body === body));
+  await from.sendGroup(group, body);
+  await Promise.all(got);
+}
+
+/** Waits until every client in `to` accepted a group update that satisfies `pred`. */
+function updated(to: ParleyClient[], group: string, pred: (u: { added: string[]; removed: string[] }) => boolean = () => true) {
+  return Promise.all(to.map((c) => nextEvent(c, 'groupUpdate', (u) => u.group.id === group && pred(u))));
+}
+
+const snapshot = (cs: ParleyClient[], id: string) => cs.map((c) => c.groupInfo(id));
+
+describe('group security', () => {
+  it('a relay-controlled account cannot add members: unsigned, non-admin, forged-signer and replayed updates are dropped with an alert on every member', async () => {
+    // Mallory is an account the relay operator controls, running a modified client. She creates the
+    // group (so she holds genuinely admin-signed updates), then leaves; alice becomes the admin.
+    const mallory = await register('ga_mallory');
+    const alice = await register('ga_alice');
+    const bob = await register('ga_bob');
+    const carol = await register('ga_carol');
+    const eve = await register('ga_eve'); // another relay account, never a member
+    const members = [alice, bob, carol];
+    for (const c of [mallory, ...members, eve]) await c.connect();
+
+    const captured: GroupUpdate[] = [];
+    const mi = internals(mallory);
+    const realSend = mi.sendContent.bind(mallory);
+    mi.sendContent = async (account, content, timestamp, opts) => {
+      if (content.kind === 'groupUpdate') captured.push(content.update);
+      return realSend(account, content, timestamp, opts);
+    };
+
+    const created = Promise.all(members.map((c) => nextEvent(c, 'groupUpdate')));
+    const info = await mallory.createGroup('Hike', ['ga_alice', 'ga_bob', 'ga_carol']);
+    await created;
+    const left = updated(members, info.id, (u) => u.removed.includes(mallory.identity.accountId));
+    await mallory.leaveGroup(info.id);
+    await left;
+    expect(alice.groupInfo(info.id)).toMatchObject({ revision: 2, admin: true, active: true });
+    expect(bob.groupInfo(info.id)).toMatchObject({ revision: 2, admin: false });
+    const genuineRev1 = captured.find((u) => u.state.revision === 1);
+    expect(genuineRev1?.signer).toBe(mallory.identity.accountId);
+
+    const before = snapshot(members, info.id);
+    const accepted = members.map((c) => collect(c, 'groupUpdate'));
+
+    // The forged state: the current members plus eve, next revision.
+    const current = genuineRev1?.state as GroupState;
+    const forged: GroupState = {
+      id: groupIdFromHex(info.id),
+      revision: 3,
+      title: 'Hike',
+      members: [
+        ...current.members.filter((m) => m.account !== mallory.identity.accountId).map((m, i) => ({ ...m, admin: i === 0 })),
+        { account: eve.identity.accountId as AccountId, admin: true, profileKey: null, username: 'ga_eve' },
+      ],
+    };
+    const forgedBytes = encodeGroupState(forged);
+    const sign = (c: ParleyClient) =>
+      internals(c).identityKeyPair.privateKey.sign(new Uint8Array(groupSignatureInput(forgedBytes)));
+    const malloryReAdd: GroupState = {
+      ...forged,
+      members: [...forged.members.slice(0, -1), { ...current.members[0]!, admin: true }],
+    };
+    const malloryBytes = encodeGroupState(malloryReAdd);
+
+    const attacks: Array<{ name: string; from: ParleyClient; update: GroupUpdate; reason: GroupAlertReason }> = [
+      {
+        name: 'unsigned',
+        from: eve,
+        update: { stateBytes: forgedBytes, state: forged, signer: null, signature: new Uint8Array(0) },
+        reason: 'unsigned',
+      },
+      {
+        name: 'signed by a non-admin',
+        from: eve,
+        update: { stateBytes: forgedBytes, state: forged, signer: eve.identity.accountId as AccountId, signature: sign(eve) },
+        reason: 'not-admin',
+      },
+      {
+        name: 'signed by the former admin, now a non-member',
+        from: mallory,
+        update: {
+          stateBytes: malloryBytes,
+          state: malloryReAdd,
+          signer: mallory.identity.accountId as AccountId,
+          signature: internals(mallory).identityKeyPair.privateKey.sign(new Uint8Array(groupSignatureInput(malloryBytes))),
+        },
+        reason: 'not-admin',
+      },
+      {
+        name: 'claims the admin as signer',
+        from: eve,
+        update: { stateBytes: forgedBytes, state: forged, signer: alice.identity.accountId as AccountId, signature: sign(eve) },
+        reason: 'bad-signature',
+      },
+      {
+        name: 'replayed older revision, genuinely admin-signed',
+        from: mallory,
+        update: genuineRev1 as GroupUpdate,
+        reason: 'stale-revision',
+      },
+    ];
+    for (const a of attacks) {
+      const alerts = Promise.all(
+        members.map((c) => nextEvent(c, 'groupAlert', (x) => x.groupId === info.id && x.reason === a.reason)),
+      );
+      for (const c of members)
+        await internals(a.from).sendContent(c.identity.accountId, { kind: 'groupUpdate', update: a.update }, Date.now(), {
+          log: false,
+          urgent: true,
+        });
+      const got = await alerts;
+      for (const [x] of got) expect(x, a.name).toMatchObject({ fromAccount: a.from.identity.accountId });
+    }
+    expect(snapshot(members, info.id)).toEqual(before);
+    expect(accepted.map((a) => a.length)).toEqual([0, 0, 0]);
+
+    // The group still works for its real members, and eve's account gets none of it.
+    const eveMessages = collect(eve, 'message');
+    await groupSend(alice, info.id, 'still ours', [bob, carol]);
+    await groupSend(bob, info.id, 'yes', [alice, carol]);
+    expect(eveMessages).toEqual([]);
+  });
+
+  it('a removed member cannot decrypt messages sent after removal; a new member cannot decrypt messages sent before joining', async () => {
+    const alice = await register('gr_alice');
+    const bob = await register('gr_bob');
+    const dave = await register('gr_dave');
+    const erin = await register('gr_erin');
+    for (const c of [alice, bob, dave, erin]) await c.connect();
+    const created = Promise.all([bob, dave].map((c) => nextEvent(c, 'groupUpdate')));
+    const info = await alice.createGroup('Secret', ['gr_bob', 'gr_dave']);
+    await created;
+    // One message from each member first: it carries the sender's profile key, so from then on
+    // everyone sends to everyone in one multi-recipient upload (what the relay sees is captured).
+    await groupSend(alice, info.id, 'hello (alice)', [bob, dave]);
+    await groupSend(bob, info.id, 'hello (bob)', [alice, dave]);
+    await groupSend(dave, info.id, 'hello (dave)', [alice, bob]);
+    const aliceUploads = captureUploads(alice);
+    const bobUploads = captureUploads(bob);
+
+    await groupSend(alice, info.id, 'before removal (alice)', [bob, dave]);
+    await groupSend(bob, info.id, 'before removal (bob)', [alice, dave]);
+    const oldAlice = SenderKeyMessage.deserialize(new Uint8Array(await innerFor(aliceUploads.at(-1)!, bob))).distributionId();
+    const oldBob = SenderKeyMessage.deserialize(new Uint8Array(await innerFor(bobUploads.at(-1)!, alice))).distributionId();
+    expect(await hasSenderKey(dave, alice, oldAlice)).toBe(true);
+    expect(await hasSenderKey(dave, bob, oldBob)).toBe(true);
+
+    const removed = updated([bob, dave], info.id, (u) => u.removed.includes(dave.identity.accountId));
+    const after = await alice.removeGroupMember(info.id, 'gr_dave');
+    await removed;
+    expect(after.members.map((m) => m.username)).toEqual(['gr_alice', 'gr_bob']);
+    expect(dave.groupInfo(info.id)).toMatchObject({ active: false, revision: 2 });
+    await expect(dave.sendGroup(info.id, 'let me in')).rejects.toMatchObject({ code: 'NOT_GROUP_MEMBER' });
+
+    const daveMessages = collect(dave, 'message');
+    await groupSend(alice, info.id, 'after removal (alice)', [bob]);
+    await groupSend(bob, info.id, 'after removal (bob)', [alice]);
+    for (const [sender, uploads, old, reader] of [
+      [alice, aliceUploads, oldAlice, bob],
+      [bob, bobUploads, oldBob, alice],
+    ] as const) {
+      const upload = uploads.at(-1)!;
+      // The relay's view: dave is not a recipient of the upload at all.
+      expect(uploadRecipients(upload)).not.toContain(dave.identity.accountId);
+      // Even handed the inner message, dave holds no key for it: the sender rotated to a new distribution id.
+      const inner = await innerFor(upload, reader);
+      const distribution = SenderKeyMessage.deserialize(new Uint8Array(inner)).distributionId();
+      expect(distribution).not.toBe(old);
+      expect(await hasSenderKey(dave, sender, distribution)).toBe(false);
+      expect(await tryGroupDecrypt(dave, sender, inner)).not.toBe('decrypted');
+    }
+
+    // Erin joins. A message alice sent before that stays unreadable for her, even with the ciphertext in hand.
+    await groupSend(alice, info.id, 'before erin', [bob]);
+    const beforeErin = await innerFor(aliceUploads.at(-1)!, bob);
+    const joined = updated([bob, erin], info.id, (u) => u.added.includes(erin.identity.accountId));
+    await alice.addGroupMember(info.id, 'gr_erin');
+    await joined;
+    const erinMessages = collect(erin, 'message');
+    await groupSend(alice, info.id, 'welcome erin', [bob, erin]);
+    await groupSend(bob, info.id, 'hi erin', [alice, erin]);
+    expect(erinMessages.map(([m]) => m.body)).toEqual(['welcome erin', 'hi erin']);
+    expect(await tryGroupDecrypt(erin, alice, beforeErin)).not.toBe('decrypted');
+    expect(await tryGroupDecrypt(bob, alice, beforeErin)).toBe(ErrorCode.DuplicatedMessage); // control: bob read it once
+    expect(daveMessages).toEqual([]);
+  });
+
+  it('leaving works like removal: the others rotate, the leaver reads nothing new and cannot send', async () => {
+    const alice = await register('gl_alice');
+    const bob = await register('gl_bob');
+    const carol = await register('gl_carol');
+    for (const c of [alice, bob, carol]) await c.connect();
+    const created = Promise.all([bob, carol].map((c) => nextEvent(c, 'groupUpdate')));
+    const info = await alice.createGroup('Book club', ['gl_bob', 'gl_carol']);
+    await created;
+    await groupSend(carol, info.id, 'hi all', [alice, bob]);
+    await groupSend(alice, info.id, 'hi carol', [bob, carol]);
+    await groupSend(bob, info.id, 'hello', [alice, carol]);
+    const aliceUploads = captureUploads(alice);
+    const bobUploads = captureUploads(bob);
+    await groupSend(alice, info.id, 'chapter 1', [bob, carol]);
+    await groupSend(bob, info.id, 'loved it', [alice, carol]);
+    const oldAlice = SenderKeyMessage.deserialize(new Uint8Array(await innerFor(aliceUploads.at(-1)!, bob))).distributionId();
+
+    const left = updated([alice, bob], info.id, (u) => u.removed.includes(carol.identity.accountId));
+    await carol.leaveGroup('Book club');
+    for (const [u] of await left)
+      expect(u).toMatchObject({ byAccount: carol.identity.accountId, added: [], removed: [carol.identity.accountId] });
+    expect(carol.groupInfo(info.id)).toMatchObject({ active: false, admin: false });
+    expect(alice.groupInfo(info.id).members.map((m) => m.username)).toEqual(['gl_alice', 'gl_bob']);
+    await expect(carol.sendGroup(info.id, 'wait')).rejects.toMatchObject({ code: 'NOT_GROUP_MEMBER' });
+    await expect(carol.leaveGroup(info.id)).rejects.toMatchObject({ code: 'NOT_GROUP_MEMBER' });
+
+    const carolMessages = collect(carol, 'message');
+    await groupSend(alice, info.id, 'chapter 2', [bob]);
+    await groupSend(bob, info.id, 'spoilers', [alice]);
+    for (const [sender, uploads, reader] of [
+      [alice, aliceUploads, bob],
+      [bob, bobUploads, alice],
+    ] as const) {
+      const upload = uploads.at(-1)!;
+      expect(uploadRecipients(upload)).not.toContain(carol.identity.accountId);
+      const inner = await innerFor(upload, reader);
+      expect(await tryGroupDecrypt(carol, sender, inner)).not.toBe('decrypted');
+    }
+    const newAlice = SenderKeyMessage.deserialize(new Uint8Array(await innerFor(aliceUploads.at(-1)!, bob))).distributionId();
+    expect(newAlice).not.toBe(oldAlice);
+    expect(carolMessages).toEqual([]);
+  });
+
+  it('bad input gets a stable code and changes nothing', async () => {
+    const alice = await register('gb_alice');
+    const bob = await register('gb_bob');
+    for (const c of [alice, bob]) await c.connect();
+    const created = nextEvent(bob, 'groupUpdate');
+    const info = await alice.createGroup('Plans', ['gb_bob']);
+    await created;
+    // What a change would touch (usernames are filled in as the relay confirms them, so they are left out).
+    const view = (gs: GroupInfo[]) => gs.map((g) => ({ ...g, members: g.members.map((m) => [m.accountId, m.admin]) }));
+    const aliceBefore = view(alice.listGroups());
+    const bobBefore = view(bob.listGroups());
+    const bobUpdates = collect(bob, 'groupUpdate');
+    const code = async (p: Promise<unknown> | (() => unknown)) => {
+      try {
+        await (typeof p === 'function' ? p() : p);
+      } catch (err) {
+        expect(err).toBeInstanceOf(SdkError);
+        expect((err as Error).message).not.toMatch(/gb_|Plans|\n/);
+        return (err as SdkError).code;
+      }
+      return 'ok';
+    };
+    expect(await code(() => alice.groupInfo('0123456789abcdef0123456789abcdef'))).toBe('UNKNOWN_GROUP');
+    expect(await code(() => alice.groupInfo('nope'))).toBe('UNKNOWN_GROUP');
+    expect(await code(alice.sendGroup('no such group', 'hi'))).toBe('UNKNOWN_GROUP');
+    expect(await code(alice.addGroupMember(info.id.slice(0, 5) + 'z', 'gb_bob'))).toBe('UNKNOWN_GROUP');
+    expect(await code(bob.removeGroupMember(info.id, 'gb_alice'))).toBe('NOT_GROUP_ADMIN');
+    expect(await code(bob.addGroupMember(info.id, 'gb_alice'))).toBe('NOT_GROUP_ADMIN');
+    expect(await code(alice.addGroupMember(info.id, 'gb_bob'))).toBe('ALREADY_MEMBER');
+    expect(await code(alice.addGroupMember(info.id, 'gb_nobody'))).toBe('USER_NOT_FOUND');
+    expect(await code(alice.removeGroupMember(info.id, 'gb_nobody'))).toBe('USER_NOT_FOUND');
+    expect(await code(alice.createGroup('x'.repeat(65), ['gb_bob']))).toBe('INVALID_TITLE');
+    expect(await code(alice.createGroup('   ', ['gb_bob']))).toBe('INVALID_TITLE');
+    expect(await code(alice.createGroup('bell\u0007', ['gb_bob']))).toBe('INVALID_TITLE');
+    expect(await code(alice.createGroup('Fine', ['gb_bob', 'not a username!']))).toBe('INVALID_INPUT');
+    expect(await code(alice.createGroup('Fine', ['gb_bob', 'gb_nobody']))).toBe('USER_NOT_FOUND');
+    const tooMany = Array.from({ length: 1000 }, (_, i) => `gb_member${i}`);
+    expect(await code(alice.createGroup('Huge', tooMany))).toBe('GROUP_TOO_LARGE');
+    expect(await code(alice.sendGroup(info.id, ''))).toBe('INVALID_INPUT');
+    // A second group with the same title makes the title ambiguous; the id still works.
+    const created2 = nextEvent(bob, 'groupUpdate');
+    const other = await alice.createGroup('Plans', ['gb_bob']);
+    await created2;
+    expect(await code(() => alice.groupInfo('Plans'))).toBe('AMBIGUOUS_GROUP');
+    expect(alice.groupInfo(other.id.slice(0, 6)).id === other.id || other.id.slice(0, 6) === info.id.slice(0, 6)).toBe(true);
+    expect(alice.groupInfo(info.id).revision).toBe(1);
+    expect(view(alice.listGroups().filter((g) => g.id !== other.id))).toEqual(aliceBefore);
+    expect(view(bob.listGroups().filter((g) => g.id !== other.id))).toEqual(bobBefore);
+    expect(bobUpdates.filter(([u]) => u.group.id === info.id)).toEqual([]);
+  });
+});
