@@ -4,7 +4,7 @@
  * speed. BENCH_QUICK=1 is the short version CI runs: fewer clients, shorter
  * steps, 1,000 idle connections, a 5,000-message drain, no ejabberd; its
  * files go to a temp dir unless BENCH_OUT is set.
- * BENCH_ONLY=libsignal,sdk,load,memory,drain,cluster picks sections.
+ * BENCH_ONLY=libsignal,sdk,groups,load,memory,drain,cluster picks sections.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
@@ -12,6 +12,7 @@ import { join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { benchCluster } from './cluster.js';
 import { type DrainResult, measureDrain } from './drain.js';
+import { groupSendMarkdown, measureGroupSend } from './groups-send.js';
 import { benchLibsignal, type Rate } from './libsignal.js';
 import { type LoadResult, runLadder } from './load.js';
 import { type MemoryRow, measureIdle } from './memory.js';
@@ -20,7 +21,7 @@ import { type ServerHandle, clusterServicesUp, ejabberdMissing, startEjabberd, s
 import { lineChart } from './svg.js';
 
 const quick = process.env.BENCH_QUICK === '1';
-const only = new Set((process.env.BENCH_ONLY ?? 'libsignal,sdk,load,memory,drain,cluster').split(','));
+const only = new Set((process.env.BENCH_ONLY ?? 'libsignal,sdk,groups,load,memory,drain,cluster').split(','));
 const OUT =
   process.env.BENCH_OUT ??
   (quick ? join(tmpdir(), 'parley-bench-quick') + sep : fileURLToPath(new URL('../results/', import.meta.url)));
@@ -88,6 +89,19 @@ if (only.has('sdk')) {
     );
   } catch (err) {
     skipped.push(`sdk receive: ${(err as Error).message.slice(0, 200)}`);
+  }
+}
+
+if (only.has('groups')) {
+  // Issue #5: time and bytes for one message to a 1,000-member group, and for the rekey after a removal.
+  const members = quick ? 50 : 1000;
+  console.log(`\nGroup of ${members} members: one message, and the rekey after a removal (SDK sender, light members)`);
+  try {
+    const r = await measureGroupSend(members);
+    const md = groupSendMarkdown(r, machine);
+    save('groups-send', r, md);
+  } catch (err) {
+    skipped.push(`groups: ${(err as Error).message.slice(0, 200)}`);
   }
 }
 
