@@ -253,7 +253,7 @@ describe('fuzz: group decoders fail only with WireError', () => {
 
   it('any valid state round-trips (property)', () => {
     const member = fc.record({
-      account: fc.uint8Array({ minLength: 16, maxLength: 16 }).map((b) => accountIdFromBytes(b) as AccountId),
+      account: fc.uint8Array({ minLength: 16, maxLength: 16 }).map((b) => accountIdFromBytes(b)),
       admin: fc.boolean(),
       profileKey: fc.option(fc.uint8Array({ minLength: 32, maxLength: 32 }), { nil: null }),
       username: fc.option(fc.stringMatching(/^[a-z0-9_.]{3,32}$/), { nil: null }),
