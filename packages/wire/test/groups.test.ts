@@ -7,7 +7,6 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ContentSchema, GroupStateSchema } from '../src/gen/parley/v1/content_pb.js';
 import {
-  type AccountId,
   type Content,
   GROUP_SIGNATURE_CONTEXT,
   GroupLimits,
