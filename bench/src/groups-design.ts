@@ -236,7 +236,7 @@ async function processCommit(state: ClientState, commit: MLSMessage, impl: Ciphe
  * Welcome carries the ratchet tree), three sampled members join; then one
  * member is added and removed again. The tree is as a bulk add leaves it:
  * parent nodes blank, the worst case for the next commit's path (RFC 9420
- * §7.9); docs/GROUPS.md gives the filled-tree figure by arithmetic.
+ * §7); docs/GROUPS.md gives the filled-tree figure by arithmetic.
  */
 export async function mls(n: number): Promise<MlsRow> {
   const impl = await getCiphersuiteImpl(getCiphersuiteFromName('MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519'));
