@@ -113,9 +113,9 @@ export function describeSdkError(
     case 'LINK_FAILED':
       return `linking failed: ${detail}; start again with 'parley link'`;
     case 'UNKNOWN_GROUP':
-      return `no group matches ${group}; give its id, an id prefix of 6 or more hex digits, or its exact title (see 'parley group list')`;
+      return `no group in this profile matches ${group}; give its id, an id prefix of 6 or more hex digits, or its exact title (see 'parley group list'; groups you were added to arrive with 'parley receive')`;
     case 'AMBIGUOUS_GROUP':
-      return `${group} matches more than one group; give more of the id (see 'parley group list')`;
+      return `${group} matches more than one group; give its id or a longer id prefix (see 'parley group list')`;
     case 'NOT_GROUP_ADMIN':
       return `only an admin of the group ${group} can add or remove members`;
     case 'NOT_GROUP_MEMBER':

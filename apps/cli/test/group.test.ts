@@ -226,8 +226,8 @@ describe('receive: group messages, updates and alerts', () => {
 describe('group error wording', () => {
   const ctx = { group: 'Book club', peer: 'dave', serverUrl: 'http://r' };
   const cases: Array<[string, RegExp]> = [
-    ['UNKNOWN_GROUP', /^no group matches 'Book club'; .*parley group list/],
-    ['AMBIGUOUS_GROUP', /^'Book club' matches more than one group; give more of the id/],
+    ['UNKNOWN_GROUP', /^no group in this profile matches 'Book club'; .*parley group list.*parley receive/],
+    ['AMBIGUOUS_GROUP', /^'Book club' matches more than one group; give its id or a longer id prefix/],
     ['NOT_GROUP_ADMIN', /^only an admin of the group 'Book club' can add or remove members$/],
     ['NOT_GROUP_MEMBER', /^you are no longer a member of the group 'Book club'/],
     ['ALREADY_MEMBER', /^'dave' is already a member of the group 'Book club'$/],

@@ -163,6 +163,7 @@ export function identityWarning(who: string): string[] {
 function subscribe(client: ParleyClient, json: boolean, downloads: Downloads): Array<() => void> {
   const out = json ? (o: object) => println(JSON.stringify(o)) : null;
   const names = new KnownNames(client.identity.accountId);
+  names.learn(client.identity.accountId, client.identity.username);
   const titles = new Map<string, string>();
   for (const g of client.listGroups()) {
     names.learnGroup(g);
