@@ -170,6 +170,8 @@ interface GroupRow {
 /** How many 1:1 sends (SKDMs, updates) run at once. */
 const FANOUT = 8;
 const MAX_SEND_ATTEMPTS = 4;
+/** Usernames from an accepted update checked with the relay, at most (a 1,000-member join must not cost 1,000 lookups per member). */
+const MAX_USERNAME_LOOKUPS = 32;
 
 function isSignalError(err: unknown, code: ErrorCode): boolean {
   return err instanceof LibSignalErrorBase && err.code === code;
@@ -263,6 +265,51 @@ export function judgeUpdate(opts: {
   if (!next.members.some((m) => m.account === signer && m.admin)) return reject('not-admin');
   if (!next.members.some((m) => m.account === me)) return reject('not-member');
   return { kind: 'accept' };
+}
+
+// ---------------------------------------------------------------- history archive
+
+/** A group as the history archive carries it to a newly linked device (state as base64 GroupState bytes). */
+export interface ArchivedGroup {
+  state: string;
+  active: boolean;
+}
+
+/** Every group this device knows, for the archive a linked device imports. */
+export function exportGroups(db: Db): ArchivedGroup[] {
+  return db
+    .prepare('SELECT state, active FROM groups ORDER BY id')
+    .all([])
+    .map((r) => ({ state: Buffer.from(r.state as Uint8Array).toString('base64'), active: Number(r.active) === 1 }));
+}
+
+/** @throws SdkError LINK_FAILED when the entry is malformed. */
+export function validArchivedGroup(v: unknown): ArchivedGroup {
+  const g = v as Record<string, unknown> | null;
+  try {
+    if (typeof g !== 'object' || g === null || typeof g.state !== 'string' || typeof g.active !== 'boolean')
+      throw new TypeError('bad entry');
+    decodeGroupState(Buffer.from(g.state, 'base64'));
+    return { state: g.state, active: g.active };
+  } catch (err) {
+    throw new SdkError('LINK_FAILED', 'the history archive is malformed', { cause: err });
+  }
+}
+
+/**
+ * Adds archived groups this device does not know yet. It trusts them as it
+ * trusts the rest of the archive: they come from our own primary, end to end.
+ * A fresh distribution id means this device's sender key is its own.
+ */
+export function importGroups(db: Db, groups: ArchivedGroup[]): void {
+  const insert = db.prepare(
+    'INSERT OR IGNORE INTO groups (id, revision, title, state, active, distribution_id, rotate, updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?)',
+  );
+  for (const g of groups) {
+    const bytes = new Uint8Array(Buffer.from(g.state, 'base64'));
+    const s = decodeGroupState(bytes);
+    insert.run([groupIdToHex(s.id), s.revision, s.title, bytes, g.active ? 1 : 0, randomUUID(), Date.now()]);
+  }
 }
 
 // ---------------------------------------------------------------- groups
@@ -436,6 +483,13 @@ export class Groups {
     await this.ops.run(async () => {
       const g = this.find(ref);
       if (!g.active) throw new SdkError('NOT_GROUP_MEMBER', 'you are not a member of this group any more');
+      if (g.state.members.every((m) => m.account === this.h.me.account)) {
+        // The last member: there is nobody to tell, and a group state cannot be empty.
+        await this.h.crypto.run(
+          async () => void this.h.db.prepare('UPDATE groups SET active = 0, updated_at = ? WHERE id = ?').run([Date.now(), g.id]),
+        );
+        return;
+      }
       await this.publish(g.state, stateAfterLeave(g.state, this.h.me.account));
     });
   }
@@ -589,7 +643,9 @@ export class Groups {
 
   /** Believes the usernames the signer listed only when the relay maps them to the same accounts. */
   private async learnUsernames(state: GroupState): Promise<void> {
-    const unknown = state.members.filter((m) => m.username !== null && this.h.usernameFor(m.account) === null);
+    const unknown = state.members
+      .filter((m) => m.username !== null && this.h.usernameFor(m.account) === null)
+      .slice(0, MAX_USERNAME_LOOKUPS);
     await eachLimited(unknown, FANOUT, async (m) => this.h.lookup(m.username as string));
   }
 
@@ -642,7 +698,15 @@ export class Groups {
     if (content.kind !== 'data' || !content.message.group) return this.commitDrop(env);
     const message = content.message;
     const gid = groupIdToHex(message.group!.id);
-    if (opened.groupId && groupIdToHex(opened.groupId) !== gid) return this.commitDrop(env);
+    if (opened.groupId && groupIdToHex(opened.groupId) !== gid) {
+      const alert: GroupAlert = {
+        groupId: gid,
+        reason: 'malformed',
+        fromAccount: sender.account,
+        from: this.h.usernameFor(sender.account),
+      };
+      return this.commitDrop(env, () => this.h.emitAlert(alert));
+    }
     if (this.h.seenTriple(sender.account, sender.device, env.clientTimestamp)) return this.commitDrop(env);
     const g = this.row(gid);
     if (!g || !g.active) {

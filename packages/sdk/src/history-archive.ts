@@ -6,11 +6,14 @@
  * the ciphertext for at most an hour and deletes it once downloaded.
  *
  * Attachments are not carried (their pointers stay on the old devices).
+ * Group states are (groups.ts), so the new device knows the groups the
+ * account is in; group messages themselves stay on the old devices.
  */
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { Limits, normalizeUsername, parseAccountId } from '@parley/wire';
 import type { Db } from './db.js';
 import { SdkError } from './errors.js';
+import { type ArchivedGroup, exportGroups, importGroups, validArchivedGroup } from './groups.js';
 
 /** How many of the most recent messages an archive carries. */
 export const HISTORY_ARCHIVE_MESSAGES = 1000;
@@ -35,12 +38,14 @@ interface Archive {
   version: 1;
   contacts: Array<{ username: string; account: string }>;
   messages: ArchivedMessage[];
+  /** Absent in archives from before groups. */
+  groups?: ArchivedGroup[];
 }
 
 /** The plaintext archive of the most recent messages in `db`. */
 export function exportHistory(db: Db, limit = HISTORY_ARCHIVE_MESSAGES): Uint8Array {
   const rows = db
-    .prepare('SELECT id, account, device, direction, timestamp, server_timestamp, body, status, username FROM messages ORDER BY timestamp DESC, rowid DESC LIMIT ?')
+    .prepare('SELECT id, account, device, direction, timestamp, server_timestamp, body, status, username FROM messages WHERE group_id IS NULL ORDER BY timestamp DESC, rowid DESC LIMIT ?')
     .all([limit]);
   const messages: ArchivedMessage[] = rows.map((r) => ({
     id: String(r.id),
@@ -60,7 +65,7 @@ export function exportHistory(db: Db, limit = HISTORY_ARCHIVE_MESSAGES): Uint8Ar
     .all()
     .map((r) => ({ username: String(r.username), account: String(r.account) }))
     .filter((c) => accounts.has(c.account));
-  const archive: Archive = { version: 1, contacts, messages: messages.reverse() };
+  const archive: Archive = { version: 1, contacts, messages: messages.reverse(), groups: exportGroups(db) };
   return new Uint8Array(Buffer.from(JSON.stringify(archive), 'utf8'));
 }
 
@@ -133,6 +138,10 @@ export function importHistory(db: Db, plaintext: Uint8Array): number {
         return { username: normalizeUsername(x.username), account: parseAccountId(x.account) };
       }),
     };
+    if (a.groups !== undefined) {
+      check(Array.isArray(a.groups) && (a.groups as unknown[]).length <= HISTORY_ARCHIVE_MESSAGES);
+      archive.groups = (a.groups as unknown[]).map(validArchivedGroup);
+    }
   } catch (err) {
     if (err instanceof SdkError) throw err;
     throw new SdkError('LINK_FAILED', 'the history archive is malformed', { cause: err });
@@ -147,6 +156,7 @@ export function importHistory(db: Db, plaintext: Uint8Array): number {
     for (const c of archive.contacts) contact.run([c.username, c.account, now]);
     for (const m of archive.messages)
       added += insert.run([m.id, m.account, m.device, m.direction, m.timestamp, m.serverTimestamp, m.body, m.status, m.username]).changes;
+    importGroups(db, archive.groups ?? []);
   })();
   return added;
 }

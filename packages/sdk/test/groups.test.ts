@@ -175,6 +175,32 @@ describe('groups', () => {
   });
 });
 
+describe('groups and linked devices', () => {
+  it('a device linked later knows the groups, gets the sender keys it lacks (409 on the upload) and can send', async () => {
+    const alice = await register('gd_alice');
+    const b1 = await register('gd_bob');
+    for (const c of [alice, b1]) await c.connect();
+    const created = nextEvent(b1, 'groupUpdate');
+    const info = await alice.createGroup('Later', ['gd_bob']);
+    await created;
+    await groupSend(alice, info.id, 'before the new device', [b1]);
+    await groupSend(b1, info.id, 'hi', [alice]);
+
+    const b2 = await link(b1);
+    await b2.connect();
+    expect(b2.groupInfo(info.id)).toMatchObject({ title: 'Later', revision: 1, active: true, admin: false });
+    expect(await b2.history('gd_alice')).toEqual([]); // group messages are not 1:1 history
+
+    // Alice still lists bob's old device set: the upload gets a 409, she fetches the new device and sends it her sender key.
+    const sends = await watchSends(() => groupSend(alice, info.id, 'after the new device', [b1, b2]));
+    expect(sends.filter((x) => x.path === '/v1/messages/multi_recipient').map((x) => x.status)).toEqual([409, 200]);
+    await groupSend(b2, info.id, 'from the new device', [alice]);
+    const transcript = nextEvent(b1, 'sent', (x) => x.body === 'from the new device, again' && x.group?.id === info.id);
+    await groupSend(b2, info.id, 'from the new device, again', [alice]);
+    await transcript;
+  });
+});
+
 // ---------------------------------------------------------------- attacks and membership changes
 
 /**
