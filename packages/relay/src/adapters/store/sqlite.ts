@@ -30,11 +30,12 @@ import {
   fsyncSync,
   mkdirSync,
   openSync,
-  close as closeFd,
   constants as fsConstants,
   stat,
 } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import Database from '@signalapp/sqlcipher';
 import {
   type AccountId,
@@ -191,20 +192,23 @@ export function migrate(db: Database): number {
  * meanwhile. The fd is opened on `<db>-wal`, the same inode SQLite appends
  * to: SQLite only rewrites that file in place (WAL restart after a
  * checkpoint) and unlinks it only when the last connection closes, which is
- * this store's own close. Each sync still compares the path's inode with the
- * fd's and re-opens (and syncs again) if the file was ever replaced.
+ * this store's own close. Every CHECK_INODE_EVERY syncs a tripwire compares
+ * the path's inode with the fd's and poisons the store if they ever differ.
  * A failed fdatasync poisons the store: later pages may never reach the disk
  * (the kernel can drop them after reporting the error once), so every later
  * durable write fails instead of answering 2xx on a promise it cannot keep.
  */
+const CHECK_INODE_EVERY = 256;
+
 class WalSync {
   readonly #path: string;
-  #fd: number;
-  #ino: number;
+  readonly #fd: number;
+  readonly #ino: number;
   #running: Promise<void> | null = null;
   #next: Promise<void> | null = null;
   #failed: Error | null = null;
   #closed = false;
+  #syncs = 0;
 
   constructor(walPath: string) {
     this.#path = walPath;
@@ -253,19 +257,13 @@ class WalSync {
 
   async #flush(): Promise<void> {
     const fd = this.#fd;
-    const [, st] = await Promise.all([
-      new Promise<void>((resolve, reject) => fdatasync(fd, (err) => (err ? reject(err) : resolve()))),
-      new Promise<number>((resolve, reject) => stat(this.#path, (err, s) => (err ? reject(err) : resolve(s.ino)))),
-    ]);
-    if (st !== this.#ino) {
-      // Never expected (see above); stay correct anyway: sync the file the path names now.
-      const fresh = openSync(this.#path, fsConstants.O_RDWR);
-      closeFd(fd, () => undefined);
-      this.#fd = fresh;
-      await new Promise<void>((resolve, reject) => fdatasync(fresh, (err) => (err ? reject(err) : resolve())));
-      syncDirectory(dirname(this.#path));
-      this.#ino = st;
-    }
+    await new Promise<void>((resolve, reject) => fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+    // Every CHECK_INODE_EVERY syncs, confirm the path still names the file the fd is open on.
+    if (++this.#syncs % CHECK_INODE_EVERY !== 0) return;
+    const st = await new Promise<number>((resolve, reject) => stat(this.#path, (err, s) => (err ? reject(err) : resolve(s.ino))));
+    // Never expected (see above). If it happens, commits answered since the last check may sit in a file
+    // nobody synced: fail every later write loudly rather than keep answering on a broken promise.
+    if (st !== this.#ino) throw new Error('the WAL file was replaced while the store had it open');
   }
 
   /** Wait for running syncs, then close the fd. */
@@ -373,6 +371,51 @@ class QueueTails {
   }
 }
 
+/** How often the checkpoint worker copies the WAL into the database file. */
+const CHECKPOINT_INTERVAL_MS = 100;
+/**
+ * The relay connection's own automatic checkpoint, in pages of WAL. It runs
+ * inside a COMMIT on the event loop; with the worker doing the copying it only
+ * finishes a small remainder (and lets the WAL start over from its beginning,
+ * which a PASSIVE checkpoint racing a busy writer rarely can).
+ */
+const MAIN_AUTOCHECKPOINT_PAGES = 4000;
+
+/** The worker's code (eval'd, so it runs the same from src/ under the tests and from dist/). */
+const CHECKPOINTER_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const mod = require(workerData.driver);
+const Database = mod.default ?? mod;
+const db = new Database(workerData.path);
+db.pragma('synchronous = NORMAL');
+db.pragma('wal_autocheckpoint = 0');
+const timer = setInterval(() => {
+  try { db.pragma('wal_checkpoint(PASSIVE)'); } catch { /* busy or failing: the relay's own checkpoint still runs */ }
+}, workerData.intervalMs);
+parentPort.on('message', (m) => {
+  if (m !== 'close') return;
+  clearInterval(timer);
+  db.close();
+  parentPort.close();
+});
+`;
+
+/**
+ * A worker thread with its own connection that runs PRAGMA
+ * wal_checkpoint(PASSIVE) every CHECKPOINT_INTERVAL_MS: the copying of WAL
+ * frames into relay.db and the two fsyncs of each checkpoint (WAL before,
+ * database after, as SQLite's own checkpoint does under synchronous=NORMAL)
+ * happen off the event loop. PASSIVE neither waits for nor blocks the relay's
+ * writer.
+ */
+function startCheckpointer(path: string): Worker {
+  const driver = createRequire(import.meta.url).resolve('@signalapp/sqlcipher');
+  const w = new Worker(CHECKPOINTER_SOURCE, { eval: true, workerData: { path, driver, intervalMs: CHECKPOINT_INTERVAL_MS } });
+  w.unref();
+  w.on('error', () => undefined);
+  return w;
+}
+
 /** fsync a directory so a file created in it survives a machine crash. */
 function syncDirectory(dir: string): void {
   const fd = openSync(dir, fsConstants.O_RDONLY);
@@ -400,12 +443,14 @@ export class SqliteStore implements Store {
   #closed = false;
   /** Null for `:memory:` (nothing to flush) or when WAL is unavailable (then synchronous=FULL stays on). */
   readonly #wal: WalSync | null = null;
+  readonly #checkpointer: Worker | null = null;
   readonly #tails = new QueueTails();
   /** Inserts and deletes of the running transaction, applied to the tails only once it commits. */
   #pendingInserts: QueuedEnvelope[] = [];
   #pendingDeletes: Array<{ key: string; guid: Uint8Array }> = [];
   /** `PRAGMA data_version` when the in-memory caches were last known to match the file. */
   #dataVersion = 0;
+  #externalChecked = false;
   /**
    * Device list per account, for the check every send makes. This store is
    * the only writer of the file (other connections are noticed through
@@ -441,6 +486,8 @@ export class SqliteStore implements Store {
     if (mode === 'wal' && file !== '' && existsSync(`${file}-wal`)) {
       this.#wal = new WalSync(`${file}-wal`);
       db.pragma('synchronous = NORMAL');
+      this.#checkpointer = startCheckpointer(file);
+      db.pragma(`wal_autocheckpoint = ${MAIN_AUTOCHECKPOINT_PAGES}`);
     }
     const p = (sql: string) => db.prepare(sql);
     this.#s = {
@@ -522,8 +569,16 @@ export class SqliteStore implements Store {
     return numOf(this.#s.dataVersion.get() as Row, 'data_version');
   }
 
-  /** Drop every in-memory cache when another connection (another process, a test) wrote to the file. */
+  /**
+   * Drop every in-memory cache when another connection (another process, a
+   * test) wrote to the file. Checked once per microtask drain: everything
+   * that runs before the next check was set off by the same I/O event, so it
+   * cannot depend on a write that happened after that event arrived.
+   */
   #checkExternalWrites(): void {
+    if (this.#externalChecked) return;
+    this.#externalChecked = true;
+    queueMicrotask(() => (this.#externalChecked = false));
     const v = this.#readDataVersion();
     if (v === this.#dataVersion) return;
     this.#dataVersion = v;
@@ -906,6 +961,14 @@ export class SqliteStore implements Store {
     // Acknowledgement deletes not flushed yet reach the disk now (a clean stop leaves nothing to redeliver).
     await this.#flushed().catch(() => undefined);
     await this.#wal?.close();
+    const worker = this.#checkpointer;
+    if (worker) {
+      const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+      // Keep the process alive until the worker has closed its connection (it is unref'd otherwise).
+      worker.ref();
+      worker.postMessage('close');
+      await exited;
+    }
     this.#db.close();
   }
 }
