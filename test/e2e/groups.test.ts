@@ -8,7 +8,7 @@
  * pays for scrypt; the steps share one relay and the profiles, in order.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type CliResult, cliEnv, errorLine, runCli } from '../helpers/cli.js';
+import { type CliResult, cliEnv, errorLine, runCli, spawnCli } from '../helpers/cli.js';
 import { cleanupAll, createWorld, describeResult, parseJsonLines, type World } from '../helpers/world.js';
 
 type Json = Record<string, unknown>;
@@ -117,6 +117,20 @@ describe('parley group: create, send, add, remove, leave', () => {
     const atAlice = (await ok('alice', ['receive'])).stdout;
     expect(atAlice).toMatch(/^\[[0-9:-\s]+\] \[Book club\] bob: hi all, bob here$/m);
     expect(bodies(await receive('carol'))).toEqual(['hi all, bob here']);
+  });
+
+  it("a group message arriving during bob's `chat alice` is marked as not part of that chat", async () => {
+    const chat = spawnCli(['--profile', w.profile('bob'), 'chat', 'alice'], cliEnv());
+    await chat.waitForOutput(/Chatting with alice as bob\./, 30_000, "bob's chat to be ready");
+    await ok('alice', ['send', '--group', TITLE, 'group text during a chat']);
+    await chat.waitForOutput(
+      /\] \[Book club\] alice \(not in this chat\): group text during a chat$/m,
+      30_000,
+      'the group message',
+    );
+    chat.write('/quit');
+    expect((await chat.waitForExit(30_000)).code).toBe(0);
+    expect(bodies(await receive('carol'))).toEqual(['group text during a chat']);
   });
 
   it('alice adds dave; dave gets later messages, not earlier ones', async () => {

@@ -14,7 +14,7 @@ import { clearLine, createInterface, cursorTo, moveCursor } from 'node:readline'
 import type { IncomingMessage } from '@parley/sdk';
 import { loadSdk, openClient, parseUsernameArg } from '../context.js';
 import { describeSdkError, type ErrorContext, ExitCode, oneLine } from '../errors.js';
-import { excerpt, formatSafetyNumber, safeText, senderLabel, shortTime } from '../format.js';
+import { excerpt, formatSafetyNumber, safeText, safeTitle, senderLabel, shortTime } from '../format.js';
 import { eprintln, println } from '../io.js';
 import { identityWarning } from './receive.js';
 
@@ -200,13 +200,16 @@ export async function runChat(
   offs.push(
     client.on('message', (m: IncomingMessage) => {
       const who = senderLabel(m.from, m.fromAccount);
-      const aside = m.from === peer ? '' : ' (not in this chat)';
-      if (m.from === peer && peerIsTyping) {
+      // A group message from the peer is not part of this conversation either.
+      const direct = m.group === undefined;
+      const inChat = direct && m.from === peer;
+      const where = m.group === undefined ? '' : `[${safeTitle(m.group.title)}] `;
+      if (inChat && peerIsTyping) {
         peerIsTyping = false;
         peerTyping(false);
       }
-      screen.show(`[${shortTime(m.timestamp)}] ${who}${aside}: ${safeText(m.body)}`);
-      if (m.from !== null) markRead(m.from, m.timestamp);
+      screen.show(`[${shortTime(m.timestamp)}] ${where}${who}${inChat ? '' : ' (not in this chat)'}: ${safeText(m.body)}`);
+      if (direct && m.from !== null) markRead(m.from, m.timestamp);
     }),
     client.on('receipt', (r) => {
       if (r.from !== peer) return;
