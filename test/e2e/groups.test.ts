@@ -112,11 +112,17 @@ describe('parley group: create, send, add, remove, leave', () => {
     expect(human).toMatch(/^ {2}bob\s+\(you\)$/m);
   });
 
-  it('bob replies to the group; human `receive` shows the title', async () => {
+  it('bob replies to the group, also line by line from stdin; human `receive` shows the title', async () => {
     await ok('bob', ['send', '--group', groupId, 'hi all, bob here']);
+    const piped = await ok('bob', ['send', '--group', TITLE, '--stdin'], 'line one\n\nline two\n');
+    expect(piped.stdout.trim().split('\n')).toEqual([
+      expect.stringMatching(/^sent to the group 'Book club' at /),
+      expect.stringMatching(/^sent to the group 'Book club' at /),
+    ]);
     const atAlice = (await ok('alice', ['receive'])).stdout;
     expect(atAlice).toMatch(/^\[[0-9:-\s]+\] \[Book club\] bob: hi all, bob here$/m);
-    expect(bodies(await receive('carol'))).toEqual(['hi all, bob here']);
+    expect(atAlice).toMatch(/^\[[0-9:-\s]+\] \[Book club\] bob: line two$/m);
+    expect(bodies(await receive('carol'))).toEqual(['hi all, bob here', 'line one', 'line two']);
   });
 
   it("a group message arriving during bob's `chat alice` is marked as not part of that chat", async () => {
