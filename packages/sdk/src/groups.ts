@@ -881,6 +881,10 @@ export class Groups {
               })
             : null;
         return { usmc, multi };
+      }).catch((err: unknown) => {
+        if (isSignalError(err, ErrorCode.UntrustedIdentity))
+          throw new SdkError('UNTRUSTED_IDENTITY', 'a member’s identity key changed since it was verified', { cause: err });
+        throw err;
       });
 
       let fallback = identifiedTo;

@@ -5,13 +5,18 @@
  */
 import { join } from 'node:path';
 import {
+  ContentHint,
   ErrorCode,
   type IdentityKeyPair,
   LibSignalErrorBase,
   ProtocolAddress,
   SenderKeyMessage,
+  type SenderCertificate,
+  UnidentifiedSenderMessageContent,
   groupDecrypt,
+  groupEncrypt,
   sealedSenderDecryptToUsmc,
+  sealedSenderMultiRecipientEncrypt,
 } from '@signalapp/libsignal-client';
 import SealedSenderMultiRecipientMessage from '@signalapp/libsignal-client/dist/SealedSenderMultiRecipientMessage.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,10 +26,14 @@ import {
   type Content,
   type GroupState,
   type GroupUpdate,
+  encodeContent,
   encodeGroupState,
   groupIdFromHex,
   groupSignatureInput,
+  padPlaintext,
 } from '@parley/wire';
+import type { Db } from '../src/db.js';
+import { contactAccessKey } from '../src/sealed.js';
 import { type GroupAlertReason, type GroupInfo, type IncomingMessage, ParleyClient, SdkError } from '../src/index.js';
 import type { Serial } from '../src/serial.js';
 import type { Stores } from '../src/stores.js';
@@ -219,6 +228,8 @@ interface Internals {
   stores: Stores;
   crypto: Serial;
   anon: HttpTransport;
+  db: Db;
+  senderCertificate(): Promise<SenderCertificate | null>;
 }
 const internals = (c: ParleyClient) => c as unknown as Internals;
 
@@ -410,7 +421,11 @@ describe('group security', () => {
     // everyone sends to everyone in one multi-recipient upload (what the relay sees is captured).
     await groupSend(alice, info.id, 'hello (alice)', [bob, dave]);
     await groupSend(bob, info.id, 'hello (bob)', [alice, dave]);
+    const daveUploads = captureUploads(dave);
     await groupSend(dave, info.id, 'hello (dave)', [alice, bob]);
+    const daveDistribution = SenderKeyMessage.deserialize(
+      new Uint8Array(await innerFor(daveUploads.at(-1)!, alice)),
+    ).distributionId();
     const aliceUploads = captureUploads(alice);
     const bobUploads = captureUploads(bob);
 
@@ -445,6 +460,62 @@ describe('group security', () => {
       expect(await hasSenderKey(dave, sender, distribution)).toBe(false);
       expect(await tryGroupDecrypt(dave, sender, inner)).not.toBe('decrypted');
     }
+
+    // Dave runs a modified client and sends with the sender key alice and bob still hold from before:
+    // it decrypts, but he is not in their current state, so it is dropped with an alert.
+    const alerts = Promise.all(
+      [alice, bob].map((c) =>
+        nextEvent(
+          c,
+          'groupAlert',
+          (a) => a.reason === 'not-member' && a.fromAccount === dave.identity.accountId && a.groupId === info.id,
+        ),
+      ),
+    );
+    const aliceMessages = collect(alice, 'message');
+    const di = internals(dave);
+    const cert = (await di.senderCertificate())!;
+    const ts = Date.now();
+    const plaintext = padPlaintext(
+      encodeContent(
+        { kind: 'data', message: { body: 'still here', timestamp: ts, group: { id: groupIdFromHex(info.id) } } },
+        'gr_dave',
+      ),
+    );
+    const upload = await di.crypto.run(async () => {
+      const ct = await groupEncrypt(
+        ProtocolAddress.new(dave.identity.accountId, 1),
+        daveDistribution,
+        di.stores.senderKey,
+        new Uint8Array(plaintext),
+      );
+      const usmc = UnidentifiedSenderMessageContent.new(ct, cert, ContentHint.Implicit, new Uint8Array(groupIdFromHex(info.id)));
+      const recipients = [alice, bob].map((c) => ProtocolAddress.new(c.identity.accountId, 1));
+      const body = await sealedSenderMultiRecipientEncrypt({
+        content: usmc,
+        recipients,
+        identityStore: di.stores.identity,
+        sessionStore: di.stores.session,
+      });
+      di.stores.commit();
+      return body;
+    });
+    const key = new Uint8Array(16);
+    for (const c of [alice, bob])
+      contactAccessKey(di.db, c.identity.accountId)!.forEach((b, i) => (key[i] = (key[i] as number) ^ b));
+    const reply = await di.anon.request(
+      'PUT',
+      '/v1/messages/multi_recipient',
+      { binary: upload },
+      {
+        'unidentified-access-key': Buffer.from(key).toString('base64'),
+        'x-parley-timestamp': String(ts),
+      },
+    );
+    expect(reply.status).toBe(200);
+    await alerts;
+    await groupSend(bob, info.id, 'barrier', [alice]);
+    expect(aliceMessages.map(([m]) => m.body)).toEqual(['barrier']);
 
     // Erin joins. A message alice sent before that stays unreadable for her, even with the ciphertext in hand.
     await groupSend(alice, info.id, 'before erin', [bob]);
