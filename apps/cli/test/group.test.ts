@@ -196,6 +196,13 @@ describe('receive: group messages, updates and alerts', () => {
     expect(groupUpdateLine(update({ added: [ALICE, BOB, CAROL] }), names, now)).toMatch(
       /alice added you to the group \(members: alice, \(account cccccccc\)\)$/,
     );
+    expect(groupUpdateLine(update({ by: 'bob', byAccount: BOB, added: [ALICE, BOB, CAROL] }), names, now)).toMatch(
+      /you created the group on another device \(members: alice, \(account cccccccc\)\)$/,
+    );
+    expect(groupUpdateLine(update({ by: 'bob', byAccount: BOB, removed: [BOB] }), names, now)).toMatch(/\] you left the group$/);
+    expect(groupUpdateLine(update({ by: 'bob', byAccount: BOB, added: [DAVE] }), names, now)).toMatch(
+      /\] you added dave \(3 members\)$/,
+    );
     expect(groupUpdateLine(update({ removed: [BOB] }), names, now)).toMatch(
       /alice removed you from the group; you can read its history/,
     );

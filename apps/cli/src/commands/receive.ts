@@ -105,7 +105,12 @@ export function groupUpdateLine(u: GroupUpdateEvent, names: KnownNames, now: Dat
   const me = names.me;
   if (u.removed.length === 1 && u.removed[0] === u.byAccount && u.added.length === 0)
     return `${head} ${by} left the group${u.byAccount === me ? '' : ` (${u.group.members.length} members)`}`;
-  if (u.added.includes(me)) return `${head} ${by} added you to the group (members: ${list(u.group.members.map((m) => m.accountId).filter((id) => id !== me)) || 'only you'})`;
+  if (u.added.includes(me)) {
+    const others = list(u.group.members.map((m) => m.accountId).filter((id) => id !== me)) || 'only you';
+    // Our own change arriving from another of our devices (a sync copy).
+    if (u.byAccount === me) return `${head} you created the group on another device (members: ${others})`;
+    return `${head} ${by} added you to the group (members: ${others})`;
+  }
   if (u.removed.includes(me)) return `${head} ${by} removed you from the group; you can read its history but no longer send to it`;
   const parts = [u.added.length > 0 ? `added ${list(u.added)}` : '', u.removed.length > 0 ? `removed ${list(u.removed)}` : ''].filter(
     (p) => p !== '',
