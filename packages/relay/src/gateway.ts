@@ -8,16 +8,7 @@ import type { IncomingMessage } from 'node:http';
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
-import {
-  Limits,
-  type Frame,
-  WireError,
-  WireErrorCode,
-  decodeFrame,
-  encodeEnvelope,
-  encodeRequest,
-  encodeResponse,
-} from '@parley/wire';
+import { Limits, type Frame, WireError, WireErrorCode, decodeFrame, encodeRequest, encodeResponse } from '@parley/wire';
 import type { Logger } from 'pino';
 import { type RawData, WebSocket, WebSocketServer } from 'ws';
 import { parseBasicAuth } from './auth.js';
@@ -25,6 +16,7 @@ import { RelayError } from './errors.js';
 import type { RelayMetrics } from './metrics.js';
 import { ONLINE_PREFIX, onlineEnvelope } from './online.js';
 import { type BusSignal, type Bus, type Clock, type QueuedEnvelope, type Store, deviceKey } from './ports.js';
+import { encodePushFrame } from './push-frame.js';
 import { type DeviceRef, type Relay, keysLow } from './relay.js';
 import { type RouteResponse, type Router, describeBug, errorResponse } from './router.js';
 
@@ -47,7 +39,12 @@ export interface GatewayOptions {
   pollIntervalMs: number;
 }
 
-export const defaultGatewayOptions: GatewayOptions = { window: 64, idleTimeoutMs: 90_000, idleCheckMs: 15_000, pollIntervalMs: 0 };
+export const defaultGatewayOptions: GatewayOptions = {
+  window: 64,
+  idleTimeoutMs: 90_000,
+  idleCheckMs: 15_000,
+  pollIntervalMs: 0,
+};
 
 /**
  * Orders sockets of one device by when they opened (then by a random id):
@@ -246,7 +243,8 @@ class Session {
     if (signal === 'keysLow') this.track(this.#notifyIfKeysLow());
     else if (signal === 'messages') this.#pump();
     else if (signal.startsWith(ONLINE_PREFIX)) this.#pushOnline(signal);
-    else if (newerToken(signal.slice('replaced:'.length), this.#token)) this.close(CloseCodes.Replaced, 'replaced by a newer connection');
+    else if (newerToken(signal.slice('replaced:'.length), this.#token))
+      this.close(CloseCodes.Replaced, 'replaced by a newer connection');
   }
 
   /** Push an online-only envelope once; it is not tracked, so its ack deletes nothing and it is never pushed again. */
@@ -307,8 +305,20 @@ class Session {
           if (this.#disposed) return;
           for (const e of page) {
             this.#cursor = e.cursor;
-            const body = encodeEnvelope({ ...e, serverGuid: e.guid });
-            const id = this.#sendRequest('PUT', '/api/v1/message', body, { 'content-type': 'application/x-protobuf' });
+            const id = this.#nextId++;
+            if (this.ws.readyState === WebSocket.OPEN)
+              this.ws.send(
+                encodePushFrame(id, {
+                  type: e.type,
+                  source: e.source,
+                  destination: e.destination,
+                  clientTimestamp: e.clientTimestamp,
+                  serverTimestamp: e.serverTimestamp,
+                  serverGuid: e.guid,
+                  content: e.content,
+                  urgent: e.urgent,
+                }),
+              );
             this.#inflight.set(id, e);
             this.deps.metrics.deliveries.inc();
           }
@@ -336,7 +346,8 @@ class Session {
     this.lastSeen = this.deps.clock.now();
     if (this.#stopping) return;
     const bytes = toBytes(data);
-    if (!isBinary) return this.#sendResponse(0n, errorResponse(new RelayError('BAD_REQUEST', 'frames must be binary'), this.deps.log, ''));
+    if (!isBinary)
+      return this.#sendResponse(0n, errorResponse(new RelayError('BAD_REQUEST', 'frames must be binary'), this.deps.log, ''));
     let frame: Frame;
     try {
       frame = decodeFrame(bytes);
