@@ -63,6 +63,17 @@ export function otherMembers(g: GroupView, me: string): string {
   return others.length > 0 ? others.join(', ') : 'nobody else yet';
 }
 
+/**
+ * Resolves a reference to a full id with the local state (no network), and
+ * makes later error messages name the group by its title rather than by
+ * the prefix that was typed. @throws SdkError UNKNOWN_GROUP, AMBIGUOUS_GROUP
+ */
+function resolveLocally(client: ParleyClient, ref: string, ctx: ErrorContext): string {
+  const g = client.groupInfo(ref);
+  ctx.group = safeTitle(g.title);
+  return g.id;
+}
+
 export interface GroupChangeArgs {
   json: boolean;
   timeoutSeconds: number;
@@ -121,7 +132,8 @@ export async function runGroupAdd(
   ctx.group = quoted(group);
   ctx.peer = member;
   await withGroupClient(profileDir, passphrase, ctx, async (client) => {
-    const g = await bounded(client.addGroupMember(group, member), args.timeoutSeconds, 'adding the member');
+    const id = resolveLocally(client, group, ctx);
+    const g = await bounded(client.addGroupMember(id, member), args.timeoutSeconds, 'adding the member');
     printGroup(g, args.json, `added ${member} to the group '${safeTitle(g.title)}' (${g.members.length} members)`);
   });
   return ExitCode.Ok;
@@ -138,12 +150,13 @@ export async function runGroupRemove(
   ctx.group = quoted(group);
   ctx.peer = member;
   await withGroupClient(profileDir, passphrase, ctx, async (client) => {
-    const g = await bounded(client.removeGroupMember(group, member), args.timeoutSeconds, 'removing the member').catch(
+    const id = resolveLocally(client, group, ctx);
+    const g = await bounded(client.removeGroupMember(id, member), args.timeoutSeconds, 'removing the member').catch(
       (err: unknown) => {
         // NOT_GROUP_MEMBER means either "you are out of this group" or "they
         // are not in it"; the local state tells which.
-        if ((err as { code?: unknown }).code === 'NOT_GROUP_MEMBER' && client.groupInfo(group).active)
-          throw new CliError(`'${member}' is not a member of the group '${safeTitle(client.groupInfo(group).title)}'`);
+        if ((err as { code?: unknown }).code === 'NOT_GROUP_MEMBER' && client.groupInfo(id).active)
+          throw new CliError(`'${member}' is not a member of the group '${safeTitle(client.groupInfo(id).title)}'`);
         throw err;
       },
     );
@@ -163,6 +176,7 @@ export async function runGroupLeave(
   await withGroupClient(profileDir, passphrase, ctx, async (client) => {
     // Resolve first (locally), so the reply can name the group it left.
     const g = client.groupInfo(group);
+    ctx.group = safeTitle(g.title);
     await bounded(client.leaveGroup(g.id), args.timeoutSeconds, 'leaving the group');
     println(`left the group '${safeTitle(g.title)}' (id ${g.id})`);
   });

@@ -122,6 +122,7 @@ async function sendToGroup(
     // Resolved once, locally: every line of --stdin goes to the same group,
     // and the reply names it.
     const g = client.groupInfo(ref);
+    ctx.group = safeTitle(g.title);
     const label = `the group '${safeTitle(g.title)}'`;
     const sendOne = async (text: string): Promise<void> => {
       const { timestamp } = await withTimeout(
