@@ -924,6 +924,7 @@ export class ParleyClient {
       fixDevices: (account, p) => this.fixDevices(account, p),
       senderCertificate: () => this.senderCertificate(),
       anonRequest: (verb, path, body, headers) => this.anon.request(verb, path, body, headers),
+      call: (verb, path, body) => this.call(verb, path, body),
       resolve: (username) => this.resolve(username),
       lookup: async (username) => this.lookup(normalizeUsername(username)),
       usernameFor: (account) => this.usernameFor(account),

@@ -19,6 +19,7 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import {
+  CiphertextMessageType,
   ContentHint,
   ErrorCode,
   type IdentityKeyPair,
@@ -33,17 +34,21 @@ import {
   processSenderKeyDistributionMessage,
   sealedSenderEncrypt,
   sealedSenderMultiRecipientEncrypt,
+  signalEncrypt,
 } from '@signalapp/libsignal-client';
 import {
   ACCESS_KEY_HEADER,
   type AccountId,
   type Content,
+  type DeviceId,
   type Envelope,
+  EnvelopeType,
   type GroupMember,
   type GroupState,
   type GroupUpdate,
   GroupLimits,
   Limits,
+  type OutgoingDeviceMessage,
   MULTI_TIMESTAMP_HEADER,
   MULTI_URGENT_HEADER,
   WireError,
@@ -51,6 +56,7 @@ import {
   encodeAccessKeyHeader,
   encodeContent,
   encodeGroupState,
+  encodeSendRequestBinary,
   groupIdToHex,
   groupSignatureInput,
   normalizeGroupTitle,
@@ -62,7 +68,7 @@ import {
 } from '@parley/wire';
 import type { Db } from './db.js';
 import { SdkError } from './errors.js';
-import { contactAccessKey, storeContactProfileKey } from './sealed.js';
+import { contactAccessKey, seal, storeContactProfileKey } from './sealed.js';
 import { Serial } from './serial.js';
 import { type Stores, ab } from './stores.js';
 import { type Body, type Reply, type RequestResult, replyError, replyJson } from './transport.js';
@@ -128,6 +134,8 @@ export interface GroupHost {
   fixDevices(account: string, p: { missing: number[]; extra: number[]; stale: number[] }): Promise<void>;
   senderCertificate(): Promise<SenderCertificate | null>;
   anonRequest(verb: string, path: string, body: Body, headers: Record<string, string>): Promise<Reply>;
+  /** An authenticated relay request (socket when open, else HTTP). */
+  call(verb: string, path: string, body: Body): Promise<Reply>;
   resolve(username: string): Promise<string>;
   /** Relay lookup (caches the answer in contacts); null when unknown. */
   lookup(username: string): Promise<string | null>;
@@ -167,8 +175,10 @@ interface GroupRow {
   rotate: boolean;
 }
 
-/** How many 1:1 sends (SKDMs, updates) run at once. */
+/** How many 1:1 sends (updates, session set-ups, lookups) run at once. */
 const FANOUT = 8;
+/** How many prebuilt SKDM uploads are in flight at once (they need no crypto work). */
+const FANOUT_UPLOADS = 32;
 const MAX_SEND_ATTEMPTS = 4;
 /** Usernames from an accepted update checked with the relay, at most (a 1,000-member join must not cost 1,000 lookups per member). */
 const MAX_USERNAME_LOOKUPS = 32;
@@ -804,7 +814,14 @@ export class Groups {
     );
   }
 
-  /** Sends our sender key (SKDM, over 1:1) to every member account with a device that lacks it. */
+  /**
+   * Sends our sender key (SKDM, over 1:1) to every member account with a
+   * device that lacks it. All of them are encrypted (and sealed where we
+   * can) in one crypto step and one commit, with their send-log rows, then
+   * uploaded FANOUT_UPLOADS at a time; an account whose upload is refused
+   * (device list changed, stale access key, ...) gets the ordinary 1:1 send,
+   * with the same timestamp, which fixes its device list.
+   */
   private async distribute(id: string, distributionId: string, devices: Map<string, number[]>): Promise<void> {
     const has = new Set(
       this.h.db
@@ -812,17 +829,78 @@ export class Groups {
         .all([id, distributionId])
         .map((r) => `${String(r.account)}.${Number(r.device)}`),
     );
-    const need = [...devices].filter(([a, ds]) => ds.some((d) => !has.has(`${a}.${d}`))).map(([a]) => a);
+    const need = [...devices].filter(([a, ds]) => ds.some((d) => !has.has(`${a}.${d}`)));
     if (need.length === 0) return;
-    const skdm = await this.h.atomically(() =>
-      SenderKeyDistributionMessage.create(this.h.localAddress, distributionId, this.h.stores.senderKey),
-    );
-    const content: Content = { kind: 'senderKeyDistribution', message: skdm.serialize() };
+    const cert = await this.h.senderCertificate();
     const timestamp = this.h.nextTimestamp();
-    const results = await eachLimited(need, FANOUT, async (a) => ({
-      a,
-      reached: await this.h.sendContent(a, content, timestamp),
-    }));
+    const { content, batch } = await this.h.atomically(async () => {
+      const skdm = await SenderKeyDistributionMessage.create(this.h.localAddress, distributionId, this.h.stores.senderKey);
+      const content: Content = { kind: 'senderKeyDistribution', message: skdm.serialize() };
+      const plaintext = encodeContent(content, this.h.me.username);
+      const padded = ab(padPlaintext(plaintext));
+      const batch: Array<{
+        account: string;
+        devices: number[];
+        accessKey: Uint8Array | null;
+        messages: OutgoingDeviceMessage[];
+      }> = [];
+      try {
+        for (const [account, ds] of need) {
+          const accessKey = cert ? contactAccessKey(this.h.db, account) : null;
+          const messages: OutgoingDeviceMessage[] = [];
+          for (const device of ds) {
+            const address = ProtocolAddress.new(account, device);
+            const ct = await signalEncrypt(padded, address, this.h.localAddress, this.h.stores.session, this.h.stores.identity);
+            const record = this.h.stores.session.getSync(account, device);
+            if (!record) throw new Error('session vanished');
+            const sealed = cert && accessKey ? await seal(ct, cert, address, this.h.stores.identity) : null;
+            const type = sealed
+              ? EnvelopeType.UnidentifiedSender
+              : ct.type() === (CiphertextMessageType.PreKey as number)
+                ? EnvelopeType.PreKeyMessage
+                : EnvelopeType.Ciphertext;
+            messages.push({
+              type,
+              destinationDevice: device as DeviceId,
+              destinationRegistrationId: record.remoteRegistrationId(),
+              content: sealed ?? ct.serialize(),
+            });
+          }
+          batch.push({ account, devices: ds, accessKey, messages });
+        }
+      } catch (err) {
+        if (isSignalError(err, ErrorCode.UntrustedIdentity))
+          throw new SdkError('UNTRUSTED_IDENTITY', 'a member’s identity key changed since it was verified', { cause: err });
+        throw err;
+      }
+      // Logged like any 1:1 content, so a member that cannot decrypt it gets it again (client.ts resendAfterError).
+      this.h.stores.commit(() => {
+        const log = this.h.db.prepare(
+          'INSERT INTO send_log (account, device, timestamp, content, created_at) VALUES (?, ?, ?, ?, ?)',
+        );
+        for (const b of batch) for (const d of b.devices) log.run([b.account, d, timestamp, ab(plaintext), Date.now()]);
+      });
+      return { content, batch };
+    });
+
+    const results = await eachLimited(batch, FANOUT_UPLOADS, async (b) => {
+      const body = {
+        binary: encodeSendRequestBinary({
+          messages: b.messages,
+          timestamp,
+          urgent: true,
+          messageId: new Uint8Array(randomBytes(16)),
+        }),
+      };
+      const reply = b.accessKey
+        ? await this.h.anonRequest('PUT', `/v1/messages/${b.account}`, body, {
+            [ACCESS_KEY_HEADER]: encodeAccessKeyHeader(b.accessKey),
+          })
+        : await this.h.call('PUT', `/v1/messages/${b.account}`, body);
+      const reached =
+        reply.status >= 200 && reply.status < 300 ? b.devices : await this.h.sendContent(b.account, content, timestamp);
+      return { a: b.account, reached };
+    });
     const insert = this.h.db.prepare(
       'INSERT OR IGNORE INTO group_key_shared (group_id, distribution_id, account, device) VALUES (?, ?, ?, ?)',
     );
@@ -867,25 +945,27 @@ export class Groups {
 
       const sealedTo = [...devices.keys()].filter((a) => contactAccessKey(this.h.db, a) !== null);
       const identifiedTo = [...devices.keys()].filter((a) => !sealedTo.includes(a));
-      const built = await this.h.atomically(async () => {
-        const ct = await groupEncrypt(this.h.localAddress, distributionId, this.h.stores.senderKey, padded);
-        const usmc = UnidentifiedSenderMessageContent.new(ct, cert, ContentHint.Implicit, ab(g.state.id));
-        const recipients = sealedTo.flatMap((a) => (devices.get(a) ?? []).map((d) => ProtocolAddress.new(a, d)));
-        const multi =
-          recipients.length > 0
-            ? await sealedSenderMultiRecipientEncrypt({
-                content: usmc,
-                recipients,
-                identityStore: this.h.stores.identity,
-                sessionStore: this.h.stores.session,
-              })
-            : null;
-        return { usmc, multi };
-      }).catch((err: unknown) => {
-        if (isSignalError(err, ErrorCode.UntrustedIdentity))
-          throw new SdkError('UNTRUSTED_IDENTITY', 'a member’s identity key changed since it was verified', { cause: err });
-        throw err;
-      });
+      const built = await this.h
+        .atomically(async () => {
+          const ct = await groupEncrypt(this.h.localAddress, distributionId, this.h.stores.senderKey, padded);
+          const usmc = UnidentifiedSenderMessageContent.new(ct, cert, ContentHint.Implicit, ab(g.state.id));
+          const recipients = sealedTo.flatMap((a) => (devices.get(a) ?? []).map((d) => ProtocolAddress.new(a, d)));
+          const multi =
+            recipients.length > 0
+              ? await sealedSenderMultiRecipientEncrypt({
+                  content: usmc,
+                  recipients,
+                  identityStore: this.h.stores.identity,
+                  sessionStore: this.h.stores.session,
+                })
+              : null;
+          return { usmc, multi };
+        })
+        .catch((err: unknown) => {
+          if (isSignalError(err, ErrorCode.UntrustedIdentity))
+            throw new SdkError('UNTRUSTED_IDENTITY', 'a member’s identity key changed since it was verified', { cause: err });
+          throw err;
+        });
 
       let fallback = identifiedTo;
       if (built.multi) {

@@ -208,6 +208,32 @@ describe('groups and linked devices', () => {
     await groupSend(b2, info.id, 'from the new device, again', [alice]);
     await transcript;
   });
+
+  it('after a rotation, a member device the sender did not know yet is found by the sender-key upload itself', async () => {
+    const alice = await register('gk_alice');
+    const b1 = await register('gk_bob');
+    const carol = await register('gk_carol');
+    for (const c of [alice, b1, carol]) await c.connect();
+    const created = Promise.all([b1, carol].map((c) => nextEvent(c, 'groupUpdate')));
+    const info = await alice.createGroup('Rotate', ['gk_bob', 'gk_carol']);
+    await created;
+    await groupSend(b1, info.id, 'hi', [alice, carol]); // alice learns bob's profile key
+    const removed = updated([b1], info.id, (u) => u.removed.includes(carol.identity.accountId));
+    await alice.removeGroupMember(info.id, 'gk_carol');
+    await removed;
+    const b2 = await link(b1);
+    await b2.connect();
+    expect(b2.groupInfo(info.id).revision).toBe(2);
+
+    // The new sender key goes to bob's known device set [1]: 409; the ordinary 1:1 send then
+    // fetches device 2 and reaches both, so the group upload lists both devices at once.
+    const sends = await watchSends(() => groupSend(alice, info.id, 'rotated', [b1, b2]));
+    const toBob = sends.filter((x) => x.path === `/v1/messages/${b1.identity.accountId}`).map((x) => x.status);
+    expect(toBob[0]).toBe(409);
+    expect(toBob.at(-1)).toBe(200);
+    expect(sends.filter((x) => x.path === '/v1/messages/multi_recipient').map((x) => x.status)).toEqual([200]);
+    await groupSend(alice, info.id, 'steady', [b1, b2]);
+  });
 });
 
 // ---------------------------------------------------------------- attacks and membership changes
