@@ -316,10 +316,16 @@ class QueueTails {
   read(key: string, after: number, limit: number): QueuedEnvelope[] | null {
     const t = this.#tails.get(key);
     if (!t || after < t.base) return null;
+    // Binary search for the first entry after `after` (entries are in cursor order).
     const e = t.entries;
-    let i = 0;
-    while (i < e.length && (e[i] as QueuedEnvelope).cursor <= after) i++;
-    return e.slice(i, i + limit);
+    let lo = 0;
+    let hi = e.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((e[mid] as QueuedEnvelope).cursor <= after) lo = mid + 1;
+      else hi = mid;
+    }
+    return e.slice(lo, lo + limit);
   }
 
   /** A read that reached the end of the queue: `rows` are all envelopes after `after`. */
