@@ -348,6 +348,25 @@ Example:
   return program;
 }
 
+/**
+ * `parley group` or `parley devices` without a subcommand: name the ones
+ * that exist. Otherwise the generic hint.
+ */
+export function missingSubcommand(program: Command, args: readonly string[]): string {
+  const path: Command[] = [];
+  let at = program;
+  for (const arg of args) {
+    const next = at.commands.find((c) => c.name() === arg);
+    if (next === undefined) continue;
+    path.push(next);
+    at = next;
+  }
+  if (path.length === 0 || at.commands.length === 0) return "missing command; run 'parley --help' to see the commands";
+  const name = path.map((c) => c.name()).join(' ');
+  const subs = at.commands.map((c) => c.name()).filter((n) => n !== 'help');
+  return `missing command after '${name}' (one of: ${subs.join(', ')}); run 'parley ${name} --help'`;
+}
+
 /** commander's error text, reduced to our one-line format. */
 function commanderLine(err: CommanderError): string {
   return oneLine(err.message.replace(/^error:\s*/i, ''));
@@ -380,7 +399,7 @@ export async function run(argv: readonly string[], env: NodeJS.ProcessEnv = proc
     if (err instanceof CommanderError) {
       if (err.exitCode === 0) return ExitCode.Ok; // --help, --version
       if (err.code === 'commander.help' || err.code === 'commander.executeSubCommandAsync') {
-        eprintln("parley: missing command; run 'parley --help' to see the commands");
+        eprintln(`parley: ${missingSubcommand(program, argv.slice(2))}`);
         return ExitCode.Usage;
       }
       eprintln(`parley: ${commanderLine(err)}`);

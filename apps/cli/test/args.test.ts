@@ -80,7 +80,7 @@ describe('parley command-line errors', () => {
     ['verify with letters in the number', ['verify', 'bob', '12345', 'abcde'], /only digits/],
     ['verify without a number', ['verify', 'bob'], /missing required argument 'number'/],
     ['safety-number with too many arguments', ['safety-number', 'bob', 'carol'], /too many arguments/],
-    ['group without a subcommand', ['group'], /missing command/],
+    ['group without a subcommand', ['group'], /missing command after 'group' \(one of: create, add, remove, leave, info, list\)/],
     ['an unknown group subcommand', ['group', 'rename', 'x'], /unknown command 'rename'/],
     ['group create without members', ['group', 'create', 'Book club'], /missing required argument 'member'/],
     ['group create without a name', ['group', 'create'], /missing required argument 'name'/],
