@@ -377,6 +377,9 @@ class QueueTails {
   }
 }
 
+/** Most send groups committed and waiting for their flush at once (64 sends each). */
+const ENQUEUE_IN_FLIGHT = 1024;
+
 /** How often the checkpoint worker copies the WAL into the database file. */
 const CHECKPOINT_INTERVAL_MS = 100;
 /**
@@ -468,8 +471,10 @@ export class SqliteStore implements Store {
   #touchTimer: NodeJS.Timeout | null = null;
   readonly #enqueues = new Batcher<EnqueueBatch, EnqueueResult>({
     ...ENQUEUE_GROUP,
-    // Pipelining: the next group commits while the previous one waits for its fdatasync.
-    concurrency: 8,
+    // Pipelining: groups commit as they form (a commit is synchronous and cheap) and wait together for the
+    // next fdatasync. No small cap here: when the disk is slow, every group waiting for the same flush is
+    // what keeps the throughput up (the flush covers all of them).
+    concurrency: ENQUEUE_IN_FLIGHT,
     weight: (b) => b.envelopes.length,
     run: (batches) => this.enqueueMany(batches),
   });
