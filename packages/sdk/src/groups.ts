@@ -345,17 +345,31 @@ export class Groups {
     };
   }
 
-  /** Stores an accepted state. `rotate` marks our sender key for rotation. */
-  private saveState(state: GroupState, stateBytes: Uint8Array, rotate: boolean): void {
+  /** Stores an accepted (signed) state. `rotate` marks our sender key for rotation. */
+  private saveState(update: GroupUpdate, rotate: boolean): void {
+    const { state, stateBytes } = update;
     const id = groupIdToHex(state.id);
     const active = state.members.some((m) => m.account === this.h.me.account) ? 1 : 0;
     this.h.db
       .prepare(
-        `INSERT INTO groups (id, revision, title, state, active, distribution_id, rotate, updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?)
+        `INSERT INTO groups (id, revision, title, state, active, distribution_id, rotate, updated_at, signer, signature)
+         VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?)
          ON CONFLICT DO UPDATE SET revision = excluded.revision, title = excluded.title, state = excluded.state,
-           active = excluded.active, rotate = CASE WHEN ? THEN 1 ELSE rotate END, updated_at = excluded.updated_at`,
+           active = excluded.active, rotate = CASE WHEN ? THEN 1 ELSE rotate END, updated_at = excluded.updated_at,
+           signer = excluded.signer, signature = excluded.signature`,
       )
-      .run([id, state.revision, state.title, ab(stateBytes), active, randomUUID(), Date.now(), rotate ? 1 : 0]);
+      .run([
+        id,
+        state.revision,
+        state.title,
+        ab(stateBytes),
+        active,
+        randomUUID(),
+        Date.now(),
+        update.signer,
+        ab(update.signature),
+        rotate ? 1 : 0,
+      ]);
     // Profile keys the admin listed let us send sealed to members we never talked to; ours from 1:1 messages win.
     const pk = this.h.db.prepare(
       'INSERT OR IGNORE INTO profile_keys (account, profile_key, usable, updated_at) VALUES (?, ?, 1, ?)',
@@ -551,16 +565,26 @@ export class Groups {
     const signature = this.h.identityKeyPair.privateKey.sign(ab(groupSignatureInput(stateBytes)));
     const update: GroupUpdate = { stateBytes, state: next, signer: this.h.me.account as AccountId, signature };
     const removed = old ? removedFrom(old, next) : [];
-    await this.h.crypto.run(async () => this.h.db.transaction(() => this.saveState(next, stateBytes, removed.length > 0))());
+    await this.h.crypto.run(async () => this.h.db.transaction(() => this.saveState(update, removed.length > 0))());
 
     const me = this.h.me.account;
-    const recipients = [...new Set([...next.members.map((m) => m.account), ...removed])].filter((a) => a !== me);
+    const id = groupIdToHex(next.id);
     const timestamp = this.h.nextTimestamp();
     const content: Content = { kind: 'groupUpdate', update };
-    const results = await eachLimited(recipients, FANOUT, (a) => this.h.sendContent(a, content, timestamp));
+    const leaving = !next.members.some((m) => m.account === me);
+    // The members of the new state: one group message under our sender key (after a removal, this
+    // send is the rekey); removed members: 1:1, so they learn they are out.
+    const oneToOne = removed.filter((a) => a !== me);
+    try {
+      await this.sendToGroup(id, encodeContent(content, this.h.me.username), timestamp, { leaving });
+    } catch {
+      // No certificate, or the upload kept failing: every member gets it 1:1 instead (same
+      // timestamp, so a member that did get the group copy drops the second one).
+      oneToOne.push(...next.members.map((m) => m.account).filter((a) => a !== me));
+    }
+    const results = await eachLimited(oneToOne, FANOUT, (a) => this.h.sendContent(a, content, timestamp));
     const failed = results.filter((r) => r.status === 'rejected').length;
-    if (failed > 0)
-      this.h.emitError(new SdkError('RELAY_ERROR', `the group update did not reach ${failed} of ${recipients.length} members`));
+    if (failed > 0) this.h.emitError(new SdkError('RELAY_ERROR', `the group update did not reach ${failed} members`));
     if (await this.h.hasOtherOwnDevices()) this.h.spawn(() => this.h.sendContent(me, content, timestamp));
     const info = this.info(this.row(groupIdToHex(next.id)) as GroupRow);
     return info;
@@ -642,7 +666,7 @@ export class Groups {
     const removed = local ? removedFrom(local.state, update.state) : [];
     const added = addedTo(local?.state ?? null, update.state);
     return () => {
-      this.saveState(update.state, update.stateBytes, removed.length > 0);
+      this.saveState(update, removed.length > 0);
       const info = this.info(this.row(id) as GroupRow);
       return () => {
         this.h.emitUpdate({ group: info, by: from, byAccount: source.account, added, removed });
@@ -705,6 +729,7 @@ export class Groups {
     } catch {
       return this.commitDrop(env);
     }
+    if (content.kind === 'groupUpdate') return this.receiveUpdate(env, opened, content.update);
     if (content.kind !== 'data' || !content.message.group) return this.commitDrop(env);
     const message = content.message;
     const gid = groupIdToHex(message.group!.id);
@@ -761,6 +786,35 @@ export class Groups {
       if (message.profileKey) storeContactProfileKey(this.h.db, sender.account, message.profileKey);
     });
     return { status: 200, after: () => this.h.emitMessage(m) };
+  }
+
+  /**
+   * A group update that came as a group message: judged by the same rules as
+   * over 1:1 (the certificate sender is the authenticated sender), committed
+   * with the sender-key step.
+   */
+  private async receiveUpdate(
+    env: Envelope,
+    opened: { sender: { account: string; device: number }; groupId: Uint8Array | null },
+    update: GroupUpdate,
+  ): Promise<RequestResult> {
+    const { sender } = opened;
+    if (opened.groupId && groupIdToHex(opened.groupId) !== groupIdToHex(update.state.id)) {
+      const alert: GroupAlert = {
+        groupId: groupIdToHex(update.state.id),
+        reason: 'malformed',
+        fromAccount: sender.account,
+        from: this.h.usernameFor(sender.account),
+      };
+      return this.commitDrop(env, () => this.h.emitAlert(alert));
+    }
+    if (this.h.seenTriple(sender.account, sender.device, env.clientTimestamp)) return this.commitDrop(env);
+    const apply = await this.prepareUpdate(update, sender);
+    const after = this.h.stores.commit(() => {
+      this.h.markSeen(env, true);
+      return apply();
+    });
+    return { status: 200, ...(after ? { after } : {}) };
   }
 
   /** Keeps the sender-key step (the message did decrypt), drops the content. */
@@ -919,16 +973,22 @@ export class Groups {
    * multi-recipient sealed upload for members whose access key we know, and
    * single sealed envelopes over the authenticated route for the rest.
    */
-  private async sendToGroup(id: string, plaintext: Uint8Array, timestamp: number): Promise<void> {
+  private async sendToGroup(
+    id: string,
+    plaintext: Uint8Array,
+    timestamp: number,
+    opts: { leaving?: boolean } = {},
+  ): Promise<void> {
     const cert = await this.h.senderCertificate();
     if (!cert) throw new SdkError('RELAY_ERROR', 'no sender certificate from the relay; try again');
     const padded = ab(padPlaintext(plaintext));
     for (let attempt = 0; attempt < MAX_SEND_ATTEMPTS; attempt++) {
       const g = this.row(id) as GroupRow;
-      if (!g.active) throw new SdkError('NOT_GROUP_MEMBER', 'you are not a member of this group any more');
+      // Our own leave update is the one thing sent to a group we are no longer in (with the key the members hold).
+      if (!g.active && !opts.leaving) throw new SdkError('NOT_GROUP_MEMBER', 'you are not a member of this group any more');
       const accounts = g.state.members.map((m) => m.account as string).filter((a) => a !== this.h.me.account);
       if (accounts.length === 0) return;
-      const distributionId = await this.distributionId(id);
+      const distributionId = opts.leaving ? g.distributionId : await this.distributionId(id);
 
       // Sessions with every member device (a deleted account is skipped).
       const devices = new Map<string, number[]>();

@@ -73,4 +73,9 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE messages ADD COLUMN group_id TEXT;
   CREATE INDEX messages_group ON messages (group_id, timestamp) WHERE group_id IS NOT NULL;
   `,
+  // 5: groups keep the signature of the state they accepted (signer account id, XEdDSA signature)
+  `
+  ALTER TABLE groups ADD COLUMN signer TEXT;
+  ALTER TABLE groups ADD COLUMN signature BLOB;
+  `,
 ];

@@ -26,6 +26,7 @@ import {
   type Content,
   type GroupState,
   type GroupUpdate,
+  decodeGroupState,
   encodeContent,
   encodeGroupState,
   groupIdFromHex,
@@ -82,9 +83,13 @@ async function link(primary: ParleyClient): Promise<ParleyClient> {
   return c;
 }
 
-/** The message uploads (HTTP PUT /v1/messages/...) made while `fn` runs. Clients here send messages over HTTP only when sealed. */
-async function watchSends(fn: () => Promise<unknown>): Promise<Array<{ path: string; status: number; authenticated: boolean }>> {
-  const seen: Array<{ path: string; status: number; authenticated: boolean }> = [];
+type Upload = { path: string; status: number; authenticated: boolean };
+/**
+ * The message uploads (`PUT /v1/messages/...`) `sender` makes while `fn` runs: over HTTP (sealed
+ * sends, without credentials) and over its authenticated socket.
+ */
+async function watchSends(sender: ParleyClient, fn: () => Promise<unknown>): Promise<Upload[]> {
+  const seen: Upload[] = [];
   const real = globalThis.fetch;
   globalThis.fetch = async (input, init) => {
     const res = await real(input, init);
@@ -95,10 +100,20 @@ async function watchSends(fn: () => Promise<unknown>): Promise<Array<{ path: str
     }
     return res;
   };
+  const socket = (
+    sender as unknown as { socket: { request: (verb: string, path: string, body?: unknown) => Promise<{ status: number }> } }
+  ).socket;
+  const realRequest = socket.request.bind(socket);
+  socket.request = async (verb, path, body) => {
+    const res = await realRequest(verb, path, body);
+    if (verb === 'PUT' && path.startsWith('/v1/messages/')) seen.push({ path, status: res.status, authenticated: true });
+    return res;
+  };
   try {
     await fn();
   } finally {
     globalThis.fetch = real;
+    socket.request = realRequest;
   }
   return seen;
 }
@@ -170,7 +185,7 @@ describe('groups', () => {
     // state, bob's from his group message): the next message is exactly one multi-recipient upload.
     // Once everyone has it, every earlier message has been processed.
     const last = [a1, a2, bob].map((c) => nextEvent(c, 'message', groupMessage(info.id, 'fourth')));
-    const sends = await watchSends(() => carol.sendGroup(info.id, 'fourth'));
+    const sends = await watchSends(carol, () => carol.sendGroup(info.id, 'fourth'));
     expect(sends).toEqual([{ path: '/v1/messages/multi_recipient', status: 200, authenticated: false }]);
     await Promise.all(last);
     const count = (c: ParleyClient, body: string) => (msgs.get(c) ?? []).filter((m) => m.body === body).length;
@@ -201,7 +216,7 @@ describe('groups and linked devices', () => {
     expect(await b2.history('gd_alice')).toEqual([]); // group messages are not 1:1 history
 
     // Alice still lists bob's old device set: the upload gets a 409, she fetches the new device and sends it her sender key.
-    const sends = await watchSends(() => groupSend(alice, info.id, 'after the new device', [b1, b2]));
+    const sends = await watchSends(alice, () => groupSend(alice, info.id, 'after the new device', [b1, b2]));
     expect(sends.filter((x) => x.path === '/v1/messages/multi_recipient').map((x) => x.status)).toEqual([409, 200]);
     await groupSend(b2, info.id, 'from the new device', [alice]);
     const transcript = nextEvent(b1, 'sent', (x) => x.body === 'from the new device, again' && x.group?.id === info.id);
@@ -218,21 +233,20 @@ describe('groups and linked devices', () => {
     const info = await alice.createGroup('Rotate', ['gk_bob', 'gk_carol']);
     await created;
     await groupSend(b1, info.id, 'hi', [alice, carol]); // alice learns bob's profile key
-    const removed = updated([b1], info.id, (u) => u.removed.includes(carol.identity.accountId));
-    await alice.removeGroupMember(info.id, 'gk_carol');
-    await removed;
     const b2 = await link(b1);
     await b2.connect();
-    expect(b2.groupInfo(info.id).revision).toBe(2);
 
-    // The new sender key goes to bob's known device set [1]: 409; the ordinary 1:1 send then
-    // fetches device 2 and reaches both, so the group upload lists both devices at once.
-    const sends = await watchSends(() => groupSend(alice, info.id, 'rotated', [b1, b2]));
+    // The removal is sent as a group message under alice's new sender key. That key goes to bob's
+    // known device set [1]: 409; the ordinary 1:1 send then fetches device 2 and reaches both, so
+    // the group upload lists both devices at once.
+    const removed = updated([b1, b2], info.id, (u) => u.removed.includes(carol.identity.accountId));
+    const sends = await watchSends(alice, () => alice.removeGroupMember(info.id, 'gk_carol'));
+    await removed;
     const toBob = sends.filter((x) => x.path === `/v1/messages/${b1.identity.accountId}`).map((x) => x.status);
     expect(toBob[0]).toBe(409);
     expect(toBob.at(-1)).toBe(200);
     expect(sends.filter((x) => x.path === '/v1/messages/multi_recipient').map((x) => x.status)).toEqual([200]);
-    await groupSend(alice, info.id, 'steady', [b1, b2]);
+    await groupSend(alice, info.id, 'rotated', [b1, b2]);
   });
 });
 
@@ -333,30 +347,29 @@ describe('group security', () => {
     const members = [alice, bob, carol];
     for (const c of [mallory, ...members, eve]) await c.connect();
 
-    const captured: GroupUpdate[] = [];
-    const mi = internals(mallory);
-    const realSend = mi.sendContent.bind(mallory);
-    mi.sendContent = async (account, content, timestamp, opts) => {
-      if (content.kind === 'groupUpdate') captured.push(content.update);
-      return realSend(account, content, timestamp, opts);
-    };
-
     const created = Promise.all(members.map((c) => nextEvent(c, 'groupUpdate')));
     const info = await mallory.createGroup('Hike', ['ga_alice', 'ga_bob', 'ga_carol']);
     await created;
+    // Her client keeps the signed state it published; she copies it before leaving.
+    const row = internals(mallory).db.prepare('SELECT state, signer, signature FROM groups WHERE id = ?').get([info.id])!;
+    const genuineRev1: GroupUpdate = {
+      stateBytes: new Uint8Array(row.state as Uint8Array),
+      state: decodeGroupState(row.state as Uint8Array),
+      signer: row.signer as AccountId,
+      signature: new Uint8Array(row.signature as Uint8Array),
+    };
+    expect(genuineRev1).toMatchObject({ signer: mallory.identity.accountId, state: { revision: 1 } });
     const left = updated(members, info.id, (u) => u.removed.includes(mallory.identity.accountId));
     await mallory.leaveGroup(info.id);
     await left;
     expect(alice.groupInfo(info.id)).toMatchObject({ revision: 2, admin: true, active: true });
     expect(bob.groupInfo(info.id)).toMatchObject({ revision: 2, admin: false });
-    const genuineRev1 = captured.find((u) => u.state.revision === 1);
-    expect(genuineRev1?.signer).toBe(mallory.identity.accountId);
 
     const before = snapshot(members, info.id);
     const accepted = members.map((c) => collect(c, 'groupUpdate'));
 
     // The forged state: the current members plus eve, next revision.
-    const current = genuineRev1?.state as GroupState;
+    const current = genuineRev1.state;
     const forged: GroupState = {
       id: groupIdFromHex(info.id),
       revision: 3,
@@ -408,7 +421,7 @@ describe('group security', () => {
       {
         name: 'replayed older revision, genuinely admin-signed',
         from: mallory,
-        update: genuineRev1 as GroupUpdate,
+        update: genuineRev1,
         reason: 'stale-revision',
       },
     ];
@@ -463,9 +476,20 @@ describe('group security', () => {
     expect(await hasSenderKey(dave, bob, oldBob)).toBe(true);
 
     const removed = updated([bob, dave], info.id, (u) => u.removed.includes(dave.identity.accountId));
-    const after = await alice.removeGroupMember(info.id, 'gr_dave');
+    let after: GroupInfo | undefined;
+    const sends = await watchSends(alice, async () => (after = await alice.removeGroupMember(info.id, 'gr_dave')));
     await removed;
-    expect(after.members.map((m) => m.username)).toEqual(['gr_alice', 'gr_bob']);
+    // The relay's view of the removal: one group upload (the signed state under alice's new sender
+    // key, to bob), her new sender key to bob and the state to dave, each 1:1 — nothing else.
+    expect(sends.map((x) => [x.path, x.status]).sort()).toEqual(
+      [
+        ['/v1/messages/multi_recipient', 200],
+        [`/v1/messages/${bob.identity.accountId}`, 200],
+        [`/v1/messages/${dave.identity.accountId}`, 200],
+      ].sort(),
+    );
+    expect(uploadRecipients(aliceUploads.at(-1)!)).toEqual([bob.identity.accountId]);
+    expect(after?.members.map((m) => m.username)).toEqual(['gr_alice', 'gr_bob']);
     expect(dave.groupInfo(info.id)).toMatchObject({ active: false, revision: 2 });
     await expect(dave.sendGroup(info.id, 'let me in')).rejects.toMatchObject({ code: 'NOT_GROUP_MEMBER' });
 
