@@ -425,6 +425,15 @@ function startCheckpointer(path: string): Worker {
   return w;
 }
 
+/**
+ * A Uint8Array of `b` that does not keep a much larger buffer alive in a
+ * queue tail (a multi-recipient upload is split into views of one body).
+ */
+function ownBytes(b: Uint8Array): Uint8Array {
+  if (b.buffer.byteLength > 2 * b.byteLength + 8192) return new Uint8Array(b);
+  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+}
+
 /** fsync a directory so a file created in it survives a machine crash. */
 function syncDirectory(dir: string): void {
   const fd = openSync(dir, fsConstants.O_RDONLY);
@@ -765,7 +774,7 @@ export class SqliteStore implements Store {
       this.#pendingInserts.push({
         ...e,
         guid: new Uint8Array(e.guid.buffer, e.guid.byteOffset, e.guid.byteLength),
-        content: new Uint8Array(e.content.buffer, e.content.byteOffset, e.content.byteLength),
+        content: ownBytes(e.content),
         cursor: lastInsertRowid,
       });
     }
