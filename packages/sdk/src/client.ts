@@ -925,6 +925,7 @@ export class ParleyClient {
       senderCertificate: () => this.senderCertificate(),
       anonRequest: (verb, path, body, headers) => this.anon.request(verb, path, body, headers),
       call: (verb, path, body) => this.call(verb, path, body),
+      requestResend: (source, dem) => this.spawn(() => this.sendDecryptionError(source, dem)),
       resolve: (username) => this.resolve(username),
       lookup: async (username) => this.lookup(normalizeUsername(username)),
       usernameFor: (account) => this.usernameFor(account),
@@ -1309,7 +1310,7 @@ export class ParleyClient {
     }
 
     const c = decoded.content;
-    const group = await this.groups.prepare(c, source);
+    const group = await this.groups.prepare(c, source, env, decoded.senderUsername);
     if (group) {
       const after = this.stores.commit(() => {
         this.markSeen(env, true);
@@ -1430,6 +1431,7 @@ export class ParleyClient {
   }
 
   private async resendAfterError(source: { account: string; device: number }, timestamp: number): Promise<void> {
+    if (await this.groups.resend(source, timestamp)) return;
     const row = this.db
       .prepare('SELECT content FROM send_log WHERE account = ? AND device = ? AND timestamp = ? ORDER BY id DESC LIMIT 1')
       .get([source.account, source.device, timestamp]);

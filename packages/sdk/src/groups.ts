@@ -21,6 +21,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import {
   CiphertextMessageType,
   ContentHint,
+  DecryptionErrorMessage,
   ErrorCode,
   type IdentityKeyPair,
   LibSignalErrorBase,
@@ -40,6 +41,7 @@ import {
   ACCESS_KEY_HEADER,
   type AccountId,
   type Content,
+  type DataMessage,
   type DeviceId,
   type Envelope,
   EnvelopeType,
@@ -134,6 +136,8 @@ export interface GroupHost {
   fixDevices(account: string, p: { missing: number[]; extra: number[]; stale: number[] }): Promise<void>;
   senderCertificate(): Promise<SenderCertificate | null>;
   anonRequest(verb: string, path: string, body: Body, headers: Record<string, string>): Promise<Reply>;
+  /** Ask a sender's device to resend what we could not decrypt (a DecryptionErrorMessage over 1:1, in the background). */
+  requestResend(source: { account: string; device: number }, dem: DecryptionErrorMessage): void;
   /** An authenticated relay request (socket when open, else HTTP). */
   call(verb: string, path: string, body: Body): Promise<Reply>;
   resolve(username: string): Promise<string>;
@@ -182,6 +186,8 @@ const FANOUT_UPLOADS = 32;
 const MAX_SEND_ATTEMPTS = 4;
 /** Usernames from an accepted update checked with the relay, at most (a 1,000-member join must not cost 1,000 lookups per member). */
 const MAX_USERNAME_LOOKUPS = 32;
+/** How long our group messages are kept for resends (as send_log in client.ts). */
+const GROUP_SEND_LOG_MS = 24 * 3600 * 1000;
 
 function isSignalError(err: unknown, code: ErrorCode): boolean {
   return err instanceof LibSignalErrorBase && err.code === code;
@@ -598,7 +604,12 @@ export class Groups {
    * here; the returned function runs inside the commit transaction and
    * returns what to do after the ack. Null when `c` is not group content.
    */
-  async prepare(c: Content, source: { account: string; device: number }): Promise<(() => (() => void) | undefined) | null> {
+  async prepare(
+    c: Content,
+    source: { account: string; device: number },
+    env: Envelope,
+    claim: string | null,
+  ): Promise<(() => (() => void) | undefined) | null> {
     switch (c.kind) {
       case 'senderKeyDistribution': {
         try {
@@ -636,9 +647,16 @@ export class Groups {
           return () => this.h.emitSent(s);
         };
       }
-      case 'data':
-        // Group messages travel under sender keys only; a 1:1 message claiming a group is dropped.
-        return c.message.group ? () => undefined : null;
+      case 'data': {
+        // A group message over 1:1 is a resend (the sender key did not open it here); same membership rules.
+        if (!c.message.group) return null;
+        const accepted = await this.acceptMessage(env, source, c.message, c.message.group.id, claim);
+        return () => {
+          if (accepted.kind === 'drop') return accepted.after;
+          accepted.commit();
+          return accepted.after;
+        };
+      }
       default:
         return null;
     }
@@ -718,9 +736,24 @@ export class Groups {
       );
     } catch (err) {
       if (isSignalError(err, ErrorCode.DuplicatedMessage)) return drop();
-      return drop(() =>
-        this.h.emitError(new SdkError('GROUP_DECRYPT_FAILED', 'could not decrypt a group message (no sender key for it)')),
-      );
+      // Ask the sender's device to resend it; it answers over 1:1 and sends us its sender key again.
+      let dem: DecryptionErrorMessage | null;
+      try {
+        dem = DecryptionErrorMessage.forOriginal(
+          ab(opened.content),
+          CiphertextMessageType.SenderKey,
+          env.clientTimestamp,
+          sender.device,
+        );
+      } catch {
+        dem = null;
+      }
+      return drop(() => {
+        this.h.emitError(
+          new SdkError('GROUP_DECRYPT_FAILED', 'could not decrypt a group message; asked the sender to resend it'),
+        );
+        if (dem) this.h.requestResend(sender, dem);
+      });
     }
     let content: Content;
     let claim: string | null;
@@ -743,26 +776,38 @@ export class Groups {
       return this.commitDrop(env, () => this.h.emitAlert(alert));
     }
     if (this.h.seenTriple(sender.account, sender.device, env.clientTimestamp)) return this.commitDrop(env);
+    const accepted = await this.acceptMessage(env, sender, message, message.group!.id, claim);
+    if (accepted.kind === 'drop') return this.commitDrop(env, accepted.after);
+    this.h.stores.commit(() => {
+      this.h.markSeen(env, true);
+      accepted.commit();
+    });
+    return { status: 200, after: accepted.after };
+  }
+
+  /**
+   * The membership check and the rows of a group data message (from a sender
+   * key, or resent over 1:1). `commit` runs inside the caller's transaction.
+   */
+  private async acceptMessage(
+    env: Envelope,
+    sender: { account: string; device: number },
+    message: DataMessage,
+    groupId: Uint8Array,
+    claim: string | null,
+  ): Promise<{ kind: 'drop'; after?: () => void } | { kind: 'accept'; commit: () => void; after: () => void }> {
+    const gid = groupIdToHex(groupId);
     const g = this.row(gid);
-    if (!g || !g.active) {
-      // Unknown group, or one we are no longer in: nothing to show. Unknown ones are reported.
-      const alert: GroupAlert = {
-        groupId: gid,
-        reason: 'not-member',
-        fromAccount: sender.account,
-        from: this.h.usernameFor(sender.account),
-      };
-      return this.commitDrop(env, g ? undefined : () => this.h.emitAlert(alert));
-    }
-    if (!g.state.members.some((m) => m.account === sender.account)) {
-      const alert: GroupAlert = {
-        groupId: gid,
-        reason: 'not-member',
-        fromAccount: sender.account,
-        from: this.h.usernameFor(sender.account),
-      };
-      return this.commitDrop(env, () => this.h.emitAlert(alert));
-    }
+    const alert: GroupAlert = {
+      groupId: gid,
+      reason: 'not-member',
+      fromAccount: sender.account,
+      from: this.h.usernameFor(sender.account),
+    };
+    // Unknown group (reported), or one we are no longer in (nothing to show).
+    if (!g) return { kind: 'drop', after: () => this.h.emitAlert(alert) };
+    if (!g.active) return { kind: 'drop' };
+    if (!g.state.members.some((m) => m.account === sender.account)) return { kind: 'drop', after: () => this.h.emitAlert(alert) };
     const from = await this.h.verifyClaim(claim, sender.account);
     const id = Buffer.from(env.serverGuid).toString('hex');
     const m: GroupIncoming = {
@@ -775,17 +820,19 @@ export class Groups {
       body: message.body,
       group: { id: g.id, title: g.title },
     };
-    this.h.stores.commit(() => {
-      this.h.markSeen(env, true);
-      this.h.db
-        .prepare(
-          "INSERT OR IGNORE INTO messages (id, account, device, direction, timestamp, server_timestamp, body, status, username, group_id) VALUES (?, ?, ?, 'in', ?, ?, ?, 'received', ?, ?)",
-        )
-        .run([id, sender.account, sender.device, message.timestamp, env.serverTimestamp, message.body, from, g.id]);
-      // The sender's own profile key, authenticated like the message itself.
-      if (message.profileKey) storeContactProfileKey(this.h.db, sender.account, message.profileKey);
-    });
-    return { status: 200, after: () => this.h.emitMessage(m) };
+    return {
+      kind: 'accept',
+      commit: () => {
+        this.h.db
+          .prepare(
+            "INSERT OR IGNORE INTO messages (id, account, device, direction, timestamp, server_timestamp, body, status, username, group_id) VALUES (?, ?, ?, 'in', ?, ?, ?, 'received', ?, ?)",
+          )
+          .run([id, sender.account, sender.device, message.timestamp, env.serverTimestamp, message.body, from, g.id]);
+        // The sender's own profile key, authenticated like the message itself.
+        if (message.profileKey) storeContactProfileKey(this.h.db, sender.account, message.profileKey);
+      },
+      after: () => this.h.emitMessage(m),
+    };
   }
 
   /**
@@ -839,6 +886,13 @@ export class Groups {
       .run([rowId, this.h.me.account, this.h.me.device, timestamp, text, g0.id]);
     const message = { body: text, timestamp, profileKey: this.h.profileKey, group: { id: g0.state.id } };
     const plaintext = encodeContent({ kind: 'data', message }, this.h.me.username);
+    // Kept a day, so a member device that cannot decrypt it can ask for it again (`resend`).
+    this.h.db.transaction(() => {
+      this.h.db.prepare('DELETE FROM group_sends WHERE created_at < ?').run([Date.now() - GROUP_SEND_LOG_MS]);
+      this.h.db
+        .prepare('INSERT OR REPLACE INTO group_sends (timestamp, group_id, content, created_at) VALUES (?, ?, ?, ?)')
+        .run([timestamp, g0.id, ab(plaintext), Date.now()]);
+    })();
     try {
       await this.ops.run(() => this.sendToGroup(g0.id, plaintext, timestamp));
     } catch (err) {
@@ -852,6 +906,28 @@ export class Groups {
       this.h.spawn(() => this.h.sendContent(this.h.me.account, sync, timestamp));
     }
     return { timestamp };
+  }
+
+  /**
+   * A member device could not decrypt our group message sent at `timestamp`
+   * (its decryption-error message said so): it evidently lacks our sender key.
+   * Resend the message to it over 1:1 and make the next group send give it
+   * the key again. False when `timestamp` is not one of our group sends.
+   */
+  async resend(source: { account: string; device: number }, timestamp: number): Promise<boolean> {
+    const row = this.h.db.prepare('SELECT group_id, content FROM group_sends WHERE timestamp = ?').get([timestamp]);
+    if (!row) return false;
+    const g = this.row(String(row.group_id));
+    // Only to a current member of a group we are still in.
+    if (!g || !g.active || !g.state.members.some((m) => m.account === source.account)) return true;
+    await this.h.crypto.run(async () => {
+      this.h.db
+        .prepare('DELETE FROM group_key_shared WHERE group_id = ? AND account = ? AND device = ?')
+        .run([g.id, source.account, source.device]);
+    });
+    // Same timestamp: the account's other devices drop it as a duplicate.
+    await this.h.sendContent(source.account, processContent(row.content as Uint8Array).content, timestamp);
+    return true;
   }
 
   /** This device's distribution id for the group, starting a new one when a removal asked for rotation. */

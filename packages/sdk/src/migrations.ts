@@ -78,4 +78,10 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE groups ADD COLUMN signer TEXT;
   ALTER TABLE groups ADD COLUMN signature BLOB;
   `,
+  // 6: group messages this device sent, kept about a day (like send_log) so a member that could not
+  // decrypt one (its decryption-error message names the timestamp) gets it again over 1:1
+  `
+  CREATE TABLE group_sends (timestamp INTEGER PRIMARY KEY, group_id TEXT NOT NULL, content BLOB NOT NULL,
+                            created_at INTEGER NOT NULL) STRICT;
+  `,
 ];

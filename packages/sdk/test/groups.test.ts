@@ -47,7 +47,15 @@ let n = 0;
 const open: ParleyClient[] = [];
 
 beforeAll(async () => {
-  relay = await startRelay(defaultRelayConfig({ port: 0, dataDir: join(tmp.dir, 'relay'), logLevel: 'silent' }));
+  // Every other limit stays at its default; this file registers more accounts from one address than a person would.
+  relay = await startRelay(
+    defaultRelayConfig({
+      port: 0,
+      dataDir: join(tmp.dir, 'relay'),
+      logLevel: 'silent',
+      rateLimits: { register: { burst: 200, perSecond: 10 } },
+    }),
+  );
 });
 afterAll(async () => {
   await Promise.allSettled(open.map((c) => c.close()));
@@ -623,6 +631,28 @@ describe('group security', () => {
     const newAlice = SenderKeyMessage.deserialize(new Uint8Array(await innerFor(aliceUploads.at(-1)!, bob))).distributionId();
     expect(newAlice).not.toBe(oldAlice);
     expect(carolMessages).toEqual([]);
+  });
+
+  it('a member device that lost the sender key asks for the message again: it arrives over 1:1, later ones under the re-sent key', async () => {
+    const alice = await register('gs_alice');
+    const bob = await register('gs_bob');
+    for (const c of [alice, bob]) await c.connect();
+    const created = nextEvent(bob, 'groupUpdate');
+    const info = await alice.createGroup('Resend', ['gs_bob']);
+    await created;
+    await groupSend(alice, info.id, 'one', [bob]);
+    // Bob's device loses the sender keys it held (say, restored from an old backup).
+    const bi = internals(bob);
+    await bi.crypto.run(async () => void bi.db.prepare('DELETE FROM sender_keys').run([]));
+    const bobMessages = collect(bob, 'message');
+    const failed = nextEvent(bob, 'error', (e) => SdkError.is(e, 'GROUP_DECRYPT_FAILED'));
+    await groupSend(alice, info.id, 'two', [bob]);
+    await failed;
+    await groupSend(alice, info.id, 'three', [bob]);
+    expect(bobMessages.map(([m]) => [m.body, m.group?.id])).toEqual([
+      ['two', info.id],
+      ['three', info.id],
+    ]);
   });
 
   it('bad input gets a stable code and changes nothing', async () => {
