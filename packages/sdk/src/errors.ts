@@ -38,6 +38,8 @@ export const SdkErrorCodes = [
   'INVALID_TITLE',
   /** A group message arrived that no sender key we hold opens (reported as an `error` event). */
   'GROUP_DECRYPT_FAILED',
+  /** Another admin's change was accepted while this one was being made; nothing was changed or sent. */
+  'GROUP_CHANGED',
 ] as const;
 export type SdkErrorCode = (typeof SdkErrorCodes)[number];
 

@@ -571,7 +571,15 @@ export class Groups {
     const signature = this.h.identityKeyPair.privateKey.sign(ab(groupSignatureInput(stateBytes)));
     const update: GroupUpdate = { stateBytes, state: next, signer: this.h.me.account as AccountId, signature };
     const removed = old ? removedFrom(old, next) : [];
-    await this.h.crypto.run(async () => this.h.db.transaction(() => this.saveState(update, removed.length > 0))());
+    await this.h.crypto.run(async () =>
+      this.h.db.transaction(() => {
+        // An update from another admin may have been accepted since `old` was read.
+        const now = this.row(groupIdToHex(next.id));
+        if ((now?.revision ?? 0) !== (old?.revision ?? 0))
+          throw new SdkError('GROUP_CHANGED', 'the group changed meanwhile; try again');
+        this.saveState(update, removed.length > 0);
+      })(),
+    );
 
     const me = this.h.me.account;
     const id = groupIdToHex(next.id);
