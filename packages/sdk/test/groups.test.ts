@@ -167,7 +167,13 @@ describe('groups', () => {
     const transcript = nextEvent(a2, 'sent', (s) => s.group?.id === info.id && s.body === 'first');
     const gotB = nextEvent(bob, 'message', groupMessage(info.id, 'first'));
     const gotC = nextEvent(carol, 'message', groupMessage(info.id, 'first'));
-    const { timestamp } = await a1.sendGroup(info.id.slice(0, 8), 'first');
+    // Alice knows neither profile key yet: no multi-recipient upload; each member gets the sealed
+    // message over her authenticated route (her sender key went out with the group's creation).
+    let timestamp = 0;
+    const firstSends = await watchSends(a1, async () => ({ timestamp } = await a1.sendGroup(info.id.slice(0, 8), 'first')));
+    expect(firstSends.map((x) => [x.path, x.status, x.authenticated]).sort()).toEqual(
+      [bob, carol].map((c) => [`/v1/messages/${c.identity.accountId}`, 200, true]).sort(),
+    );
     const [[mb], [mc]] = await Promise.all([gotB, gotC]);
     await transcript;
     for (const m of [mb, mc]) {
