@@ -65,7 +65,7 @@ import type {
   QueuedEnvelope,
   Store,
 } from '../../ports.js';
-import { Batcher, DELETE_GROUP, ENQUEUE_GROUP } from '../../batching.js';
+import { Batcher, DELETE_GROUP } from '../../batching.js';
 import { plainBytes } from '../../bytes.js';
 
 /** Numbered migrations; version N is `MIGRATIONS[N - 1]`. Never edit a shipped one. */
@@ -377,8 +377,12 @@ class QueueTails {
   }
 }
 
-/** Most send groups committed and waiting for their flush at once (64 sends each). */
-const ENQUEUE_IN_FLIGHT = 1024;
+/**
+ * Group caps for sends on SQLite. Larger than the shared ENQUEUE_GROUP: a
+ * group is what arrived during one flush, so with a slow disk it must be big
+ * for the throughput to hold; 1,024 sends still commit in a few milliseconds.
+ */
+const SQLITE_ENQUEUE_GROUP = { maxItems: 1024, maxWeight: 4096 } as const;
 
 /** How often the checkpoint worker copies the WAL into the database file. */
 const CHECKPOINT_INTERVAL_MS = 100;
@@ -479,11 +483,10 @@ export class SqliteStore implements Store {
   readonly #touches = new Map<string, { account: AccountId; device: DeviceId; now: number }>();
   #touchTimer: NodeJS.Timeout | null = null;
   readonly #enqueues = new Batcher<EnqueueBatch, EnqueueResult>({
-    ...ENQUEUE_GROUP,
-    // Pipelining: groups commit as they form (a commit is synchronous and cheap) and wait together for the
-    // next fdatasync. No small cap here: when the disk is slow, every group waiting for the same flush is
-    // what keeps the throughput up (the flush covers all of them).
-    concurrency: ENQUEUE_IN_FLIGHT,
+    // One group at a time: it commits, then waits for its flush while the next group gathers everything that
+    // arrives meanwhile. A send can only be answered after a flush that started after its commit, so
+    // committing it earlier would not answer it sooner; one commit per flush keeps the WAL writes few.
+    ...SQLITE_ENQUEUE_GROUP,
     weight: (b) => b.envelopes.length,
     run: (batches) => this.enqueueMany(batches),
   });
