@@ -90,8 +90,14 @@ describe('parley group: create, send, add, remove, leave', () => {
         type: 'group-update',
         group: groupId,
         title: TITLE,
+        by: 'alice',
         byAccount: account.alice,
       });
+      // Names are confirmed with the relay before the first event, so it shows usernames, not account ids.
+      expect(
+        (updates(got)[0] as { members: Array<{ username: string | null }> }).members.map((m) => m.username).sort(),
+        user,
+      ).toEqual(['alice', 'bob', 'carol']);
       const theirs = await info(user, groupId.slice(0, 8));
       expect(theirs).toMatchObject({ id: groupId, title: TITLE, admin: false, active: true });
       expect(usernames(theirs)).toEqual(['alice', 'bob', 'carol']);

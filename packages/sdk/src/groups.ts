@@ -633,7 +633,7 @@ export class Groups {
         return () => undefined;
       }
       case 'groupUpdate':
-        return this.prepareUpdate(c.update, source);
+        return this.prepareUpdate(c.update, source, claim);
       case 'syncSentGroup': {
         if (source.account !== this.h.me.account) return () => undefined;
         return () => {
@@ -673,6 +673,7 @@ export class Groups {
   private async prepareUpdate(
     update: GroupUpdate,
     source: { account: string; device: number },
+    claim: string | null,
   ): Promise<() => (() => void) | undefined> {
     const me = this.h.me.account;
     const id = groupIdToHex(update.state.id);
@@ -691,13 +692,13 @@ export class Groups {
     }
     const removed = local ? removedFrom(local.state, update.state) : [];
     const added = addedTo(local?.state ?? null, update.state);
+    // Names first, so the event (often the first this device hears of these people) shows them, not account ids.
+    const by = await this.h.verifyClaim(claim, source.account);
+    await this.learnUsernames(update.state).catch(() => undefined);
     return () => {
       this.saveState(update, removed.length > 0);
       const info = this.info(this.row(id) as GroupRow);
-      return () => {
-        this.h.emitUpdate({ group: info, by: from, byAccount: source.account, added, removed });
-        this.h.spawn(() => this.learnUsernames(update.state));
-      };
+      return () => this.h.emitUpdate({ group: info, by, byAccount: source.account, added, removed });
     };
   }
 
@@ -770,7 +771,7 @@ export class Groups {
     } catch {
       return this.commitDrop(env);
     }
-    if (content.kind === 'groupUpdate') return this.receiveUpdate(env, opened, content.update);
+    if (content.kind === 'groupUpdate') return this.receiveUpdate(env, opened, content.update, claim);
     if (content.kind !== 'data' || !content.message.group) return this.commitDrop(env);
     const message = content.message;
     const gid = groupIdToHex(message.group!.id);
@@ -852,6 +853,7 @@ export class Groups {
     env: Envelope,
     opened: { sender: { account: string; device: number }; groupId: Uint8Array | null },
     update: GroupUpdate,
+    claim: string | null,
   ): Promise<RequestResult> {
     const { sender } = opened;
     if (opened.groupId && groupIdToHex(opened.groupId) !== groupIdToHex(update.state.id)) {
@@ -864,7 +866,7 @@ export class Groups {
       return this.commitDrop(env, () => this.h.emitAlert(alert));
     }
     if (this.h.seenTriple(sender.account, sender.device, env.clientTimestamp)) return this.commitDrop(env);
-    const apply = await this.prepareUpdate(update, sender);
+    const apply = await this.prepareUpdate(update, sender, claim);
     const after = this.h.stores.commit(() => {
       this.h.markSeen(env, true);
       return apply();
