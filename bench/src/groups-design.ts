@@ -14,7 +14,7 @@
  *
  * Every member's client work is measured on one core of this machine; "total"
  * columns are the sum over members (they would run in parallel on their own
- * devices). Prints a table and writes groups-design.{json,md} to
+ * devices). Prints a table and writes groups-design.{json,md,svg} to
  * bench/results/ (or BENCH_OUT). GROUPS_SIZES=10,100 picks the sizes.
  *
  *   npm run build && node bench/dist/groups-design.js
@@ -39,6 +39,7 @@ import { encodeMlsMessage, type MLSMessage } from 'ts-mls/message.js';
 import { processMessage, processPrivateMessage } from 'ts-mls/processMessages.js';
 import { emptyPskIndex } from 'ts-mls/pskIndex.js';
 import { MemoryMember, pairUp, senderCertificate } from './groups-member.js';
+import { lineChart } from './svg.js';
 
 /** Plaintext of every group message: 1 KiB of text in a Content, padded like Parley pads (1,120 bytes). */
 const PLAINTEXT = new Uint8Array(padPlaintext(new Uint8Array(1024 + 8).fill(0x61)));
@@ -427,6 +428,32 @@ export function designMarkdown(d: GroupsDesign): string {
   return md;
 }
 
+/**
+ * Bytes moved by one removal against group size (x = log10 of members): the
+ * Sender Keys rekey by one sender and by every remaining member, the MLS
+ * remove Commit delivered to N-1 members as measured (blank tree) and as
+ * estimated for a full tree (docs/GROUPS.md: ceil(log2 N) x 115 B + 400 B).
+ */
+export function designChart(d: GroupsDesign): string {
+  const x = (n: number) => Math.log10(n);
+  const kib = (b: number) => b / 1024;
+  return lineChart({
+    title: 'Bytes moved by one removal (KiB, log scale)',
+    xLabel: 'members: 1 = 10, 2 = 100, 3 = 1,000 (log10)',
+    yLabel: 'KiB',
+    logY: true,
+    series: [
+      { name: 'Sender Keys, one sender rekeys', points: d.senderKeys.map((r) => [x(r.members), kib(r.rekey.bytes)]) },
+      { name: 'Sender Keys, every member rekeys', points: d.senderKeys.map((r) => [x(r.members), kib(r.rekey.bytes * (r.members - 1))]) },
+      { name: 'MLS Commit to N-1, blank tree', points: d.mls.map((r) => [x(r.members), kib(r.remove.commitBytes * (r.members - 1))]) },
+      {
+        name: 'MLS Commit to N-1, full tree (est.)',
+        points: d.mls.map((r) => [x(r.members), kib((Math.ceil(Math.log2(r.members)) * 115 + 400) * (r.members - 1))]),
+      },
+    ],
+  });
+}
+
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const sizes = (process.env.GROUPS_SIZES ?? '10,100,1000').split(',').map(Number);
   const outDir = process.env.BENCH_OUT ?? fileURLToPath(new URL('../results/', import.meta.url));
@@ -437,4 +464,5 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   console.log(`\n${md}`);
   writeFileSync(`${outDir}/groups-design.json`, `${JSON.stringify({ at: new Date().toISOString(), ...d }, null, 2)}\n`);
   writeFileSync(`${outDir}/groups-design.md`, md);
+  writeFileSync(`${outDir}/groups-design.svg`, designChart(d));
 }
