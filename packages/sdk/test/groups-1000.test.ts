@@ -135,4 +135,4 @@ it('one message to a 1,000-member group is decrypted exactly once by every membe
   expect(members.map((m) => m.envelopes)).toEqual(before);
   for (const m of members) expect(m.groupMessages).toHaveLength(1);
   expect(bobGot).toHaveLength(1);
-});
+}, 120_000);
