@@ -6,12 +6,14 @@
  * - `{ cmd: 'setup', url, count, prefix, sender }`: register `count` light
  *   members, open their sockets, introduce each to `sender`; answers
  *   `{ kind: 'ready', usernames }`.
- * - `{ cmd: 'exclude', index }`: stop counting member `index` in the minimums
- *   (it was removed from the group); its own counts are still reported.
+ * - `{ cmd: 'exclude', index }`: count member `index`'s group messages apart
+ *   from now on (it was removed from the group).
  * - `{ cmd: 'close' }`: close every socket; answers `{ kind: 'closed' }`.
  *
- * Every 5 ms it posts `{ kind: 'progress', minMessages, minUpdates,
- * excludedMessages, errors }` when something changed.
+ * Every 5 ms it posts `{ kind: 'progress', messages, updates,
+ * excludedMessages, errors }` when something changed: group messages
+ * decrypted and group updates received, summed over the members (the
+ * excluded one's messages apart).
  */
 import { parentPort } from 'node:worker_threads';
 import type { AccountId } from '@parley/wire';
@@ -31,20 +33,17 @@ let last = '';
 
 setInterval(() => {
   if (members.length === 0) return;
-  let minMessages = Infinity;
-  let minUpdates = Infinity;
+  let messages = 0;
+  let updates = 0;
   let errors = 0;
   let excludedMessages = 0;
   members.forEach((m, i) => {
     errors += m.errors.length;
-    if (excluded.has(i)) {
-      excludedMessages += m.groupMessages.length;
-      return;
-    }
-    minMessages = Math.min(minMessages, m.groupMessages.length);
-    minUpdates = Math.min(minUpdates, m.groupUpdates);
+    updates += m.groupUpdates;
+    if (excluded.has(i)) excludedMessages += m.groupMessages.length;
+    else messages += m.groupMessages.length;
   });
-  const msg = { kind: 'progress', minMessages, minUpdates, excludedMessages, errors };
+  const msg = { kind: 'progress', messages, updates, excludedMessages, errors };
   const key = JSON.stringify(msg);
   if (key !== last) {
     last = key;

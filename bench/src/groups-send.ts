@@ -14,12 +14,13 @@
  * delivered" is when the last of them has decrypted it.
  *
  * Steps, as the SDK does them (docs/PROTOCOL.md, "Groups"): create the
- * group (the sender's SKDM to every member over 1:1, then the signed state
- * as one Sender Key message in one multi-recipient upload); two messages (one
- * upload each); removal of one member, which is the rekey (new distribution
- * id, a fresh SKDM to every remaining member over 1:1, the signed state as
- * one group message, and a 1:1 copy to the removed member); one message
- * after it.
+ * group with all members but one (the sender's SKDM to every member over
+ * 1:1, then the signed state as one Sender Key message in one multi-recipient
+ * upload); one message; add the last member (its SKDM over 1:1, the state as
+ * one group message); two messages to the full group (one upload each);
+ * removal of one member, which is the rekey (new distribution id, a fresh
+ * SKDM to every remaining member over 1:1, the signed state as one group
+ * message, and a 1:1 copy to the removed member); one message after it.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -124,8 +125,8 @@ function until(cond: () => boolean, timeoutMs: number, what: string): Promise<vo
 
 interface Progress {
   kind: 'progress';
-  minMessages: number;
-  minUpdates: number;
+  messages: number;
+  updates: number;
   excludedMessages: number;
   errors: number;
 }
@@ -134,7 +135,7 @@ type FromWorker = Progress | { kind: 'ready'; usernames: string[] } | { kind: 'c
 /** The light members, in a worker thread; `progress` is their latest counts. */
 function membersWorker() {
   const worker = new Worker(fileURLToPath(new URL('./groups-members-worker.js', import.meta.url)));
-  let progress: Progress = { kind: 'progress', minMessages: 0, minUpdates: 0, excludedMessages: 0, errors: 0 };
+  let progress: Progress = { kind: 'progress', messages: 0, updates: 0, excludedMessages: 0, errors: 0 };
   const waiters: Array<(m: FromWorker) => void> = [];
   let failure: Error | null = null;
   worker.on('message', (m: FromWorker) => {
@@ -201,7 +202,9 @@ export async function measureGroupSend(members: number, log = console.log): Prom
     const setupSeconds = (performance.now() - t0) / 1000;
 
     const steps: GroupStep[] = [];
-    const measure = async (step: string, recipients: number, done: (p: Progress) => boolean, fn: () => Promise<unknown>) => {
+    /** Runs `fn`; done when the members' summed count of `what` has grown by `recipients`. */
+    const measure = async (step: string, recipients: number, what: 'messages' | 'updates', fn: () => Promise<unknown>) => {
+      const target = light.progress[what] + recipients;
       const up = proxy.counts.up;
       const down = proxy.counts.down;
       const start = performance.now();
@@ -209,7 +212,7 @@ export async function measureGroupSend(members: number, log = console.log): Prom
       const senderMs = performance.now() - start;
       const bytesUp = proxy.counts.up - up;
       const bytesDown = proxy.counts.down - down;
-      await until(() => done(light.progress), 120_000, step);
+      await until(() => light.progress[what] >= target, 120_000, step);
       const row = { step, recipients, senderMs, bytesUp, bytesDown, allDeliveredMs: performance.now() - start };
       steps.push(row);
       log(
@@ -218,21 +221,26 @@ export async function measureGroupSend(members: number, log = console.log): Prom
       );
     };
 
+    // The group starts with all light members but the last, who joins later; then the one before it is removed.
     const n = usernames.length;
+    const joiner = usernames[n - 1] as string;
+    const leaver = usernames[n - 2] as string;
     let group = '';
-    await measure('create group (SKDMs 1:1, then the signed state as one group message)', n, (p) => p.minUpdates >= 1, async () => {
-      group = (await s.createGroup('bench', usernames)).id;
+    await measure(`create group of ${members - 1} (SKDMs 1:1, signed state as one group message)`, n - 1, 'updates', async () => {
+      group = (await s.createGroup('bench', usernames.slice(0, -1))).id;
     });
-    await measure('one message (one multi-recipient upload)', n, (p) => p.minMessages >= 1, () => s.sendGroup(group, 'x'.repeat(1024)));
-    await measure('another message', n, (p) => p.minMessages >= 2, () => s.sendGroup(group, 'y'.repeat(1024)));
-    await measure('remove one member (rekey: new SKDMs 1:1, signed state as one group message)', n, (p) => p.minUpdates >= 2, () =>
-      s.removeGroupMember(group, usernames[n - 1] as string),
+    await measure('one message', n - 1, 'messages', () => s.sendGroup(group, 'v'.repeat(1024)));
+    await measure(`add one member (SKDM to it 1:1, signed state as one group message)`, n, 'updates', () => s.addGroupMember(group, joiner));
+    await measure(`one message to ${members} members (one multi-recipient upload)`, n, 'messages', () => s.sendGroup(group, 'x'.repeat(1024)));
+    await measure('another message', n, 'messages', () => s.sendGroup(group, 'y'.repeat(1024)));
+    await measure('remove one member (rekey: new SKDMs 1:1, signed state as one group message)', n, 'updates', () =>
+      s.removeGroupMember(group, leaver),
     );
-    light.exclude(n - 1);
-    // The removed member decrypted the two messages before its removal; wait until the worker counts it apart.
-    await until(() => light.progress.excludedMessages >= 2, 5_000, 'exclusion');
+    light.exclude(n - 2);
+    // The removed member decrypted three messages before its removal; wait until the worker counts it apart.
+    await until(() => light.progress.excludedMessages >= 3, 5_000, 'exclusion');
     const removedBefore = light.progress.excludedMessages;
-    await measure('one message after the removal', n - 1, (p) => p.minMessages >= 3, () => s.sendGroup(group, 'z'.repeat(1024)));
+    await measure('one message after the removal', n - 1, 'messages', () => s.sendGroup(group, 'z'.repeat(1024)));
     await new Promise((r) => setTimeout(r, 50));
     const p = light.progress;
     if (p.errors > 0) throw new Error(`light members failed to handle ${p.errors} envelopes`);
