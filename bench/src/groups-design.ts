@@ -108,8 +108,7 @@ export async function senderKeys(n: number): Promise<SenderKeysRow> {
   let dist = randomUUID();
   let skdm = await S.SenderKeyDistributionMessage.create(sender.address, dist, sender.senderKeyStore);
   const skdmBytes = skdm.serialize().length;
-  for (const m of others)
-    await receiveSkdm(m, sender.address, await sealTo(sender, m.address, cert, skdmPlaintext(skdm)), root);
+  for (const m of others) await receiveSkdm(m, sender.address, await sealTo(sender, m.address, cert, skdmPlaintext(skdm)), root);
 
   // One group message.
   let t0 = performance.now();
@@ -221,7 +220,13 @@ const te = new TextEncoder();
 const mlsBytes = (m: MLSMessage) => encodeMlsMessage(m).length;
 
 async function keyPackage(name: string, impl: CiphersuiteImpl) {
-  return generateKeyPackage({ credentialType: 'basic', identity: te.encode(name) }, defaultCapabilities(), defaultLifetime, [], impl);
+  return generateKeyPackage(
+    { credentialType: 'basic', identity: te.encode(name) },
+    defaultCapabilities(),
+    defaultLifetime,
+    [],
+    impl,
+  );
 }
 
 async function processCommit(state: ClientState, commit: MLSMessage, impl: CiphersuiteImpl): Promise<ClientState> {
@@ -252,7 +257,10 @@ export async function mls(n: number): Promise<MlsRow> {
   let creator = await createGroup(te.encode('parley-bench'), kp0.publicPackage, kp0.privatePackage, [], impl);
   const created = await createCommit(
     { state: creator, cipherSuite: impl },
-    { extraProposals: kps.slice(1).map((k) => ({ proposalType: 'add', add: { keyPackage: k.publicPackage } })), ratchetTreeExtension: true },
+    {
+      extraProposals: kps.slice(1).map((k) => ({ proposalType: 'add', add: { keyPackage: k.publicPackage } })),
+      ratchetTreeExtension: true,
+    },
   );
   const createMs = ms(t0);
   creator = created.newState;
@@ -262,7 +270,8 @@ export async function mls(n: number): Promise<MlsRow> {
   const sampleIdx = [...new Set([1, Math.floor(n / 2), n - 1])].filter((i) => i > 0 && i < n);
   t0 = performance.now();
   let samples: ClientState[] = [];
-  for (const i of sampleIdx) samples.push(await joinGroup(created.welcome, kps[i]!.publicPackage, kps[i]!.privatePackage, emptyPskIndex, impl));
+  for (const i of sampleIdx)
+    samples.push(await joinGroup(created.welcome, kps[i]!.publicPackage, kps[i]!.privatePackage, emptyPskIndex, impl));
   const joinMsEach = ms(t0) / sampleIdx.length;
 
   // Add one member to the n-member group.
@@ -286,7 +295,10 @@ export async function mls(n: number): Promise<MlsRow> {
 
   // Remove it again (leaf index n: the first free leaf after the bulk add).
   t0 = performance.now();
-  const removed = await createCommit({ state: creator, cipherSuite: impl }, { extraProposals: [{ proposalType: 'remove', remove: { removed: n } }] });
+  const removed = await createCommit(
+    { state: creator, cipherSuite: impl },
+    { extraProposals: [{ proposalType: 'remove', remove: { removed: n } }] },
+  );
   const removeMs = ms(t0);
   creator = removed.newState;
   t0 = performance.now();
@@ -303,7 +315,8 @@ export async function mls(n: number): Promise<MlsRow> {
   t0 = performance.now();
   const got = await processPrivateMessage(samples[0]!, app.privateMessage, emptyPskIndex, impl);
   const decryptMs = ms(t0);
-  if (got.kind !== 'applicationMessage' || got.message.length !== PLAINTEXT.length) throw new Error('MLS message did not decrypt');
+  if (got.kind !== 'applicationMessage' || got.message.length !== PLAINTEXT.length)
+    throw new Error('MLS message did not decrypt');
 
   return {
     members: n,
@@ -392,39 +405,132 @@ export function designMarkdown(d: GroupsDesign): string {
   const sv = d.server;
   let md = `Machine: ${d.machine}. One ${f(d.plaintextBytes)}-byte padded plaintext per message (1 KiB of text). Client times are one member's work on one core; "all members" is the sum.\n\n`;
   md += '### Sender Keys (libsignal 0.103.0, sealed sender, one device per member)\n\n' + head;
-  md += row('SKDM size', sk.map((r) => kb(r.skdmBytes)));
-  md += row('message: groupEncrypt', sk.map((r) => t(r.message.groupEncryptMs)));
-  md += row('message: multi-recipient seal (sender)', sk.map((r) => t(r.message.multiRecipientEncryptMs)));
-  md += row('message: upload bytes', sk.map((r) => kb(r.message.uploadBytes)));
-  md += row('message: upload bytes per recipient', sk.map((r) => kb(r.message.uploadBytesPerRecipient)));
-  md += row('message: bytes delivered to each device', sk.map((r) => kb(r.message.deliveredBytesPerRecipient)));
-  md += row('message: relay split (parse + cut all)', sk.map((r) => t(r.message.relaySplitMs)));
-  md += row('message: receive each (unseal, check cert, groupDecrypt)', sk.map((r) => t(r.message.receiveMsEach)));
-  md += row('remove: rekey by one sender (new SKDM to N-2)', sk.map((r) => t(r.rekey.senderMs)));
-  md += row('remove: rekey bytes by one sender', sk.map((r) => kb(r.rekey.bytes)));
-  md += row('remove: rekey bytes if all N-1 remaining members send', sk.map((r) => kb(r.rekey.bytes * (r.members - 1))));
-  md += row('remove: receive one SKDM (each member, per sender)', sk.map((r) => t(r.rekey.receiveMsEach)));
-  md += row('join: each existing member (PQXDH + SKDM)', sk.map((r) => t(r.join.sessionSetupsMsEachMember)));
-  md += row('join: new member opens N SKDMs', sk.map((r) => t(r.join.newMemberMs)));
-  md += row('join: bytes to the new member', sk.map((r) => kb(r.join.skdmToNewMemberBytes)));
+  md += row(
+    'SKDM size',
+    sk.map((r) => kb(r.skdmBytes)),
+  );
+  md += row(
+    'message: groupEncrypt',
+    sk.map((r) => t(r.message.groupEncryptMs)),
+  );
+  md += row(
+    'message: multi-recipient seal (sender)',
+    sk.map((r) => t(r.message.multiRecipientEncryptMs)),
+  );
+  md += row(
+    'message: upload bytes',
+    sk.map((r) => kb(r.message.uploadBytes)),
+  );
+  md += row(
+    'message: upload bytes per recipient',
+    sk.map((r) => kb(r.message.uploadBytesPerRecipient)),
+  );
+  md += row(
+    'message: bytes delivered to each device',
+    sk.map((r) => kb(r.message.deliveredBytesPerRecipient)),
+  );
+  md += row(
+    'message: relay split (parse + cut all)',
+    sk.map((r) => t(r.message.relaySplitMs)),
+  );
+  md += row(
+    'message: receive each (unseal, check cert, groupDecrypt)',
+    sk.map((r) => t(r.message.receiveMsEach)),
+  );
+  md += row(
+    'remove: rekey by one sender (new SKDM to N-2)',
+    sk.map((r) => t(r.rekey.senderMs)),
+  );
+  md += row(
+    'remove: rekey bytes by one sender',
+    sk.map((r) => kb(r.rekey.bytes)),
+  );
+  md += row(
+    'remove: rekey bytes if all N-1 remaining members send',
+    sk.map((r) => kb(r.rekey.bytes * (r.members - 1))),
+  );
+  md += row(
+    'remove: receive one SKDM (each member, per sender)',
+    sk.map((r) => t(r.rekey.receiveMsEach)),
+  );
+  md += row(
+    'join: each existing member (PQXDH + SKDM)',
+    sk.map((r) => t(r.join.sessionSetupsMsEachMember)),
+  );
+  md += row(
+    'join: new member opens N SKDMs',
+    sk.map((r) => t(r.join.newMemberMs)),
+  );
+  md += row(
+    'join: bytes to the new member',
+    sk.map((r) => kb(r.join.skdmToNewMemberBytes)),
+  );
   md += '\n### MLS (ts-mls 1.6.4, RFC 9420, MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519)\n\n' + head;
-  md += row('key package', ml.map((r) => `${kb(r.keyPackageBytes)}, ${t(r.keyPackageMs)}`));
-  md += row('create with N-1 adds: commit', ml.map((r) => `${kb(r.create.commitBytes)}, ${t(r.create.commitMs)}`));
-  md += row('create: Welcome (with ratchet tree)', ml.map((r) => kb(r.create.welcomeBytes)));
-  md += row('create: each member joins', ml.map((r) => t(r.create.joinMsEach)));
-  md += row('add one: commit', ml.map((r) => `${kb(r.add.commitBytes)}, ${t(r.add.commitMs)}`));
-  md += row('add one: Welcome (with ratchet tree)', ml.map((r) => kb(r.add.welcomeBytes)));
-  md += row('add one: each member processes commit', ml.map((r) => t(r.add.memberProcessMsEach)));
-  md += row('add one: new member joins', ml.map((r) => t(r.add.newMemberJoinMs)));
-  md += row('remove one: commit (blank tree)', ml.map((r) => `${kb(r.remove.commitBytes)}, ${t(r.remove.commitMs)}`));
-  md += row('remove one: each member processes', ml.map((r) => t(r.remove.memberProcessMsEach)));
-  md += row('remove one: all members', ml.map((r) => t(r.remove.membersTotalMs)));
-  md += row('message: bytes (one copy for everyone)', ml.map((r) => kb(r.message.bytes)));
-  md += row('message: encrypt / decrypt', ml.map((r) => `${t(r.message.encryptMs)} / ${t(r.message.decryptMs)}`));
+  md += row(
+    'key package',
+    ml.map((r) => `${kb(r.keyPackageBytes)}, ${t(r.keyPackageMs)}`),
+  );
+  md += row(
+    'create with N-1 adds: commit',
+    ml.map((r) => `${kb(r.create.commitBytes)}, ${t(r.create.commitMs)}`),
+  );
+  md += row(
+    'create: Welcome (with ratchet tree)',
+    ml.map((r) => kb(r.create.welcomeBytes)),
+  );
+  md += row(
+    'create: each member joins',
+    ml.map((r) => t(r.create.joinMsEach)),
+  );
+  md += row(
+    'add one: commit',
+    ml.map((r) => `${kb(r.add.commitBytes)}, ${t(r.add.commitMs)}`),
+  );
+  md += row(
+    'add one: Welcome (with ratchet tree)',
+    ml.map((r) => kb(r.add.welcomeBytes)),
+  );
+  md += row(
+    'add one: each member processes commit',
+    ml.map((r) => t(r.add.memberProcessMsEach)),
+  );
+  md += row(
+    'add one: new member joins',
+    ml.map((r) => t(r.add.newMemberJoinMs)),
+  );
+  md += row(
+    'remove one: commit (blank tree)',
+    ml.map((r) => `${kb(r.remove.commitBytes)}, ${t(r.remove.commitMs)}`),
+  );
+  md += row(
+    'remove one: each member processes',
+    ml.map((r) => t(r.remove.memberProcessMsEach)),
+  );
+  md += row(
+    'remove one: all members',
+    ml.map((r) => t(r.remove.membersTotalMs)),
+  );
+  md += row(
+    'message: bytes (one copy for everyone)',
+    ml.map((r) => kb(r.message.bytes)),
+  );
+  md += row(
+    'message: encrypt / decrypt',
+    ml.map((r) => `${t(r.message.encryptMs)} / ${t(r.message.decryptMs)}`),
+  );
   md += '\n### Server re-encryption (estimate: server decrypts once, AES-256-GCM per member)\n\n' + head;
-  md += row('server CPU per message (N × one encryption)', sv.map((r) => `${t(r.serverMsPerMessage)} (${f(r.wrapMicros, 1)} µs × ${f(r.members)})`));
-  md += row('upload bytes', sv.map((r) => kb(r.uploadBytes)));
-  md += row('server egress per message', sv.map((r) => `${kb(r.serverEgressBytesPerMessage)} (${f(r.uploadBytes)} B × ${f(r.members - 1)})`));
+  md += row(
+    'server CPU per message (N × one encryption)',
+    sv.map((r) => `${t(r.serverMsPerMessage)} (${f(r.wrapMicros, 1)} µs × ${f(r.members)})`),
+  );
+  md += row(
+    'upload bytes',
+    sv.map((r) => kb(r.uploadBytes)),
+  );
+  md += row(
+    'server egress per message',
+    sv.map((r) => `${kb(r.serverEgressBytesPerMessage)} (${f(r.uploadBytes)} B × ${f(r.members - 1)})`),
+  );
   return md;
 }
 
@@ -444,8 +550,14 @@ export function designChart(d: GroupsDesign): string {
     logY: true,
     series: [
       { name: 'Sender Keys, one sender rekeys', points: d.senderKeys.map((r) => [x(r.members), kib(r.rekey.bytes)]) },
-      { name: 'Sender Keys, every member rekeys', points: d.senderKeys.map((r) => [x(r.members), kib(r.rekey.bytes * (r.members - 1))]) },
-      { name: 'MLS Commit to N-1, blank tree', points: d.mls.map((r) => [x(r.members), kib(r.remove.commitBytes * (r.members - 1))]) },
+      {
+        name: 'Sender Keys, every member rekeys',
+        points: d.senderKeys.map((r) => [x(r.members), kib(r.rekey.bytes * (r.members - 1))]),
+      },
+      {
+        name: 'MLS Commit to N-1, blank tree',
+        points: d.mls.map((r) => [x(r.members), kib(r.remove.commitBytes * (r.members - 1))]),
+      },
       {
         name: 'MLS Commit to N-1, full tree (est.)',
         points: d.mls.map((r) => [x(r.members), kib((Math.ceil(Math.log2(r.members)) * 115 + 400) * (r.members - 1))]),

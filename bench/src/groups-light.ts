@@ -86,8 +86,16 @@ export class LightMember {
           password,
           registrationId: member.registrationId,
           identityKey: member.identity.publicKey.serialize(),
-          signedPreKey: { keyId: 1, publicKey: bundle.signedPreKeyPublic().serialize(), signature: bundle.signedPreKeySignature() },
-          kyberLastResortKey: { keyId: 1, publicKey: bundle.kyberPreKeyPublic().serialize(), signature: bundle.kyberPreKeySignature() },
+          signedPreKey: {
+            keyId: 1,
+            publicKey: bundle.signedPreKeyPublic().serialize(),
+            signature: bundle.signedPreKeySignature(),
+          },
+          kyberLastResortKey: {
+            keyId: 1,
+            publicKey: bundle.kyberPreKeyPublic().serialize(),
+            signature: bundle.kyberPreKeySignature(),
+          },
           inviteCode: null,
         }),
       ),
@@ -151,7 +159,8 @@ export class LightMember {
         encodeSendRequestJson({
           messages: [
             {
-              type: ct.type() === (S.CiphertextMessageType.PreKey as number) ? EnvelopeType.PreKeyMessage : EnvelopeType.Ciphertext,
+              type:
+                ct.type() === (S.CiphertextMessageType.PreKey as number) ? EnvelopeType.PreKeyMessage : EnvelopeType.Ciphertext,
               destinationDevice: d.deviceId,
               destinationRegistrationId: d.registrationId,
               content: ct.serialize(),

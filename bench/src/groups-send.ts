@@ -230,8 +230,12 @@ export async function measureGroupSend(members: number, log = console.log): Prom
       group = (await s.createGroup('bench', usernames.slice(0, -1))).id;
     });
     await measure('one message', n - 1, 'messages', () => s.sendGroup(group, 'v'.repeat(1024)));
-    await measure(`add one member (SKDM to it 1:1, signed state as one group message)`, n, 'updates', () => s.addGroupMember(group, joiner));
-    await measure(`one message to ${members} members (one multi-recipient upload)`, n, 'messages', () => s.sendGroup(group, 'x'.repeat(1024)));
+    await measure(`add one member (SKDM to it 1:1, signed state as one group message)`, n, 'updates', () =>
+      s.addGroupMember(group, joiner),
+    );
+    await measure(`one message to ${members} members (one multi-recipient upload)`, n, 'messages', () =>
+      s.sendGroup(group, 'x'.repeat(1024)),
+    );
     await measure('another message', n, 'messages', () => s.sendGroup(group, 'y'.repeat(1024)));
     await measure('remove one member (rekey: new SKDMs 1:1, signed state as one group message)', n, 'updates', () =>
       s.removeGroupMember(group, leaver),
@@ -258,7 +262,8 @@ export async function measureGroupSend(members: number, log = console.log): Prom
 export function groupSendMarkdown(r: GroupSendResult, machine: string): string {
   const kib = (b: number) => (b / 1024).toFixed(1);
   let md = `Group of ${r.members} members on Parley (embedded relay in its own process, sender = ParleyClient, ${r.members - 1} light members decrypting for real); 1 KiB messages; machine: ${machine}. Setup (registration, sockets, first 1:1 messages): ${r.setupSeconds.toFixed(1)} s.\n\n`;
-  md += '| step | recipients | sender time ms | sender bytes up KiB | sender bytes down KiB | all recipients handled ms |\n|---|---:|---:|---:|---:|---:|\n';
+  md +=
+    '| step | recipients | sender time ms | sender bytes up KiB | sender bytes down KiB | all recipients handled ms |\n|---|---:|---:|---:|---:|---:|\n';
   for (const s of r.steps)
     md += `| ${s.step} | ${s.recipients} | ${s.senderMs.toFixed(0)} | ${kib(s.bytesUp)} | ${kib(s.bytesDown)} | ${s.allDeliveredMs.toFixed(0)} |\n`;
   md += `\nThe removed member decrypted ${r.removedMemberGotAfter} messages sent after its removal.\n`;

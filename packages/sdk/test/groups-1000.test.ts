@@ -78,8 +78,18 @@ beforeAll(async () => {
     }),
   );
   baseUrl = `http://127.0.0.1:${relay.port}`;
-  sender = await ParleyClient.register({ profileDir: join(tmp.dir, 's'), serverUrl: baseUrl, username: `s_${tag}`, passphrase: null });
-  bob = await ParleyClient.register({ profileDir: join(tmp.dir, 'b'), serverUrl: baseUrl, username: `b_${tag}`, passphrase: null });
+  sender = await ParleyClient.register({
+    profileDir: join(tmp.dir, 's'),
+    serverUrl: baseUrl,
+    username: `s_${tag}`,
+    passphrase: null,
+  });
+  bob = await ParleyClient.register({
+    profileDir: join(tmp.dir, 'b'),
+    serverUrl: baseUrl,
+    username: `b_${tag}`,
+    passphrase: null,
+  });
   let introduced = 0;
   sender.on('message', () => void introduced++);
   await sender.connect();
@@ -115,7 +125,11 @@ it('one message to a 1,000-member group is decrypted exactly once by every membe
 
   const text = `to all ${tag}`;
   const { timestamp } = await sender.sendGroup(group.id, text);
-  await until('every member to decrypt the message', () => bobGot.length >= 1 && members.every((m) => m.groupMessages.length >= 1), 60_000);
+  await until(
+    'every member to decrypt the message',
+    () => bobGot.length >= 1 && members.every((m) => m.groupMessages.length >= 1),
+    60_000,
+  );
   await Promise.all(members.map((m) => m.idle()));
 
   // Every light member: one group message, the right one, from the sender, and nothing failed.
@@ -124,7 +138,12 @@ it('one message to a 1,000-member group is decrypted exactly once by every membe
     expect(m.groupMessages).toEqual([{ from: sender.identity.accountId, groupId: group.id, timestamp, body: text }]);
   }
   expect(bobGot).toHaveLength(1);
-  expect(bobGot[0]).toMatchObject({ fromAccount: sender.identity.accountId, body: text, timestamp, group: { id: group.id, title: 'thousand' } });
+  expect(bobGot[0]).toMatchObject({
+    fromAccount: sender.identity.accountId,
+    body: text,
+    timestamp,
+    group: { id: group.id, title: 'thousand' },
+  });
 
   // Reconnect everyone: every copy was acknowledged, so nothing is redelivered and nobody decrypts twice.
   const before = members.map((m) => m.envelopes);
