@@ -570,7 +570,7 @@ export class SqliteStore implements Store {
       takeCode: p('DELETE FROM provisioning_codes WHERE code_hash = ? RETURNING account_id, expires_at'),
       purgeCodes: p('DELETE FROM provisioning_codes WHERE expires_at <= ?'),
       ping: p('SELECT 1 AS x'),
-      dataVersion: p('PRAGMA data_version'),
+      dataVersion: db.prepare('PRAGMA data_version', { pluck: true }),
     };
     this.#dataVersion = this.#readDataVersion();
   }
@@ -589,7 +589,9 @@ export class SqliteStore implements Store {
   }
 
   #readDataVersion(): number {
-    return numOf(this.#s.dataVersion.get() as Row, 'data_version');
+    const v = this.#s.dataVersion.get();
+    if (typeof v !== 'number') throw new TypeError('data_version is not a number');
+    return v;
   }
 
   /**
