@@ -26,6 +26,8 @@ import { fileURLToPath } from 'node:url';
 import * as S from '@signalapp/libsignal-client';
 import SealedSenderMultiRecipientMessage from '@signalapp/libsignal-client/dist/SealedSenderMultiRecipientMessage.js';
 import { padPlaintext } from '@parley/wire';
+// ts-mls by subpath: its index also loads the noble crypto provider, which needs @noble/hashes (not a
+// dependency of ts-mls 1.6.4); the default provider used here does not.
 import { type ClientState, createGroup, joinGroup } from 'ts-mls/clientState.js';
 import { createCommit } from 'ts-mls/createCommit.js';
 import { createApplicationMessage } from 'ts-mls/createMessage.js';
