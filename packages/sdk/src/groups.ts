@@ -1089,8 +1089,15 @@ export class Groups {
       // Distributing may have found devices we had no session with (a 409 on the 1:1 send); list them too.
       for (const [a] of devices) devices.set(a, await this.h.ensureSessions(a));
 
-      const sealedTo = [...devices.keys()].filter((a) => contactAccessKey(this.h.db, a) !== null);
-      const identifiedTo = [...devices.keys()].filter((a) => !sealedTo.includes(a));
+      // Each member's access key, read once: members with one go in the multi-recipient upload, the rest identified.
+      const accessKeys = new Map<string, Uint8Array>();
+      const identifiedTo: string[] = [];
+      for (const a of devices.keys()) {
+        const k = contactAccessKey(this.h.db, a);
+        if (k) accessKeys.set(a, k);
+        else identifiedTo.push(a);
+      }
+      const sealedTo = [...accessKeys.keys()];
       const built = await this.h
         .atomically(async () => {
           const ct = await groupEncrypt(this.h.localAddress, distributionId, this.h.stores.senderKey, padded);
@@ -1116,8 +1123,7 @@ export class Groups {
       let fallback = identifiedTo;
       if (built.multi) {
         const key = new Uint8Array(16);
-        for (const a of sealedTo) {
-          const k = contactAccessKey(this.h.db, a) as Uint8Array;
+        for (const k of accessKeys.values()) {
           for (let i = 0; i < key.length; i++) key[i] = (key[i] as number) ^ (k[i] as number);
         }
         const reply = await this.h.anonRequest(
