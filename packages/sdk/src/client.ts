@@ -4,7 +4,8 @@
  *
  * Concurrency: every libsignal operation and every commit runs on `crypto`
  * (one at a time), so the stores' pending set belongs to one operation only.
- * Relay pushes are handled on `inbox`, in arrival order.
+ * Relay pushes are handled by `receiver` (receive-queue.ts), in arrival order,
+ * with received messages committed in groups.
  */
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -90,6 +91,8 @@ import {
   seal,
   storeContactProfileKey,
 } from './sealed.js';
+import { DeliveryReceipts } from './receipts.js';
+import { ReceiveQueue } from './receive-queue.js';
 import { Serial } from './serial.js';
 import { IdentityStatus, Stores, ab } from './stores.js';
 import { checkSafetyNumber, safetyNumber } from './trust.js';
@@ -202,7 +205,17 @@ export class ParleyClient {
   private readonly http: HttpTransport;
   private socket: RelaySocket | null = null;
   private readonly crypto = new Serial();
-  private readonly inbox = new Serial();
+  /** Relay pushes: decrypted one at a time, committed in groups (receive-queue.ts). */
+  private readonly receiver = new ReceiveQueue({
+    handle: (req) => this.onRelayRequest(req),
+    staged: () => this.stores.stagedCount,
+    flush: () => this.crypto.run(async () => void (this.stores.stagedCount > 0 && this.stores.commit())),
+  });
+  /** Delivery receipts, many timestamps per sealed receipt (receipts.ts). */
+  private readonly receipts = new DeliveryReceipts(
+    (account, timestamps) => this.sendContent(account, { kind: 'receipt', type: 'delivery', timestamps }, this.nextTimestamp(), { log: false, urgent: false, sealed: true }),
+    (task) => this.spawn(task),
+  );
   private readonly listeners = new Map<keyof ParleyEvents, Set<(...args: never[]) => void>>();
   private readonly background = new Set<Promise<unknown>>();
   private lastTimestamp = 0;
@@ -224,6 +237,7 @@ export class ParleyClient {
     this.stores = new Stores(this.db, { identityKeyPair, registrationId: account.registrationId }, (accountId) =>
       this.emit('identityChanged', { username: this.usernameFor(accountId), accountId }),
     );
+    this.stores.onFlush = (ok) => this.receiver.onFlush(ok);
     this.keys = new KeyManager(this.db, this.stores, identityKeyPair);
     this.http = new HttpTransport(account.serverUrl, { accountId: account.accountId, deviceId: account.deviceId, password: account.password });
     this.localAddress = ProtocolAddress.new(account.accountId, account.deviceId);
@@ -353,7 +367,7 @@ export class ParleyClient {
       this.socket = new RelaySocket({
         serverUrl: this.identity.serverUrl,
         creds: { accountId: this.identity.accountId, deviceId: this.identity.deviceId, password: this.password() },
-        onRequest: (req) => this.inbox.run(() => this.onRelayRequest(req)),
+        onRequest: (req) => this.receiver.push(req),
         onState: (state) => {
           this.emit('connection', state);
           if (state === 'open') this.spawn(() => this.maintenance());
@@ -368,7 +382,7 @@ export class ParleyClient {
     this.closed = true;
     await this.socket?.close();
     await Promise.allSettled([...this.background]);
-    await this.inbox.idle();
+    await this.receiver.idle();
     await this.crypto.idle();
     this.profile.close();
   }
@@ -625,6 +639,8 @@ export class ParleyClient {
 
   /** Makes sure every known device of `account` has a usable session; returns the device list. */
   private async ensureSessions(account: string): Promise<number[]> {
+    // Sessions made by received messages still staged (receive-queue.ts) must be in the table read below.
+    if (this.stores.stagedCount > 0) await this.crypto.run(async () => void (this.stores.stagedCount > 0 && this.stores.commit()));
     const known = this.knownDevices(account);
     const { all } = known;
     let { fresh } = known;
@@ -1161,11 +1177,20 @@ export class ParleyClient {
     return { status: 404 };
   }
 
+  // Seen checks also see envelopes staged for the next group commit (stageSeen).
   private seenGuid(guid: Uint8Array): boolean {
-    return this.db.prepare('SELECT 1 FROM seen_envelopes WHERE server_guid = ?').get([ab(guid)]) !== undefined;
+    return this.stores.read(`seen:g:${hex(guid)}`, () => this.db.prepare('SELECT 1 FROM seen_envelopes WHERE server_guid = ?').get([ab(guid)]) !== undefined);
   }
   private seenTriple(account: string, device: number, ts: number): boolean {
-    return this.db.prepare('SELECT 1 FROM seen_envelopes WHERE account = ? AND device = ? AND client_ts = ?').get([account, device, ts]) !== undefined;
+    return this.stores.read(
+      `seen:t:${account}:${device}:${ts}`,
+      () => this.db.prepare('SELECT 1 FROM seen_envelopes WHERE account = ? AND device = ? AND client_ts = ?').get([account, device, ts]) !== undefined,
+    );
+  }
+  /** markSeen(env, true) as a store write, so it is staged with the rest of the envelope's work. */
+  private stageSeen(env: Envelope, source: { account: string; device: number }): void {
+    this.stores.write(`seen:g:${hex(env.serverGuid)}`, true, () => this.markSeen(env, true));
+    this.stores.write(`seen:t:${source.account}:${source.device}:${env.clientTimestamp}`, true, () => undefined);
   }
   /** Marks an envelope processed; with `triple`, also its (sender, device, timestamp) so a resent copy is dropped. */
   private markSeen(env: Envelope, triple: boolean): void {
@@ -1182,7 +1207,9 @@ export class ParleyClient {
 
   /**
    * One pushed envelope: decrypt, commit ratchet state + result in one
-   * transaction, then ack (status 200), then emit (`after`).
+   * transaction, then ack (status 200), then emit (`after`). Messages are
+   * staged and committed in groups (receive-queue.ts): the ack and the event
+   * wait for the commit that contains the message.
    */
   private async handleEnvelope(bytes: Uint8Array): Promise<RequestResult> {
     let env: Envelope;
@@ -1320,10 +1347,10 @@ export class ParleyClient {
     }
     const from = c.kind === 'data' || c.kind === 'receipt' || c.kind === 'typing' ? await this.verifyClaim(decoded.senderUsername, source.account) : null;
     const id = hex(env.serverGuid);
+    // Set by `write` when it runs, which for staged kinds is the group commit (receive-queue.ts).
     let after: (() => void) | undefined;
 
-    this.stores.commit(() => {
-      this.markSeen(env, true);
+    const write = () => {
       switch (c.kind) {
         case 'data': {
           this.db
@@ -1343,13 +1370,7 @@ export class ParleyClient {
           };
           after = () => {
             this.emit('message', m);
-            this.spawn(() =>
-              this.sendContent(source.account, { kind: 'receipt', type: 'delivery', timestamps: [m.timestamp] }, this.nextTimestamp(), {
-                log: false,
-                urgent: false,
-                sealed: true,
-              }),
-            );
+            this.receipts.add(source.account, m.timestamp);
           };
           break;
         }
@@ -1409,8 +1430,18 @@ export class ParleyClient {
         case 'null':
           break;
       }
-    });
-    return { status: 200, ...(after ? { after } : {}) };
+    };
+    if (c.kind === 'data' || c.kind === 'receipt' || c.kind === 'typing' || c.kind === 'null') {
+      // Written by the next group commit, with the envelopes decrypted after it; acked after that commit.
+      this.stageSeen(env, source);
+      this.stores.stage(write);
+    } else {
+      this.stores.commit(() => {
+        this.markSeen(env, true);
+        write();
+      });
+    }
+    return { status: 200, after: () => after?.() };
   }
 
   // ---------------------------------------------------------------- decryption errors

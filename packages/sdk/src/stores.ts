@@ -7,6 +7,14 @@
  * message of a decrypt, say). So a decrypt's ratchet advance and the message
  * it produced are durable together or not at all. `rollback()` forgets them.
  * Callers serialize all libsignal operations, so one pending set suffices.
+ *
+ * A second layer lets the receive pipeline commit many messages in one
+ * transaction: `stage()` moves a finished operation's writes (and the SQL it
+ * would have run in `commit`) to a staged set, which reads also see. The next
+ * `commit()` writes staged and current together; `rollback()` drops only the
+ * current operation, so a failed decrypt never loses another message's staged
+ * state. Staged work is not durable until that commit; `onFlush` tells the
+ * receive pipeline when it was written (ok) or lost with a failed commit.
  */
 import {
   Direction,
@@ -57,6 +65,8 @@ export function ab(u: Uint8Array): Uint8Array<ArrayBuffer> {
 function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   return Buffer.compare(a, b) === 0;
 }
+const CACHE_LIMIT = 4096;
+
 function toBytes(v: unknown): Uint8Array<ArrayBuffer> {
   if (!(v instanceof Uint8Array)) throw new TypeError('expected a blob');
   return ab(v);
@@ -65,6 +75,19 @@ function toBytes(v: unknown): Uint8Array<ArrayBuffer> {
 export class Stores {
   private readonly pending = new Map<string, Pending>();
   private pendingEvents: Array<() => void> = [];
+  private readonly staged = new Map<string, Pending>();
+  private stagedExtras: Array<() => void> = [];
+  private stagedEvents: Array<() => void> = [];
+  private stagedOps = 0;
+  /** Called after every commit that wrote staged work (true) or lost it (false). */
+  onFlush: ((ok: boolean) => void) | null = null;
+  /**
+   * Committed values of the rows read on every message (sessions, identities),
+   * so a burst does not load and parse them again each time. Only this class
+   * writes those tables and the profile lock keeps other processes out, so the
+   * cache cannot go stale.
+   */
+  private readonly cache = new Map<string, unknown>();
 
   readonly session: SqlSessionStore;
   readonly identity: SqlIdentityStore;
@@ -89,8 +112,18 @@ export class Stores {
 
   /** @internal */
   read<T>(key: string, load: () => T): T {
-    const p = this.pending.get(key);
+    const p = this.pending.get(key) ?? this.staged.get(key);
     return p ? (p.value as T) : load();
+  }
+  /** @internal Like `read`, and keeps the committed value in memory (see `cache`). */
+  readCached<T>(key: string, load: () => T): T {
+    const p = this.pending.get(key) ?? this.staged.get(key);
+    if (p) return p.value as T;
+    if (this.cache.has(key)) return this.cache.get(key) as T;
+    const v = load();
+    if (this.cache.size >= CACHE_LIMIT) this.cache.clear();
+    this.cache.set(key, v);
+    return v;
   }
   /** @internal */
   write(key: string, value: unknown, apply: () => void): void {
@@ -100,7 +133,8 @@ export class Stores {
   }
   /** @internal */
   pendingKeys(prefix: string): Array<[string, unknown]> {
-    return [...this.pending.entries()].filter(([k]) => k.startsWith(prefix)).map(([k, p]) => [k, p.value]);
+    const all = new Map([...this.staged, ...this.pending]);
+    return [...all.entries()].filter(([k]) => k.startsWith(prefix)).map(([k, p]) => [k, p.value]);
   }
   /** @internal Runs after a successful commit. */
   afterCommit(fn: () => void): void {
@@ -111,33 +145,74 @@ export class Stores {
     return this.pending.size > 0;
   }
 
+  /** How many staged operations wait for the next commit. */
+  get stagedCount(): number {
+    return this.stagedOps;
+  }
+
   /**
-   * Writes every pending store change, then `extra` (if any), in one
-   * transaction. If anything throws, nothing is written and the pending set is
-   * dropped. Deferred events run only after the transaction committed.
+   * Ends the current operation without writing it yet: its store writes and
+   * `extra` (SQL for the same transaction) run in the next `commit()`, after
+   * those staged before it. Reads see the staged writes meanwhile.
+   */
+  stage(extra?: () => void): void {
+    for (const [k, w] of this.pending) {
+      this.staged.delete(k);
+      this.staged.set(k, w);
+    }
+    if (extra) this.stagedExtras.push(extra);
+    this.stagedEvents.push(...this.pendingEvents);
+    this.stagedOps++;
+    this.pending.clear();
+    this.pendingEvents = [];
+  }
+
+  /**
+   * Writes every staged operation, then `extra` (if any) and every pending
+   * store change, in one transaction. If anything throws, nothing is written
+   * and both the pending and the staged sets are dropped. Deferred events run
+   * only after the transaction committed.
    */
   commit<T>(extra?: () => T): T | undefined {
     let result: T | undefined;
+    const flushed = this.stagedOps > 0;
     try {
       this.db.transaction(() => {
+        for (const e of this.stagedExtras) e();
         result = extra?.();
         // `extra` may itself queue store writes; they land in this transaction too.
+        // A key written again by the current operation is applied once, with its newest value.
+        for (const [k, w] of this.staged) if (!this.pending.has(k)) w.apply();
         for (const w of this.pending.values()) w.apply();
       })();
     } catch (err) {
+      this.clearStaged();
       this.rollback();
+      if (flushed) this.onFlush?.(false);
       throw err;
     }
-    const events = this.pendingEvents;
+    for (const m of [this.staged, this.pending])
+      for (const [k, w] of m) if (this.cache.has(k)) this.cache.set(k, w.value);
+    const events = [...this.stagedEvents, ...this.pendingEvents];
+    this.clearStaged();
     this.pending.clear();
     this.pendingEvents = [];
+    if (flushed) this.onFlush?.(true);
     for (const e of events) e();
     return result;
   }
 
+  /** Forgets the current operation's writes; staged operations are kept. */
   rollback(): void {
     this.pending.clear();
     this.pendingEvents = [];
+  }
+
+  private clearStaged(): void {
+    this.staged.clear();
+    this.stagedExtras = [];
+    this.stagedEvents = [];
+    this.stagedOps = 0;
   }
 }
 
@@ -147,24 +222,26 @@ export class SqlSessionStore extends SessionStore {
   constructor(private readonly s: Stores) {
     super();
   }
-  private load(account: string, device: number): Uint8Array | null {
-    return this.s.read(`s:${account}:${device}`, () => {
+  // Records are kept as objects (never mutated once stored) and serialized only
+  // when written, so a burst from one device parses and serializes its session once.
+  private load(account: string, device: number): SessionRecord | null {
+    return this.s.readCached(`s:${account}:${device}`, () => {
       const row = this.s.db.prepare('SELECT record FROM sessions WHERE account = ? AND device = ?').get([account, device]);
-      return row ? toBytes(row.record) : null;
+      return row ? SessionRecord.deserialize(toBytes(row.record)) : null;
     });
   }
-  private put(account: string, device: number, bytes: Uint8Array<ArrayBuffer> | null): void {
-    this.s.write(`s:${account}:${device}`, bytes, () => {
-      if (bytes === null) this.s.db.prepare('DELETE FROM sessions WHERE account = ? AND device = ?').run([account, device]);
+  private put(account: string, device: number, record: SessionRecord | null): void {
+    this.s.write(`s:${account}:${device}`, record, () => {
+      if (record === null) this.s.db.prepare('DELETE FROM sessions WHERE account = ? AND device = ?').run([account, device]);
       else
         this.s.db
           .prepare('INSERT INTO sessions (account, device, record) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET record = excluded.record')
-          .run([account, device, bytes]);
+          .run([account, device, record.serialize()]);
     });
   }
 
   override async saveSession(address: ProtocolAddress, record: SessionRecord): Promise<void> {
-    this.put(address.name(), address.deviceId(), record.serialize());
+    this.put(address.name(), address.deviceId(), record);
   }
   override async getSession(address: ProtocolAddress): Promise<SessionRecord | null> {
     return this.getSync(address.name(), address.deviceId());
@@ -177,19 +254,20 @@ export class SqlSessionStore extends SessionStore {
     });
   }
 
+  /** The stored record; callers must not mutate it (copy it first, as `archive` does). */
   getSync(account: string, device: number): SessionRecord | null {
-    const b = this.load(account, device);
-    return b ? SessionRecord.deserialize(ab(b)) : null;
+    return this.load(account, device);
   }
   delete(account: string, device: number): void {
     this.put(account, device, null);
   }
   /** Keeps the record but moves its current state to the archive, so the next send starts a new session. */
   archive(account: string, device: number): void {
-    const r = this.getSync(account, device);
-    if (!r) return;
+    const stored = this.getSync(account, device);
+    if (!stored) return;
+    const r = SessionRecord.deserialize(stored.serialize());
     r.archiveCurrentState();
-    this.put(account, device, r.serialize());
+    this.put(account, device, r);
   }
   /** Devices of `account` with a session usable for sending. */
   activeDevices(account: string): number[] {
@@ -227,7 +305,7 @@ export class SqlIdentityStore extends IdentityKeyStore {
   }
 
   row(account: string): IdentityRow | null {
-    return this.s.read(`i:${account}`, () => {
+    return this.s.readCached(`i:${account}`, () => {
       const r = this.s.db.prepare('SELECT key, status FROM identities WHERE account = ?').get([account]);
       return r ? { key: toBytes(r.key), status: Number(r.status) as IdentityStatus } : null;
     });
