@@ -209,13 +209,17 @@ export class ParleyClient {
   private readonly receiver = new ReceiveQueue({
     handle: (req) => this.onRelayRequest(req),
     staged: () => this.stores.stagedCount,
+    onIdle: () => this.receipts.kick(),
+    onError: (err) => this.emit('error', err instanceof Error ? err : new Error('envelope processing failed')),
     flush: () => this.crypto.run(async () => void (this.stores.stagedCount > 0 && this.stores.commit())),
   });
   /** Delivery receipts, many timestamps per sealed receipt (receipts.ts). */
-  private readonly receipts = new DeliveryReceipts(
-    (account, timestamps) => this.sendContent(account, { kind: 'receipt', type: 'delivery', timestamps }, this.nextTimestamp(), { log: false, urgent: false, sealed: true }),
-    (task) => this.spawn(task),
-  );
+  private readonly receipts = new DeliveryReceipts({
+    send: (account, timestamps) =>
+      this.sendContent(account, { kind: 'receipt', type: 'delivery', timestamps }, this.nextTimestamp(), { log: false, urgent: false, sealed: true }),
+    run: (task) => this.spawn(task),
+    busy: () => this.receiver.busy,
+  });
   private readonly listeners = new Map<keyof ParleyEvents, Set<(...args: never[]) => void>>();
   private readonly background = new Set<Promise<unknown>>();
   private lastTimestamp = 0;
@@ -381,8 +385,9 @@ export class ParleyClient {
     if (this.closed) return;
     this.closed = true;
     await this.socket?.close();
-    await Promise.allSettled([...this.background]);
     await this.receiver.idle();
+    this.receipts.kick(); // delivery receipts still waiting for more timestamps leave now
+    await Promise.allSettled([...this.background]);
     await this.crypto.idle();
     this.profile.close();
   }
@@ -640,7 +645,7 @@ export class ParleyClient {
   /** Makes sure every known device of `account` has a usable session; returns the device list. */
   private async ensureSessions(account: string): Promise<number[]> {
     // Sessions made by received messages still staged (receive-queue.ts) must be in the table read below.
-    if (this.stores.stagedCount > 0) await this.crypto.run(async () => void (this.stores.stagedCount > 0 && this.stores.commit()));
+    if (this.stores.session.stagedNew(account)) await this.crypto.run(async () => void (this.stores.stagedCount > 0 && this.stores.commit()));
     const known = this.knownDevices(account);
     const { all } = known;
     let { fresh } = known;

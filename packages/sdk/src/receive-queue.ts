@@ -29,6 +29,10 @@ export interface ReceiveQueueDeps {
   staged: () => number;
   /** Writes every staged operation in one transaction (runs on the crypto queue); throws if it failed. */
   flush: () => Promise<void>;
+  /** Called when the queue has run out of work (everything handled and written). */
+  onIdle?: () => void;
+  /** A flush failed: its messages were not acked and come back on the next connection. */
+  onError?: (err: unknown) => void;
   maxBatch?: number;
 }
 
@@ -81,6 +85,11 @@ export class ReceiveQueue {
     this.release(ok);
   }
 
+  /** True while pushes wait or staged work is not written yet. */
+  get busy(): boolean {
+    return this.waiting > 0 || this.deps.staged() > 0;
+  }
+
   /** Resolves when every queued push has been handled and its batch written. */
   async idle(): Promise<void> {
     await this.serial.idle();
@@ -99,11 +108,13 @@ export class ReceiveQueue {
   private async flushNow(): Promise<void> {
     try {
       await this.deps.flush();
-    } catch {
+    } catch (err) {
       // The stores reported the loss (held answers became 500); the relay redelivers.
+      this.deps.onError?.(err);
     }
     // A flush that found nothing staged (someone else's commit wrote it) leaves nothing held either.
     if (this.deps.staged() === 0) this.release(false);
+    if (!this.busy) this.deps.onIdle?.();
   }
 
   private release(ok: boolean): void {

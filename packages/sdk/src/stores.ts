@@ -136,6 +136,11 @@ export class Stores {
     const all = new Map([...this.staged, ...this.pending]);
     return [...all.entries()].filter(([k]) => k.startsWith(prefix)).map(([k, p]) => [k, p.value]);
   }
+  /** @internal True when a staged write under `prefix` creates a row the database may not have yet. */
+  stagesNewRow(prefix: string): boolean {
+    for (const [k, w] of this.staged) if (k.startsWith(prefix) && w.value !== null && (this.cache.get(k) ?? null) === null) return true;
+    return false;
+  }
   /** @internal Runs after a successful commit. */
   afterCommit(fn: () => void): void {
     this.pendingEvents.push(fn);
@@ -268,6 +273,10 @@ export class SqlSessionStore extends SessionStore {
     const r = SessionRecord.deserialize(stored.serialize());
     r.archiveCurrentState();
     this.put(account, device, r);
+  }
+  /** True when a received message created a session with `account` that is staged, not yet in the table. */
+  stagedNew(account: string): boolean {
+    return this.s.stagesNewRow(`s:${account}:`);
   }
   /** Devices of `account` with a session usable for sending. */
   activeDevices(account: string): number[] {
