@@ -11,7 +11,7 @@
  */
 import { Limits } from '@parley/wire';
 
-export type SendReceipt = (account: string, timestamps: number[]) => Promise<void>;
+export type SendReceipt = (account: string, timestamps: number[]) => Promise<unknown>;
 
 export interface DeliveryReceiptsDeps {
   /** Sends one receipt. A failure is reported once through `run`; those timestamps are not retried. */
