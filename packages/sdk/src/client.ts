@@ -1182,14 +1182,30 @@ export class ParleyClient {
     return { status: 404 };
   }
 
+  /** For identified envelopes, `seenGuid` also learns whether the sender triple was seen, for `seenTriple` after the decrypt. */
+  private tripleHint: { key: string; seen: boolean } | null = null;
+
   // Seen checks also see envelopes staged for the next group commit (stageSeen).
-  private seenGuid(guid: Uint8Array): boolean {
-    return this.stores.read(`seen:g:${hex(guid)}`, () => this.db.prepare('SELECT 1 FROM seen_envelopes WHERE server_guid = ?').get([ab(guid)]) !== undefined);
+  private seenGuid(env: Envelope): boolean {
+    const guid = ab(env.serverGuid);
+    this.tripleHint = null;
+    return this.stores.read(`seen:g:${hex(guid)}`, () => {
+      const s = env.source;
+      if (!s) return this.db.prepare('SELECT 1 FROM seen_envelopes WHERE server_guid = ?').get([guid]) !== undefined;
+      // One statement for both checks: is this envelope, or another with the same (sender, device, timestamp), processed?
+      const rows = this.db
+        .prepare('SELECT server_guid = ? AS same FROM seen_envelopes WHERE server_guid = ? OR (account = ? AND device = ? AND client_ts = ?)')
+        .all([guid, guid, s.account, s.device, env.clientTimestamp]);
+      this.tripleHint = { key: `seen:t:${s.account}:${s.device}:${env.clientTimestamp}`, seen: rows.length > 0 };
+      return rows.some((r) => Number(r.same) === 1);
+    });
   }
   private seenTriple(account: string, device: number, ts: number): boolean {
-    return this.stores.read(
-      `seen:t:${account}:${device}:${ts}`,
-      () => this.db.prepare('SELECT 1 FROM seen_envelopes WHERE account = ? AND device = ? AND client_ts = ?').get([account, device, ts]) !== undefined,
+    const key = `seen:t:${account}:${device}:${ts}`;
+    const hint = this.tripleHint;
+    this.tripleHint = null;
+    return this.stores.read(key, () =>
+      hint?.key === key ? hint.seen : this.db.prepare('SELECT 1 FROM seen_envelopes WHERE account = ? AND device = ? AND client_ts = ?').get([account, device, ts]) !== undefined,
     );
   }
   /** markSeen(env, true) as a store write, so it is staged with the rest of the envelope's work. */
@@ -1224,7 +1240,7 @@ export class ParleyClient {
       return { status: 200 }; // can never be processed; ack so it does not block the queue
     }
     if (env.destination.account !== this.identity.accountId || env.destination.device !== this.identity.deviceId) return { status: 200 };
-    if (this.seenGuid(env.serverGuid)) return { status: 200 };
+    if (this.seenGuid(env)) return { status: 200 };
     const source = env.source;
     if (!source) {
       if (env.type === EnvelopeType.UnidentifiedSender) return this.crypto.run(async () => this.openSealedAndCommit(env));
@@ -1362,7 +1378,10 @@ export class ParleyClient {
             .prepare("INSERT OR IGNORE INTO messages (id, account, device, direction, timestamp, server_timestamp, body, status, username) VALUES (?, ?, ?, 'in', ?, ?, ?, 'received', ?)")
             .run([id, source.account, source.device, c.message.timestamp, env.serverTimestamp, c.message.body, from]);
           const attachments = storeReceived(this.db, id, c.message.attachments ?? []);
-          if (c.message.profileKey && source.account !== this.identity.accountId) storeContactProfileKey(this.db, source.account, c.message.profileKey);
+          // Every message carries the sender's profile key; a group commit writes each sender's once.
+          const profileKey = c.message.profileKey && source.account !== this.identity.accountId ? c.message.profileKey : null;
+          if (profileKey && this.stores.oncePerCommit(`pk:${source.account}:${hex(profileKey)}`))
+            storeContactProfileKey(this.db, source.account, profileKey);
           const m: IncomingMessage = {
             id,
             from,

@@ -136,6 +136,13 @@ export class Stores {
     const all = new Map([...this.staged, ...this.pending]);
     return [...all.entries()].filter(([k]) => k.startsWith(prefix)).map(([k, p]) => [k, p.value]);
   }
+  /** @internal True the first time `key` is passed during one commit (for writing a row once per transaction). */
+  oncePerCommit(key: string): boolean {
+    if (this.commitOnce.has(key)) return false;
+    this.commitOnce.add(key);
+    return true;
+  }
+  private readonly commitOnce = new Set<string>();
   /** @internal True when a staged write under `prefix` creates a row the database may not have yet. */
   stagesNewRow(prefix: string): boolean {
     for (const [k, w] of this.staged) if (k.startsWith(prefix) && w.value !== null && (this.cache.get(k) ?? null) === null) return true;
@@ -181,6 +188,7 @@ export class Stores {
   commit<T>(extra?: () => T): T | undefined {
     let result: T | undefined;
     const flushed = this.stagedOps > 0;
+    this.commitOnce.clear();
     try {
       this.db.transaction(() => {
         for (const e of this.stagedExtras) e();

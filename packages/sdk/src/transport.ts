@@ -295,14 +295,34 @@ export class RelaySocket {
       .onRequest(frame)
       .catch((): RequestResult => ({ status: 500 }))
       .then((r) => {
-        if (ws.readyState === WebSocket.OPEN)
+        if (ws.readyState === WebSocket.OPEN) {
+          this.corkUntilNextTick(ws);
           ws.send(encodeResponse({ id, status: r.status, message: r.status < 300 ? 'OK' : 'Error', headers: {}, body: r.body ?? new Uint8Array(0) }));
+        }
         // The work is committed either way; an unacked envelope comes back and is dropped as a duplicate.
         r.after?.();
       })
       .catch(() => {
         // socket went away while answering: the relay redelivers
       });
+  }
+
+  private corked = false;
+  /**
+   * A group commit releases many acks in one turn; holding the TCP socket
+   * corked until the turn ends writes them with one system call. `_socket`
+   * is ws's own field; without it the acks are simply written one by one.
+   */
+  private corkUntilNextTick(ws: WebSocket): void {
+    if (this.corked) return;
+    const socket = (ws as unknown as { _socket?: { cork?: () => void; uncork?: () => void } })._socket;
+    if (typeof socket?.cork !== 'function' || typeof socket.uncork !== 'function') return;
+    this.corked = true;
+    socket.cork();
+    process.nextTick(() => {
+      this.corked = false;
+      socket.uncork?.();
+    });
   }
 
   request(verb: string, path: string, body?: Body): Promise<Reply> {
