@@ -41,7 +41,11 @@ export interface SdkReceiveResult {
   receiveCpuMicrosPerMessage: number;
 }
 
-export async function measureSdkReceive(server: ServerHandle, count: number, kind: SdkReceiveKind = 'prekey'): Promise<SdkReceiveResult> {
+export async function measureSdkReceive(
+  server: ServerHandle,
+  count: number,
+  kind: SdkReceiveKind = 'prekey',
+): Promise<SdkReceiveResult> {
   const dir = mkdtempSync(join(tmpdir(), 'parley-bench-sdk-'));
   const serverUrl = `http://127.0.0.1:${server.port}`;
   const tag = Date.now().toString(36);
@@ -86,7 +90,14 @@ export async function measureSdkReceive(server: ServerHandle, count: number, kin
       console.log(
         `  SDK (${SDK_RECEIVE_ENVELOPES[kind]}): ${count} messages sent at ${sendPerSecond.toFixed(0)}/s; received (decrypt + commit + ack) at ${receivePerSecond.toFixed(0)}/s, ${receiveCpuMicrosPerMessage.toFixed(0)} µs CPU each`,
       );
-      return { messages: count, kind, envelopes: SDK_RECEIVE_ENVELOPES[kind], sendPerSecond, receivePerSecond, receiveCpuMicrosPerMessage };
+      return {
+        messages: count,
+        kind,
+        envelopes: SDK_RECEIVE_ENVELOPES[kind],
+        sendPerSecond,
+        receivePerSecond,
+        receiveCpuMicrosPerMessage,
+      };
     } finally {
       if (receiver !== bob) await receiver.close();
     }

@@ -24,7 +24,12 @@ beforeAll(async () => {
   // Bursts of hundreds of sends from one device: lift the send buckets (rate limiting is tested elsewhere).
   const lots = { burst: 10_000, perSecond: 10_000 };
   relay = await startRelay(
-    defaultRelayConfig({ port: 0, dataDir: join(tmp.dir, 'relay'), logLevel: 'silent', rateLimits: { send: lots, sealedRecipient: lots, sealedAddress: lots } }),
+    defaultRelayConfig({
+      port: 0,
+      dataDir: join(tmp.dir, 'relay'),
+      logLevel: 'silent',
+      rateLimits: { send: lots, sealedRecipient: lots, sealedAddress: lots },
+    }),
   );
 });
 afterAll(async () => {
@@ -35,11 +40,19 @@ afterAll(async () => {
 async function newClient(name: string): Promise<{ client: ParleyClient; dir: string }> {
   n++;
   const dir = join(tmp.dir, `p${n}`);
-  return { client: await ParleyClient.register({ profileDir: dir, serverUrl: relay.url, username: name, passphrase: null }), dir };
+  return {
+    client: await ParleyClient.register({ profileDir: dir, serverUrl: relay.url, username: name, passphrase: null }),
+    dir,
+  };
 }
 
 /** Sends `count` numbered messages one at a time; returns their bodies and timestamps in order. */
-async function burst(from: ParleyClient, to: string, count: number, tag: string): Promise<{ bodies: string[]; timestamps: number[] }> {
+async function burst(
+  from: ParleyClient,
+  to: string,
+  count: number,
+  tag: string,
+): Promise<{ bodies: string[]; timestamps: number[] }> {
   const bodies: string[] = [];
   const timestamps: number[] = [];
   for (let i = 0; i < count; i++) {
