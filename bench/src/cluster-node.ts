@@ -10,7 +10,7 @@ const open = { burst: 1e9, perSecond: 1e9 };
 const config = relayConfigFromEnv(process.env, {
   port: 0,
   logLevel: 'warn',
-  rateLimits: { register: open, send: open, bundle: open, lookup: open },
+  rateLimits: { register: open, send: open, bundle: open, lookup: open, sealedRecipient: open, sealedAddress: open },
 });
 const relay = await startRelay(config);
 process.stdout.write(`${JSON.stringify({ port: relay.port })}\n`);
