@@ -186,6 +186,12 @@ class Session {
   #pumping = false;
   #pumpAgain = false;
   #backlogFetched = false;
+  /**
+   * The last push stopped because the window was full (the queue may hold
+   * more). Only then can an ack make something new pushable; otherwise new
+   * envelopes arrive with their own wake-up (or the cluster's poll).
+   */
+  #windowFull = false;
   #emptySent = false;
   #disposed = false;
   #stopping = false;
@@ -328,6 +334,7 @@ class Session {
           }
         }
       } while (this.#pumpAgain && !this.#disposed);
+      this.#windowFull = this.#inflight.size >= window;
     } finally {
       // Cleared in the same tick as the last #pumpAgain check, so no wake-up is lost.
       this.#pumping = false;
@@ -368,7 +375,10 @@ class Session {
     } finally {
       // A refused (or failed) ack leaves the envelope queued; it is pushed again on the next connection.
       this.#inflight.delete(id);
-      if (!this.#disposed) this.#pump();
+      if (!this.#disposed) {
+        if (this.#windowFull || this.#pumping) this.#pump();
+        else this.#maybeQueueEmpty();
+      }
     }
   }
 
