@@ -596,14 +596,15 @@ export class SqliteStore implements Store {
 
   /**
    * Drop every in-memory cache when another connection (another process, a
-   * test) wrote to the file. Checked once per microtask drain: everything
-   * that runs before the next check was set off by the same I/O event, so it
-   * cannot depend on a write that happened after that event arrived.
+   * test) wrote to the file. Checked at most once per turn of the event loop
+   * (the flag is cleared by setImmediate): a request that another process
+   * sends after its commit reaches this process through a socket, and is read
+   * in a later turn than any check made before that commit.
    */
   #checkExternalWrites(): void {
     if (this.#externalChecked) return;
     this.#externalChecked = true;
-    queueMicrotask(() => (this.#externalChecked = false));
+    setImmediate(() => (this.#externalChecked = false));
     const v = this.#readDataVersion();
     if (v === this.#dataVersion) return;
     this.#dataVersion = v;
