@@ -218,6 +218,16 @@ class WalSync {
     syncDirectory(dirname(walPath));
   }
 
+  /** Resolves (never rejects) once the flush running or queued now has ended (at once when there is none). */
+  async afterCurrent(): Promise<void> {
+    await (this.#next ?? this.#running)?.catch(() => undefined);
+  }
+
+  /** Resolves (never rejects) once no flush is running or queued. */
+  async whenIdle(): Promise<void> {
+    while (this.#next || this.#running) await this.afterCurrent();
+  }
+
   get failed(): Error | null {
     return this.#failed;
   }
@@ -268,7 +278,7 @@ class WalSync {
 
   /** Wait for running syncs, then close the fd. */
   async close(): Promise<void> {
-    while (this.#next || this.#running) await (this.#next ?? this.#running)?.catch(() => undefined);
+    await this.whenIdle();
     this.#closed = true;
     closeSync(this.#fd);
   }
@@ -492,7 +502,12 @@ export class SqliteStore implements Store {
   });
   readonly #deletes = new Batcher<DeleteRequest, DeleteResult>({
     ...DELETE_GROUP,
-    run: (requests) => this.deleteEnvelopes(requests),
+    // While a flush runs, acks gather into one group that commits when it ends: about one delete
+    // commit per flush cycle instead of one per turn of the event loop (acks are not waiting on disk).
+    run: async (requests) => {
+      await this.#wal?.afterCurrent();
+      return this.deleteEnvelopes(requests);
+    },
   });
 
   constructor(db: Database) {
