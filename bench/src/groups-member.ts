@@ -3,7 +3,8 @@
  * registration id, and every store libsignal needs (sessions, identities,
  * pre-keys, signed, Kyber and sender keys). Only the cryptography is real;
  * nothing is persisted. Used for the Sender Keys rows of the design
- * comparison and for the light members of the Parley group benchmark.
+ * comparison, the light members of the Parley group benchmark and the raw
+ * libsignal figures (libsignal.ts).
  */
 import * as S from '@signalapp/libsignal-client';
 

@@ -9,111 +9,7 @@
  * sender certificate checked, then the ratchet message inside).
  */
 import * as S from '@signalapp/libsignal-client';
-
-class MemoryStores {
-  readonly sessions = new Map<string, S.SessionRecord>();
-  readonly identities = new Map<string, S.PublicKey>();
-  readonly preKeys = new Map<number, S.PreKeyRecord>();
-  readonly signed = new Map<number, S.SignedPreKeyRecord>();
-  readonly kyber = new Map<number, S.KyberPreKeyRecord>();
-  constructor(
-    readonly identity: S.IdentityKeyPair,
-    readonly registrationId: number,
-  ) {}
-
-  get session(): S.SessionStore {
-    const m = this.sessions;
-    return new (class extends S.SessionStore {
-      async saveSession(a: S.ProtocolAddress, r: S.SessionRecord) {
-        m.set(a.toString(), r);
-      }
-      async getSession(a: S.ProtocolAddress) {
-        return m.get(a.toString()) ?? null;
-      }
-      async getExistingSessions(as: S.ProtocolAddress[]) {
-        return as.map((a) => m.get(a.toString())).filter((r): r is S.SessionRecord => r !== undefined);
-      }
-    })();
-  }
-  get identityStore(): S.IdentityKeyStore {
-    const { identity, registrationId, identities } = this;
-    return new (class extends S.IdentityKeyStore {
-      async getIdentityKey() {
-        return identity.privateKey;
-      }
-      async getLocalRegistrationId() {
-        return registrationId;
-      }
-      async saveIdentity(a: S.ProtocolAddress, k: S.PublicKey) {
-        identities.set(a.toString(), k);
-        return S.IdentityChange.NewOrUnchanged;
-      }
-      async isTrustedIdentity() {
-        return true;
-      }
-      async getIdentity(a: S.ProtocolAddress) {
-        return identities.get(a.toString()) ?? null;
-      }
-    })();
-  }
-  get preKeyStore(): S.PreKeyStore {
-    const m = this.preKeys;
-    return new (class extends S.PreKeyStore {
-      async savePreKey(id: number, r: S.PreKeyRecord) {
-        m.set(id, r);
-      }
-      async getPreKey(id: number) {
-        const r = m.get(id);
-        if (!r) throw new Error('no pre-key');
-        return r;
-      }
-      async removePreKey(id: number) {
-        m.delete(id);
-      }
-    })();
-  }
-  get signedStore(): S.SignedPreKeyStore {
-    const m = this.signed;
-    return new (class extends S.SignedPreKeyStore {
-      async saveSignedPreKey(id: number, r: S.SignedPreKeyRecord) {
-        m.set(id, r);
-      }
-      async getSignedPreKey(id: number) {
-        const r = m.get(id);
-        if (!r) throw new Error('no signed pre-key');
-        return r;
-      }
-    })();
-  }
-  get kyberStore(): S.KyberPreKeyStore {
-    const m = this.kyber;
-    return new (class extends S.KyberPreKeyStore {
-      async saveKyberPreKey(id: number, r: S.KyberPreKeyRecord) {
-        m.set(id, r);
-      }
-      async getKyberPreKey(id: number) {
-        const r = m.get(id);
-        if (!r) throw new Error('no kyber pre-key');
-        return r;
-      }
-      async markKyberPreKeyUsed() {}
-    })();
-  }
-
-  bundle(deviceId: number): S.PreKeyBundle {
-    const id = this.identity.privateKey;
-    const ec = S.PrivateKey.generate();
-    const spk = S.PrivateKey.generate();
-    const kem = S.KEMKeyPair.generate();
-    const spkSig = id.sign(spk.getPublicKey().serialize());
-    const kemSig = id.sign(kem.getPublicKey().serialize());
-    this.preKeys.set(1, S.PreKeyRecord.new(1, ec.getPublicKey(), ec));
-    this.signed.set(1, S.SignedPreKeyRecord.new(1, Date.now(), spk.getPublicKey(), spk, spkSig));
-    this.kyber.set(1, S.KyberPreKeyRecord.new(1, Date.now(), kem, kemSig));
-    return S.PreKeyBundle.new(this.registrationId, deviceId, 1, ec.getPublicKey(), 1, spk.getPublicKey(), spkSig,
-      this.identity.publicKey, 1, kem.getPublicKey(), kemSig);
-  }
-}
+import { MemoryMember } from './groups-member.js';
 
 export interface Rate {
   name: string;
@@ -137,18 +33,26 @@ export async function benchLibsignal(quick: boolean): Promise<Rate[]> {
   const setups = Math.max(20, n / 20);
   results.push(
     await rate('PQXDH session setup (sender side)', setups, async () => {
-      const a = new MemoryStores(S.IdentityKeyPair.generate(), 1);
-      const b = new MemoryStores(S.IdentityKeyPair.generate(), 2);
-      await S.processPreKeyBundle(b.bundle(1), bobAddr, aliceAddr, a.session, a.identityStore);
+      const a = new MemoryMember(aliceAddr, S.IdentityKeyPair.generate(), 1);
+      const b = new MemoryMember(bobAddr, S.IdentityKeyPair.generate(), 2);
+      await S.processPreKeyBundle(b.bundle(), bobAddr, aliceAddr, a.session, a.identityStore);
     }),
   );
 
-  const a = new MemoryStores(S.IdentityKeyPair.generate(), 1);
-  const b = new MemoryStores(S.IdentityKeyPair.generate(), 2);
-  await S.processPreKeyBundle(b.bundle(1), bobAddr, aliceAddr, a.session, a.identityStore);
+  const a = new MemoryMember(aliceAddr, S.IdentityKeyPair.generate(), 1);
+  const b = new MemoryMember(bobAddr, S.IdentityKeyPair.generate(), 2);
+  await S.processPreKeyBundle(b.bundle(), bobAddr, aliceAddr, a.session, a.identityStore);
   const first = await S.signalEncrypt(new Uint8Array(1024), bobAddr, aliceAddr, a.session, a.identityStore);
-  await S.signalDecryptPreKey(S.PreKeySignalMessage.deserialize(first.serialize()), aliceAddr, bobAddr, b.session,
-    b.identityStore, b.preKeyStore, b.signedStore, b.kyberStore);
+  await S.signalDecryptPreKey(
+    S.PreKeySignalMessage.deserialize(first.serialize()),
+    aliceAddr,
+    bobAddr,
+    b.session,
+    b.identityStore,
+    b.preKeyStore,
+    b.signedStore,
+    b.kyberStore,
+  );
   // Until Bob answers, Alice keeps sending pre-key messages; one reply moves
   // the session to plain ratchet messages, which is the steady state measured.
   const reply = await S.signalEncrypt(new Uint8Array(16), aliceAddr, bobAddr, b.session, b.identityStore);
@@ -171,10 +75,15 @@ export async function benchLibsignal(quick: boolean): Promise<Rate[]> {
 }
 
 /** Pre-key messages on an established session: the sender has not received anything back yet, so every message carries the PQXDH header. */
-async function preKeyDecrypt(n: number, aliceAddr: S.ProtocolAddress, bobAddr: S.ProtocolAddress, plaintext: Uint8Array<ArrayBuffer>): Promise<Rate> {
-  const a = new MemoryStores(S.IdentityKeyPair.generate(), 1);
-  const b = new MemoryStores(S.IdentityKeyPair.generate(), 2);
-  await S.processPreKeyBundle(b.bundle(1), bobAddr, aliceAddr, a.session, a.identityStore);
+async function preKeyDecrypt(
+  n: number,
+  aliceAddr: S.ProtocolAddress,
+  bobAddr: S.ProtocolAddress,
+  plaintext: Uint8Array<ArrayBuffer>,
+): Promise<Rate> {
+  const a = new MemoryMember(aliceAddr, S.IdentityKeyPair.generate(), 1);
+  const b = new MemoryMember(bobAddr, S.IdentityKeyPair.generate(), 2);
+  await S.processPreKeyBundle(b.bundle(), bobAddr, aliceAddr, a.session, a.identityStore);
   const cts: Uint8Array<ArrayBuffer>[] = [];
   for (let i = 0; i <= n; i++) {
     const ct = await S.signalEncrypt(plaintext, bobAddr, aliceAddr, a.session, a.identityStore);
@@ -182,29 +91,59 @@ async function preKeyDecrypt(n: number, aliceAddr: S.ProtocolAddress, bobAddr: S
     cts.push(ct.serialize());
   }
   const decrypt = (bytes: Uint8Array<ArrayBuffer>) =>
-    S.signalDecryptPreKey(S.PreKeySignalMessage.deserialize(bytes), aliceAddr, bobAddr, b.session, b.identityStore, b.preKeyStore,
-      b.signedStore, b.kyberStore);
+    S.signalDecryptPreKey(
+      S.PreKeySignalMessage.deserialize(bytes),
+      aliceAddr,
+      bobAddr,
+      b.session,
+      b.identityStore,
+      b.preKeyStore,
+      b.signedStore,
+      b.kyberStore,
+    );
   await decrypt(cts[0]!); // establishes the session; not counted
   return rate('decrypt 1 KiB pre-key message, session established', n, (i) => decrypt(cts[i + 1]!));
 }
 
 /** Sealed sender v1 around a ratchet message: open the outer layer, validate the sender certificate, decrypt the inner message. */
-async function sealedDecrypt(n: number, aliceAddr: S.ProtocolAddress, bobAddr: S.ProtocolAddress, plaintext: Uint8Array<ArrayBuffer>): Promise<Rate> {
+async function sealedDecrypt(
+  n: number,
+  aliceAddr: S.ProtocolAddress,
+  bobAddr: S.ProtocolAddress,
+  plaintext: Uint8Array<ArrayBuffer>,
+): Promise<Rate> {
   const aliceId = S.IdentityKeyPair.generate();
-  const a = new MemoryStores(aliceId, 1);
-  const b = new MemoryStores(S.IdentityKeyPair.generate(), 2);
+  const a = new MemoryMember(aliceAddr, aliceId, 1);
+  const b = new MemoryMember(bobAddr, S.IdentityKeyPair.generate(), 2);
   const trustRoot = S.PrivateKey.generate();
   const serverKey = S.PrivateKey.generate();
   const serverCert = S.ServerCertificate.new(1, serverKey.getPublicKey(), trustRoot);
-  const senderCert = S.SenderCertificate.new(aliceAddr.name(), null, 1, aliceId.publicKey, Date.now() + 86_400_000, serverCert, serverKey);
-  await S.processPreKeyBundle(b.bundle(1), bobAddr, aliceAddr, a.session, a.identityStore);
+  const senderCert = S.SenderCertificate.new(
+    aliceAddr.name(),
+    null,
+    1,
+    aliceId.publicKey,
+    Date.now() + 86_400_000,
+    serverCert,
+    serverKey,
+  );
+  await S.processPreKeyBundle(b.bundle(), bobAddr, aliceAddr, a.session, a.identityStore);
   const first = await S.signalEncrypt(new Uint8Array(16), bobAddr, aliceAddr, a.session, a.identityStore);
-  await S.signalDecryptPreKey(S.PreKeySignalMessage.deserialize(first.serialize()), aliceAddr, bobAddr, b.session,
-    b.identityStore, b.preKeyStore, b.signedStore, b.kyberStore);
+  await S.signalDecryptPreKey(
+    S.PreKeySignalMessage.deserialize(first.serialize()),
+    aliceAddr,
+    bobAddr,
+    b.session,
+    b.identityStore,
+    b.preKeyStore,
+    b.signedStore,
+    b.kyberStore,
+  );
   const reply = await S.signalEncrypt(new Uint8Array(16), aliceAddr, bobAddr, b.session, b.identityStore);
   await S.signalDecrypt(S.SignalMessage.deserialize(reply.serialize()), bobAddr, aliceAddr, a.session, a.identityStore);
   const sealed: Uint8Array<ArrayBuffer>[] = [];
-  for (let i = 0; i < n; i++) sealed.push(await S.sealedSenderEncryptMessage(plaintext, bobAddr, senderCert, a.session, a.identityStore));
+  for (let i = 0; i < n; i++)
+    sealed.push(await S.sealedSenderEncryptMessage(plaintext, bobAddr, senderCert, a.session, a.identityStore));
   const root = trustRoot.getPublicKey();
   return rate('decrypt 1 KiB sealed sender (open + certificate check + ratchet decrypt)', n, async (i) => {
     const usmc = await S.sealedSenderDecryptToUsmc(sealed[i]!, b.identityStore);
