@@ -22,7 +22,6 @@
  * SKDM to every remaining member over 1:1, the signed state as one group
  * message, and a 1:1 copy to the removed member); one message after it.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { type Socket, connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -31,6 +30,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { AccountId } from '@parley/wire';
 import { ParleyClient } from '@parley/sdk';
+import { startParley } from './servers.js';
 
 export interface GroupStep {
   step: string;
@@ -48,34 +48,6 @@ export interface GroupSendResult {
   steps: GroupStep[];
   /** Group messages the removed member decrypted after its removal (must be 0). */
   removedMemberGotAfter: number;
-}
-
-async function startRelay(): Promise<{ port: number; stop: () => Promise<void> }> {
-  const dir = mkdtempSync(join(tmpdir(), 'parley-bench-groups-'));
-  const child: ChildProcess = spawn(process.execPath, [fileURLToPath(new URL('./groups-relay.js', import.meta.url))], {
-    env: { ...process.env, PARLEY_DATA_DIR: dir, PARLEY_STORE: 'sqlite', PARLEY_BUS: 'local' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const port = await new Promise<number>((resolve, reject) => {
-    let buf = '';
-    child.stdout?.on('data', (d: Buffer) => {
-      buf += d.toString();
-      const line = buf.split('\n').find((l) => l.startsWith('{"port"'));
-      if (line) resolve((JSON.parse(line) as { port: number }).port);
-    });
-    child.once('exit', (code) => reject(new Error(`group bench relay exited with ${code}`)));
-  });
-  return {
-    port,
-    async stop() {
-      const exited = new Promise<void>((r) => child.once('exit', () => r()));
-      child.kill('SIGTERM');
-      const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await exited;
-      clearTimeout(t);
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
 }
 
 /** A TCP proxy to 127.0.0.1:`target` that counts the bytes in each direction. */
@@ -176,7 +148,8 @@ function membersWorker() {
 }
 
 export async function measureGroupSend(members: number, log = console.log): Promise<GroupSendResult> {
-  const relay = await startRelay();
+  // The embedded relay in its own process, every rate limit lifted (bench/src/cluster-node.ts).
+  const relay = await startParley('sqlite');
   const proxy = await countingProxy(relay.port);
   const dir = mkdtempSync(join(tmpdir(), 'parley-bench-groups-sdk-'));
   const tag = Date.now().toString(36);
