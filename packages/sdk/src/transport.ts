@@ -1,8 +1,10 @@
 /**
- * Talking to the relay: HTTP (fetch) and the device WebSocket (request and
+ * Talking to the relay: HTTP (node:http, keep-alive) and the device WebSocket (request and
  * response frames with ids, in both directions). Both return the same Reply
  * shape; `expectOk` turns a non-2xx reply into a coded SdkError.
  */
+import * as http from 'node:http';
+import * as https from 'node:https';
 import { WebSocket } from 'ws';
 import { decodeFrame, encodeRequest, encodeResponse, processErrorBody, type ErrorBody, type RequestFrame } from '@parley/wire';
 import { SdkError, type SdkErrorCode } from './errors.js';
@@ -84,38 +86,105 @@ export function expectOk(reply: Reply): Reply {
 
 // ---------------------------------------------------------------- HTTP
 
+/** The error a request ends with when its deadline passes (the same name fetch's timeout signal uses). */
+function timeoutError(ms: number): Error {
+  const e = new Error(`no complete answer within ${ms} ms`);
+  e.name = 'TimeoutError';
+  return e;
+}
+
+/**
+ * Requests over `node:http`/`node:https` with one keep-alive agent per
+ * transport (fetch cost ~3x the CPU a request). The deadline covers the
+ * whole exchange, answer body included; idle pooled sockets are unref'd by
+ * the agent, so they never keep a process alive. No redirects are followed.
+ */
 export class HttpTransport {
+  private agent: http.Agent | null = null;
+  private closed = false;
+
   constructor(
     readonly serverUrl: string,
     private readonly creds: Credentials | null,
     private readonly timeoutMs = REQUEST_TIMEOUT_MS,
   ) {}
 
-  async request(verb: string, path: string, body?: Body, extraHeaders: Record<string, string> = {}): Promise<Reply> {
+  private agentFor(url: URL): http.Agent | undefined {
+    const secure = url.protocol === 'https:';
+    if (url.protocol !== new URL(this.serverUrl).protocol) return undefined; // not the relay's scheme: the default agent
+    if (this.closed) return undefined; // used after close(): no new pool to leak
+    this.agent ??= secure ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
+    return this.agent;
+  }
+
+  request(verb: string, path: string, body?: Body, extraHeaders: Record<string, string> = {}): Promise<Reply> {
     const { bytes, contentType } = encodeBody(body);
     const headers: Record<string, string> = { ...extraHeaders };
     if (contentType) headers['content-type'] = contentType;
     if (this.creds) headers.authorization = basicAuth(this.creds);
-    let res: Response;
-    try {
-      res = await fetch(new URL(path, this.serverUrl), {
-        method: verb,
-        headers,
-        ...(bytes ? { body: bytes } : {}),
-        signal: AbortSignal.timeout(this.timeoutMs),
-      });
-    } catch (err) {
-      throw new SdkError('RELAY_UNREACHABLE', 'cannot reach the relay', { cause: err });
-    }
-    let data: Uint8Array;
-    try {
-      data = new Uint8Array(await res.arrayBuffer());
-    } catch (err) {
-      throw new SdkError('RELAY_UNREACHABLE', 'the relay connection failed mid-answer', { cause: err });
-    }
-    const h: Record<string, string> = {};
-    res.headers.forEach((v, k) => (h[k.toLowerCase()] = v));
-    return { status: res.status, body: data, headers: h };
+    if (bytes) headers['content-length'] = String(bytes.byteLength);
+    else if (verb !== 'GET' && verb !== 'HEAD') headers['content-length'] = '0';
+    return new Promise<Reply>((resolve, reject) => {
+      let answered = false; // response headers arrived
+      let done = false;
+      const fail = (err: unknown): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        reject(
+          answered
+            ? new SdkError('RELAY_UNREACHABLE', 'the relay connection failed mid-answer', { cause: err })
+            : new SdkError('RELAY_UNREACHABLE', 'cannot reach the relay', { cause: err }),
+        );
+      };
+      let req: http.ClientRequest | null = null;
+      const timer = setTimeout(() => {
+        const err = timeoutError(this.timeoutMs);
+        fail(err);
+        req?.destroy(err);
+      }, this.timeoutMs);
+      timer.unref?.();
+      try {
+        const url = new URL(path, this.serverUrl);
+        const mod = url.protocol === 'https:' ? https : url.protocol === 'http:' ? http : null;
+        if (!mod) throw new TypeError('unsupported relay URL scheme');
+        const agent = this.agentFor(url);
+        req = mod.request(url, { method: verb, headers, ...(agent ? { agent } : {}) }, (res) => {
+          answered = true;
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('error', fail);
+          res.on('aborted', () => fail(new Error('answer aborted')));
+          res.on('close', () => {
+            if (!res.complete) fail(new Error('answer cut short'));
+          });
+          res.on('end', () => {
+            if (done) return;
+            done = true;
+            clearTimeout(timer);
+            const h: Record<string, string> = {};
+            for (const [k, v] of Object.entries(res.headers)) {
+              if (v !== undefined) h[k.toLowerCase()] = Array.isArray(v) ? v.join(', ') : v;
+            }
+            const data = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+            resolve({ status: res.statusCode ?? 0, body: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), headers: h });
+          });
+        });
+        req.on('error', fail);
+        req.end(bytes);
+      } catch (err) {
+        // bad URL or header value: reported the way fetch's rejection was
+        fail(err);
+        req?.destroy();
+      }
+    });
+  }
+
+  /** Drops the pooled sockets; later requests still work, without a pool. */
+  close(): void {
+    this.closed = true;
+    this.agent?.destroy();
+    this.agent = null;
   }
 }
 
