@@ -294,7 +294,7 @@ export class ParleyClient {
           kyberLastResortKey: signed.kyberLastResortKey,
           inviteCode: opts.inviteCode ?? null,
         }),
-      });
+      }).finally(() => http.close());
       expectOk(reply);
       let res;
       try {
@@ -389,6 +389,8 @@ export class ParleyClient {
     this.receipts.kick(); // delivery receipts still waiting for more timestamps leave now
     await Promise.allSettled([...this.background]);
     await this.crypto.idle();
+    this.http.close();
+    this.anon.close();
     this.profile.close();
   }
 

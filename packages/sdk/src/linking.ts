@@ -221,7 +221,7 @@ export async function registerLinkedDevice(opts: {
         signedPreKey: signed.signedPreKey,
         kyberLastResortKey: signed.kyberLastResortKey,
       }),
-    });
+    }).finally(() => http.close());
     if (reply.status === 403 || reply.status === 409 || reply.status === 422) {
       const code = (replyJson(reply) as { code?: unknown }).code;
       throw new SdkError('LINK_FAILED', `the relay refused the link (${typeof code === 'string' ? code : reply.status})`, { status: reply.status });

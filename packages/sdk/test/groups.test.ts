@@ -98,16 +98,22 @@ type Upload = { path: string; status: number; authenticated: boolean };
  */
 async function watchSends(sender: ParleyClient, fn: () => Promise<unknown>): Promise<Upload[]> {
   const seen: Upload[] = [];
-  const real = globalThis.fetch;
-  globalThis.fetch = async (input, init) => {
-    const res = await real(input, init);
-    const url = new URL(input instanceof Request ? input.url : String(input));
-    if (init?.method === 'PUT' && url.pathname.startsWith('/v1/messages/')) {
-      const h = new Headers(init.headers);
-      seen.push({ path: url.pathname, status: res.status, authenticated: h.has('authorization') });
-    }
-    return res;
+  // Its two HTTP transports: `anon` (sealed sends, no credentials) and `http` (with credentials).
+  type Transport = {
+    request: (verb: string, path: string, body?: unknown, headers?: Record<string, string>) => Promise<{ status: number }>;
   };
+  const transports = sender as unknown as { anon: Transport; http: Transport };
+  const realHttp = { anon: transports.anon.request, http: transports.http.request };
+  for (const which of ['anon', 'http'] as const) {
+    const t = transports[which];
+    const realReq = realHttp[which].bind(t);
+    t.request = async (verb, path, body, headers) => {
+      const res = await realReq(verb, path, body, headers);
+      if (verb === 'PUT' && path.startsWith('/v1/messages/'))
+        seen.push({ path, status: res.status, authenticated: which === 'http' });
+      return res;
+    };
+  }
   const socket = (
     sender as unknown as { socket: { request: (verb: string, path: string, body?: unknown) => Promise<{ status: number }> } }
   ).socket;
@@ -120,7 +126,8 @@ async function watchSends(sender: ParleyClient, fn: () => Promise<unknown>): Pro
   try {
     await fn();
   } finally {
-    globalThis.fetch = real;
+    transports.anon.request = realHttp.anon;
+    transports.http.request = realHttp.http;
     socket.request = realRequest;
   }
   return seen;
