@@ -9,7 +9,7 @@
  * sender certificate checked, then the ratchet message inside).
  */
 import * as S from '@signalapp/libsignal-client';
-import { MemoryMember } from './groups-member.js';
+import { MemoryMember, pairUp } from './groups-member.js';
 
 export interface Rate {
   name: string;
@@ -41,22 +41,8 @@ export async function benchLibsignal(quick: boolean): Promise<Rate[]> {
 
   const a = new MemoryMember(aliceAddr, S.IdentityKeyPair.generate(), 1);
   const b = new MemoryMember(bobAddr, S.IdentityKeyPair.generate(), 2);
-  await S.processPreKeyBundle(b.bundle(), bobAddr, aliceAddr, a.session, a.identityStore);
-  const first = await S.signalEncrypt(new Uint8Array(1024), bobAddr, aliceAddr, a.session, a.identityStore);
-  await S.signalDecryptPreKey(
-    S.PreKeySignalMessage.deserialize(first.serialize()),
-    aliceAddr,
-    bobAddr,
-    b.session,
-    b.identityStore,
-    b.preKeyStore,
-    b.signedStore,
-    b.kyberStore,
-  );
-  // Until Bob answers, Alice keeps sending pre-key messages; one reply moves
-  // the session to plain ratchet messages, which is the steady state measured.
-  const reply = await S.signalEncrypt(new Uint8Array(16), aliceAddr, bobAddr, b.session, b.identityStore);
-  await S.signalDecrypt(S.SignalMessage.deserialize(reply.serialize()), bobAddr, aliceAddr, a.session, a.identityStore);
+  // Both directions once, so the session is past pre-key messages: the steady state measured.
+  await pairUp(a, b);
   const plaintext = new Uint8Array(1024).fill(1);
   const cts: Uint8Array<ArrayBuffer>[] = [];
   results.push(
@@ -127,20 +113,8 @@ async function sealedDecrypt(
     serverCert,
     serverKey,
   );
-  await S.processPreKeyBundle(b.bundle(), bobAddr, aliceAddr, a.session, a.identityStore);
-  const first = await S.signalEncrypt(new Uint8Array(16), bobAddr, aliceAddr, a.session, a.identityStore);
-  await S.signalDecryptPreKey(
-    S.PreKeySignalMessage.deserialize(first.serialize()),
-    aliceAddr,
-    bobAddr,
-    b.session,
-    b.identityStore,
-    b.preKeyStore,
-    b.signedStore,
-    b.kyberStore,
-  );
-  const reply = await S.signalEncrypt(new Uint8Array(16), aliceAddr, bobAddr, b.session, b.identityStore);
-  await S.signalDecrypt(S.SignalMessage.deserialize(reply.serialize()), bobAddr, aliceAddr, a.session, a.identityStore);
+  // Both directions once, so the session is past pre-key messages: the steady state measured.
+  await pairUp(a, b);
   const sealed: Uint8Array<ArrayBuffer>[] = [];
   for (let i = 0; i < n; i++)
     sealed.push(await S.sealedSenderEncryptMessage(plaintext, bobAddr, senderCert, a.session, a.identityStore));
