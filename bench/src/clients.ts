@@ -114,7 +114,8 @@ export async function registerMany(port: number, n: number, prefix: string): Pro
   );
 }
 
-const okAck = (ws: WebSocket, id: bigint) =>
+/** Answer a pushed request with 200 (the ack). */
+export const okAck = (ws: WebSocket, id: bigint) =>
   ws.send(encodeResponse({ id, status: 200, message: 'OK', headers: {}, body: new Uint8Array(0) }));
 
 /** One authenticated Parley device socket that acknowledges every push. */

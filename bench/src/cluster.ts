@@ -16,20 +16,10 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { IdentityKeyPair, KEMKeyPair, PrivateKey } from '@signalapp/libsignal-client';
-import {
-  type AccountId,
-  type DeviceId,
-  EnvelopeType,
-  decodeFrame,
-  encodeRegisterRequest,
-  encodeRequest,
-  encodeResponse,
-  encodeSendRequestBinary,
-  processEnvelope,
-} from '@parley/wire';
+import { type DeviceId, EnvelopeType, decodeFrame, encodeRequest, encodeSendRequestBinary, processEnvelope } from '@parley/wire';
 import pg from 'pg';
 import WebSocket from 'ws';
+import { type Creds, okAck, registerMany } from './clients.js';
 
 const NODE_MAIN = fileURLToPath(new URL('./cluster-node.js', import.meta.url));
 const PG_URL = process.env.PARLEY_BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -90,43 +80,9 @@ export async function startNode(env: NodeJS.ProcessEnv): Promise<{ child: ChildP
   return { child, port };
 }
 
-export interface Account {
-  accountId: AccountId;
-  registrationId: number;
-  auth: string;
-}
-
-function signed(identity: IdentityKeyPair, pub: Uint8Array<ArrayBuffer>, keyId: number) {
-  return { keyId, publicKey: pub, signature: identity.privateKey.sign(pub) };
-}
-
-export async function register(baseUrl: string, username: string): Promise<Account> {
-  const identity = IdentityKeyPair.generate();
-  const password = randomBytes(32).toString('base64url');
-  const registrationId = 1 + Math.floor(Math.random() * 16000);
-  const res = await fetch(`${baseUrl}/v1/accounts`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(
-      encodeRegisterRequest({
-        username,
-        password,
-        registrationId,
-        identityKey: identity.publicKey.serialize(),
-        signedPreKey: signed(identity, PrivateKey.generate().getPublicKey().serialize(), 1),
-        kyberLastResortKey: signed(identity, KEMKeyPair.generate().getPublicKey().serialize(), 1),
-        inviteCode: null,
-      }),
-    ),
-  });
-  if (res.status !== 200) throw new Error(`register: ${res.status}`);
-  const { accountId } = (await res.json()) as { accountId: AccountId };
-  return { accountId, registrationId, auth: `Basic ${Buffer.from(`${accountId}.1:${password}`).toString('base64')}` };
-}
-
 export function openSocket(
   baseUrl: string,
-  a: Account,
+  a: Creds,
   onRequest: (ws: WebSocket, id: bigint, path: string, body: Uint8Array) => void,
   onResponse?: (status: number) => void,
 ): Promise<WebSocket> {
@@ -141,9 +97,6 @@ export function openSocket(
     ws.once('error', reject);
   });
 }
-
-export const ack = (ws: WebSocket, id: bigint) =>
-  ws.send(encodeResponse({ id, status: 200, message: 'OK', headers: {}, body: new Uint8Array(0) }));
 
 export function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
@@ -179,11 +132,11 @@ async function run(
       nodes.push(port);
     }
     const urlOf = (i: number) => `http://127.0.0.1:${nodes[i % n] as number}`;
-    const senders: Account[] = [];
-    const receivers: Account[] = [];
+    const senders: Creds[] = [];
+    const receivers: Creds[] = [];
     for (let i = 0; i < opts.pairs; i++) {
-      senders.push(await register(urlOf(i), `bs_${i}`));
-      receivers.push(await register(urlOf(i + 1), `br_${i}`));
+      senders.push(...(await registerMany(nodes[i % n] as number, 1, `bs_${i}_`)));
+      receivers.push(...(await registerMany(nodes[(i + 1) % n] as number, 1, `br_${i}_`)));
     }
 
     let measuring = false;
@@ -202,13 +155,13 @@ async function run(
               latencies.push(performance.now() - sentAt);
             }
           }
-          ack(ws, id);
+          okAck(ws, id);
         }),
       );
     }
     const starters: Array<() => void> = [];
     for (const [i, s] of senders.entries()) {
-      const to = receivers[i] as Account;
+      const to = receivers[i] as Creds;
       let nextId = 1n;
       const sendOne = (ws: WebSocket) => {
         if (stopped) return;
@@ -240,7 +193,7 @@ async function run(
       ws = await openSocket(
         urlOf(i),
         s,
-        (sock, id) => ack(sock, id),
+        (sock, id) => okAck(sock, id),
         (status) => {
           if (status !== 200) throw new Error(`send answered ${status}`);
           if (ws) sendOne(ws);
