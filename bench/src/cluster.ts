@@ -22,8 +22,8 @@ import WebSocket from 'ws';
 import { type Creds, okAck, registerMany } from './clients.js';
 
 const NODE_MAIN = fileURLToPath(new URL('./cluster-node.js', import.meta.url));
-const PG_URL = process.env.PARLEY_BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
-const NATS_URL = process.env.PARLEY_BENCH_NATS ?? 'nats://127.0.0.1:4222';
+export const PG_URL = process.env.PARLEY_BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
+export const NATS_URL = process.env.PARLEY_BENCH_NATS ?? 'nats://127.0.0.1:4222';
 const TICKS_PER_SECOND = 100; // Linux USER_HZ
 
 export interface ClusterRow {
@@ -103,6 +103,53 @@ export function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] as number;
 }
 
+/**
+ * The environment for bench relay processes on the embedded default, or on a
+ * fresh PostgreSQL database + NATS; `dispose` drops the database and the data dir.
+ */
+export async function relayEnv(mode: 'sqlite' | 'postgres'): Promise<{ env: NodeJS.ProcessEnv; dispose: () => Promise<void> }> {
+  const tmp = mkdtempSync(join(tmpdir(), 'parley-bench-'));
+  const dbName = `parley_bench_${process.pid}_${Date.now().toString(36)}`;
+  let admin: pg.Client | null = null;
+  let env: NodeJS.ProcessEnv = { PARLEY_DATA_DIR: tmp, PARLEY_STORE: 'sqlite', PARLEY_BUS: 'local' };
+  if (mode === 'postgres') {
+    admin = new pg.Client({ connectionString: PG_URL });
+    await admin.connect();
+    await admin.query(`CREATE DATABASE ${dbName}`);
+    const url = new URL(PG_URL);
+    url.pathname = `/${dbName}`;
+    env = { PARLEY_STORE: url.toString(), PARLEY_BUS: NATS_URL, PARLEY_DATA_DIR: tmp };
+  }
+  return {
+    env,
+    async dispose() {
+      if (admin) {
+        await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`).catch(() => undefined);
+        await admin.end();
+      }
+      rmSync(tmp, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Null when PostgreSQL and NATS both answer, else why not (cluster rows are skipped then). */
+export async function clusterServicesUp(): Promise<string | null> {
+  try {
+    const c = new pg.Client({ connectionString: PG_URL });
+    await c.connect();
+    await c.end();
+  } catch {
+    return 'PostgreSQL unreachable';
+  }
+  const nats = new URL(NATS_URL);
+  const up = await new Promise<boolean>((resolve) => {
+    const s = connect({ host: nats.hostname, port: Number(nats.port || 4222) });
+    s.once('connect', () => (s.destroy(), resolve(true)));
+    s.once('error', () => (s.destroy(), resolve(false)));
+  });
+  return up ? null : 'NATS unreachable';
+}
+
 /** One measured run against `n` freshly started nodes. */
 async function run(
   label: string,
@@ -110,21 +157,10 @@ async function run(
   mode: 'postgres' | 'sqlite',
   opts: { pairs: number; window: number; seconds: number },
 ): Promise<ClusterRow> {
-  const dbName = `parley_bench_${process.pid}_${Date.now().toString(36)}`;
-  const tmp = mkdtempSync(join(tmpdir(), 'parley-bench-'));
   const children: ChildProcess[] = [];
   const sockets: WebSocket[] = [];
-  let admin: pg.Client | null = null;
+  const { env, dispose } = await relayEnv(mode);
   try {
-    let env: NodeJS.ProcessEnv = { PARLEY_DATA_DIR: tmp, PARLEY_STORE: 'sqlite', PARLEY_BUS: 'local' };
-    if (mode === 'postgres') {
-      admin = new pg.Client({ connectionString: PG_URL });
-      await admin.connect();
-      await admin.query(`CREATE DATABASE ${dbName}`);
-      const url = new URL(PG_URL);
-      url.pathname = `/${dbName}`;
-      env = { PARLEY_STORE: url.toString(), PARLEY_BUS: NATS_URL, PARLEY_DATA_DIR: tmp };
-    }
     const nodes: number[] = [];
     for (let i = 0; i < n; i++) {
       const { child, port } = await startNode(env);
@@ -239,11 +275,7 @@ async function run(
     for (const ws of sockets) ws.terminate();
     for (const c of children) c.kill('SIGTERM');
     await Promise.all(children.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.once('exit', r)))));
-    if (admin) {
-      await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`).catch(() => undefined);
-      await admin.end();
-    }
-    rmSync(tmp, { recursive: true, force: true });
+    await dispose();
   }
 }
 
@@ -251,20 +283,8 @@ async function run(
 export async function benchCluster(quick: boolean): Promise<{ rows: ClusterRow[]; skipped: string | null }> {
   const opts = quick ? { pairs: 16, window: 4, seconds: 4 } : { pairs: 32, window: 4, seconds: 12 };
   const rows: ClusterRow[] = [await run('embedded (SQLite, local bus)', 1, 'sqlite', opts)];
-  try {
-    const c = new pg.Client({ connectionString: PG_URL });
-    await c.connect();
-    await c.end();
-  } catch {
-    return { rows, skipped: 'PostgreSQL unreachable' };
-  }
-  const nats = new URL(NATS_URL);
-  const natsUp = await new Promise<boolean>((resolve) => {
-    const s = connect({ host: nats.hostname, port: Number(nats.port || 4222) });
-    s.once('connect', () => (s.destroy(), resolve(true)));
-    s.once('error', () => (s.destroy(), resolve(false)));
-  });
-  if (!natsUp) return { rows, skipped: 'NATS unreachable' };
+  const skipped = await clusterServicesUp();
+  if (skipped) return { rows, skipped };
   for (const n of [1, 2, 3])
     rows.push(await run(`cluster, ${n} node${n > 1 ? 's' : ''} (PostgreSQL + NATS)`, n, 'postgres', opts));
   return { rows, skipped: null };

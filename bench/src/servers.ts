@@ -10,11 +10,8 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
-import { startNode } from './cluster.js';
-
-export const PG_URL = process.env.PARLEY_BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
-export const NATS_URL = process.env.PARLEY_BENCH_NATS ?? 'nats://127.0.0.1:4222';
+import { relayEnv, startNode } from './cluster.js';
+export { clusterServicesUp } from './cluster.js';
 
 export interface ServerHandle {
   kind: 'parley' | 'floor' | 'xmpp';
@@ -46,18 +43,7 @@ async function stopChild(c: ChildProcess, ms = 10_000): Promise<void> {
 }
 
 export async function startParley(mode: 'sqlite' | 'postgres'): Promise<ServerHandle> {
-  const tmp = mkdtempSync(join(tmpdir(), 'parley-bench-'));
-  const dbName = `parley_bench_${process.pid}_${Date.now().toString(36)}`;
-  let admin: pg.Client | null = null;
-  let env: NodeJS.ProcessEnv = { PARLEY_DATA_DIR: tmp, PARLEY_STORE: 'sqlite', PARLEY_BUS: 'local' };
-  if (mode === 'postgres') {
-    admin = new pg.Client({ connectionString: PG_URL });
-    await admin.connect();
-    await admin.query(`CREATE DATABASE ${dbName}`);
-    const url = new URL(PG_URL);
-    url.pathname = `/${dbName}`;
-    env = { PARLEY_STORE: url.toString(), PARLEY_BUS: NATS_URL, PARLEY_DATA_DIR: tmp };
-  }
+  const { env, dispose } = await relayEnv(mode);
   const { child, port } = await startNode(env);
   return {
     kind: 'parley',
@@ -66,31 +52,9 @@ export async function startParley(mode: 'sqlite' | 'postgres'): Promise<ServerHa
     port,
     async stop() {
       await stopChild(child);
-      if (admin) {
-        await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`).catch(() => undefined);
-        await admin.end();
-      }
-      rmSync(tmp, { recursive: true, force: true });
+      await dispose();
     },
   };
-}
-
-/** True when PostgreSQL and NATS both answer (cluster rows are skipped otherwise). */
-export async function clusterServicesUp(): Promise<string | null> {
-  try {
-    const c = new pg.Client({ connectionString: PG_URL });
-    await c.connect();
-    await c.end();
-  } catch {
-    return 'PostgreSQL unreachable';
-  }
-  const nats = new URL(NATS_URL);
-  const up = await new Promise<boolean>((resolve) => {
-    const s = connect({ host: nats.hostname, port: Number(nats.port || 4222) });
-    s.once('connect', () => (s.destroy(), resolve(true)));
-    s.once('error', () => (s.destroy(), resolve(false)));
-  });
-  return up ? null : 'NATS unreachable';
 }
 
 export async function startFloor(): Promise<ServerHandle> {
