@@ -68,6 +68,7 @@ import {
   processRecipientMismatches,
   unpadPlaintext,
 } from '@parley/wire';
+import type { IncomingMessage } from './client.js';
 import type { Db } from './db.js';
 import { SdkError } from './errors.js';
 import { contactAccessKey, seal, storeContactProfileKey } from './sealed.js';
@@ -157,17 +158,8 @@ export interface GroupHost {
   seenTriple(account: string, device: number, ts: number): boolean;
 }
 
-/** An incoming group message, as the client's `message` event carries it. */
-export interface GroupIncoming {
-  id: string;
-  from: string | null;
-  fromAccount: string;
-  fromDevice: number;
-  timestamp: number;
-  serverTimestamp: number;
-  body: string;
-  group: GroupRef;
-}
+/** An incoming group message: the client's `message` event without attachments (groups carry none yet). */
+export type GroupIncoming = Omit<IncomingMessage, 'attachments' | 'group'> & { group: GroupRef };
 
 interface GroupRow {
   id: string;
