@@ -94,16 +94,7 @@ export async function runSend(profileDir: string, passphrase: string | null, raw
       );
       println(`sent to ${peer} at ${isoTime(timestamp)}`);
     };
-    if (args.text !== undefined) {
-      await sendOne(args.text);
-      return;
-    }
-    // One message per non-empty line, in order, each sent before the next is read.
-    const lines = createInterface({ input: process.stdin, crlfDelay: Infinity, terminal: false });
-    for await (const line of lines) {
-      if (line.trim() === '') continue;
-      await sendOne(line);
-    }
+    await eachMessage(args.text, sendOne);
   });
   return ExitCode.Ok;
 }
@@ -132,15 +123,17 @@ async function sendToGroup(
       );
       println(`sent to ${label} at ${isoTime(timestamp)}`);
     };
-    if (args.text !== undefined) {
-      await sendOne(args.text);
-      return;
-    }
-    const lines = createInterface({ input: process.stdin, crlfDelay: Infinity, terminal: false });
-    for await (const line of lines) {
-      if (line.trim() === '') continue;
-      await sendOne(line);
-    }
+    await eachMessage(args.text, sendOne);
   });
   return ExitCode.Ok;
+}
+
+/** `text` as one message, or without it one message per non-empty line of stdin, in order, each sent before the next is read. */
+async function eachMessage(text: string | undefined, send: (text: string) => Promise<void>): Promise<void> {
+  if (text !== undefined) return send(text);
+  const lines = createInterface({ input: process.stdin, crlfDelay: Infinity, terminal: false });
+  for await (const line of lines) {
+    if (line.trim() === '') continue;
+    await send(line);
+  }
 }
