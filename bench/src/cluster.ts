@@ -10,16 +10,15 @@
  * the figures are for comparing rows of one run, not absolute capacity.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { readFileSync, readdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type DeviceId, EnvelopeType, decodeFrame, encodeRequest, encodeSendRequestBinary, processEnvelope } from '@parley/wire';
+import { decodeFrame, processEnvelope } from '@parley/wire';
 import pg from 'pg';
 import WebSocket from 'ws';
-import { type Creds, okAck, registerMany } from './clients.js';
+import { type Creds, okAck, parleySendFrame, registerMany } from './clients.js';
 
 const NODE_MAIN = fileURLToPath(new URL('./cluster-node.js', import.meta.url));
 export const PG_URL = process.env.PARLEY_BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -202,28 +201,7 @@ async function run(
       const sendOne = (ws: WebSocket) => {
         if (stopped) return;
         Buffer.from(content.buffer).writeDoubleLE(performance.now(), 0);
-        const body = encodeSendRequestBinary({
-          messages: [
-            {
-              type: EnvelopeType.Ciphertext,
-              destinationDevice: 1 as DeviceId,
-              destinationRegistrationId: to.registrationId,
-              content,
-            },
-          ],
-          timestamp: Date.now(),
-          urgent: true,
-          messageId: new Uint8Array(randomBytes(16)),
-        });
-        ws.send(
-          encodeRequest({
-            id: nextId++,
-            verb: 'PUT',
-            path: `/v1/messages/${to.accountId}`,
-            headers: { 'content-type': 'application/x-protobuf' },
-            body,
-          }),
-        );
+        ws.send(parleySendFrame(nextId++, to, content));
       };
       let ws: WebSocket | null = null;
       ws = await openSocket(
