@@ -12,7 +12,7 @@ import type { BlobStore } from './blobstore.js';
 import { type RelayConfig, resolveRateLimits } from './config.js';
 import { type ErrorCode, ErrorCodes, RelayError } from './errors.js';
 import { DEFAULT_DEVICE_IDLE_MS, DEFAULT_MAX_DEVICES, Devices, PROVISIONING_CODE_TTL_MS, defineDeviceRoutes } from './devices.js';
-import { Gateway, type GatewayOptions, defaultGatewayOptions } from './gateway.js';
+import { ANONYMOUS_SOCKET_PATH, Gateway, type GatewayOptions, defaultGatewayOptions } from './gateway.js';
 import { type RelayMetrics, createMetrics } from './metrics.js';
 import type { Bus, Clock, RateLimiter, Store } from './ports.js';
 import { MemoryRateLimiter } from './ratelimit.js';
@@ -232,8 +232,11 @@ export function buildRelay(deps: RelayBuildDeps): BuiltRelay {
     : null;
 
   app.server.on('upgrade', (req, socket, head: Buffer) => {
-    if ((req.url ?? '').split('?')[0] === PROVISIONING_PATH) return provisioning.handleUpgrade(req, socket, head);
+    const path = (req.url ?? '').split('?')[0];
+    if (path === PROVISIONING_PATH) return provisioning.handleUpgrade(req, socket, head);
     gateway.handleUpgrade(req, socket, head);
+    // The anonymous socket refuses credentials; they must not count as a sign of life either.
+    if (path === ANONYMOUS_SOCKET_PATH) return;
     // Last-seen for idle expiry, for credentials that check out (the gateway authenticates on its own).
     void devices.touchIfValid(parseBasicAuth(req.headers.authorization)).catch(() => undefined);
   });

@@ -21,6 +21,8 @@ export interface RateLimitConfig {
   sealedRecipient: BucketConfig;
   /** Sealed-sender (unauthenticated) sends per client address. */
   sealedAddress: BucketConfig;
+  /** Anonymous (sealed-sender) sockets opened per client address. */
+  anonymousSocket: BucketConfig;
 }
 
 export interface RelayConfig {
@@ -97,6 +99,8 @@ export const defaultRateLimits: RateLimitConfig = {
   lookup: { burst: 100, perSecond: 10 },
   sealedRecipient: { burst: 200, perSecond: 20 },
   sealedAddress: { burst: 400, perSecond: 50 },
+  // A client keeps one open while it sends and reopens it after an idle close: a few a minute is plenty.
+  anonymousSocket: { burst: 30, perSecond: 0.5 },
 };
 
 /** The full rate-limit table with the configured overrides applied. */

@@ -1,8 +1,10 @@
 /**
- * The device WebSocket: authenticated at upgrade, one socket per device,
- * request/response frames with ids in both directions. The relay pushes the
- * device's queue in order with a bounded window of unacknowledged envelopes;
- * a 2xx answer is the ack that deletes an envelope.
+ * The relay's WebSockets. The device socket is authenticated at upgrade, one
+ * per device, with request/response frames in both directions: the relay
+ * pushes the device's queue in order with a bounded window of unacknowledged
+ * envelopes, and a 2xx answer is the ack that deletes an envelope. The
+ * anonymous socket carries no credentials and only the client's requests
+ * (sealed-sender sends): the relay never pushes on it.
  */
 import type { IncomingMessage } from 'node:http';
 import { STATUS_CODES } from 'node:http';
@@ -22,6 +24,9 @@ import { type RouteResponse, type Router, describeBug, errorResponse } from './r
 
 /** Close codes used by the relay (docs/PROTOCOL.md). */
 export const CloseCodes = { Replaced: 4409, GoingAway: 1001, Idle: 1000, ServerError: 1011 } as const;
+
+export const DEVICE_SOCKET_PATH = '/v1/websocket';
+export const ANONYMOUS_SOCKET_PATH = '/v1/websocket/anonymous';
 
 export interface GatewayOptions {
   /** Most envelopes pushed and not yet acknowledged on one socket. */
@@ -78,6 +83,7 @@ const MAX_PAYLOAD = 2 * 1024 * 1024;
 export class Gateway {
   readonly #wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PAYLOAD });
   readonly #sessions = new Map<string, Session>();
+  readonly #anonymous = new Set<AnonymousSocket>();
   readonly #pending = new Set<Promise<unknown>>();
   readonly #timer: NodeJS.Timeout;
   readonly #pollTimer: NodeJS.Timeout | null = null;
@@ -102,25 +108,61 @@ export class Gateway {
     return this.#sessions.size;
   }
 
-  /** Handle an HTTP upgrade request for `GET /v1/websocket`. */
+  /** Number of open anonymous sockets. */
+  get anonymousSize(): number {
+    return this.#anonymous.size;
+  }
+
+  /** Handle an HTTP upgrade request for `GET /v1/websocket` or `GET /v1/websocket/anonymous`. */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => socket.destroy());
     const path = (req.url ?? '').split('?')[0];
-    if (path !== '/v1/websocket') return reject(socket, 404, 'NOT_FOUND', 'no such route');
+    if (path !== DEVICE_SOCKET_PATH && path !== ANONYMOUS_SOCKET_PATH) return reject(socket, 404, 'NOT_FOUND', 'no such route');
     if (this.#draining) return reject(socket, 503, 'SHUTTING_DOWN', 'relay is shutting down');
+    if (path === ANONYMOUS_SOCKET_PATH) return this.#upgradeAnonymous(req, socket, head);
     this.#track(
       this.deps.relay.authenticate(parseBasicAuth(req.headers.authorization)).then(
         (me) => {
           if (this.#draining) return reject(socket, 503, 'SHUTTING_DOWN', 'relay is shutting down');
           this.#wss.handleUpgrade(req, socket, head, (ws) => this.#open(ws, me));
         },
-        (err: unknown) => {
-          if (RelayError.is(err)) return reject(socket, err.status, err.code, err.message);
-          this.deps.log.error({ err: describeBug(err) }, 'upgrade failed');
-          reject(socket, 500, 'INTERNAL', 'internal error');
-        },
+        (err: unknown) => this.#refuse(socket, err),
       ),
     );
+  }
+
+  /** No credentials (a client must not tie its identity to this socket), and a per-address limit on opening. */
+  #upgradeAnonymous(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    if (req.headers.authorization !== undefined)
+      return reject(socket, 400, 'BAD_REQUEST', 'the anonymous socket takes no credentials');
+    const ip = req.socket.remoteAddress ?? '';
+    this.#track(
+      this.deps.relay.limit('anonymousSocket', ip).then(
+        () => {
+          if (this.#draining) return reject(socket, 503, 'SHUTTING_DOWN', 'relay is shutting down');
+          this.#wss.handleUpgrade(req, socket, head, (ws) => this.#openAnonymous(ws, ip));
+        },
+        (err: unknown) => this.#refuse(socket, err),
+      ),
+    );
+  }
+
+  /** Refuse an upgrade with the error's status and code (retry-after for a rate limit). */
+  #refuse(socket: Duplex, err: unknown): void {
+    if (RelayError.is(err)) return reject(socket, err.status, err.code, err.message, err.details.retryAfterSeconds);
+    this.deps.log.error({ err: describeBug(err) }, 'upgrade failed');
+    reject(socket, 500, 'INTERNAL', 'internal error');
+  }
+
+  #openAnonymous(ws: WebSocket, ip: string): void {
+    const conn = new AnonymousSocket(ws, this.deps, (p) => this.#track(p), ip);
+    this.#anonymous.add(conn);
+    this.deps.metrics.openAnonymousSockets.inc();
+    ws.on('close', () => {
+      this.#anonymous.delete(conn);
+      this.deps.metrics.openAnonymousSockets.dec();
+    });
+    conn.start();
   }
 
   #open(ws: WebSocket, me: DeviceRef): void {
@@ -147,7 +189,7 @@ export class Gateway {
   /** Close sockets that have been silent for longer than the idle timeout. */
   sweepIdle(): void {
     const cutoff = this.deps.clock.now() - this.deps.options.idleTimeoutMs;
-    for (const s of this.#sessions.values()) if (s.lastSeen < cutoff) s.close(CloseCodes.Idle, 'idle');
+    for (const s of this.#sockets()) if (s.lastSeen < cutoff) s.close(CloseCodes.Idle, 'idle');
   }
 
   /** Stop accepting, close every socket with 1001 and wait for running handlers. */
@@ -155,18 +197,24 @@ export class Gateway {
     this.#draining = true;
     clearInterval(this.#timer);
     if (this.#pollTimer) clearInterval(this.#pollTimer);
-    const sockets = [...this.#sessions.values()];
+    const sockets = [...this.#sockets()];
     for (const s of sockets) s.close(CloseCodes.GoingAway, 'relay shutting down');
     while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
     await Promise.all(sockets.map((s) => s.closed(1000)));
     await new Promise<void>((resolve) => this.#wss.close(() => resolve()));
   }
+
+  *#sockets(): Iterable<Connection> {
+    yield* this.#sessions.values();
+    yield* this.#anonymous;
+  }
 }
 
-function reject(socket: Duplex, status: number, code: string, message: string): void {
+function reject(socket: Duplex, status: number, code: string, message: string, retryAfterSeconds?: number): void {
   const body = JSON.stringify({ code, message });
+  const retry = retryAfterSeconds === undefined ? '' : `retry-after: ${retryAfterSeconds}\r\n`;
   socket.end(
-    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\ncontent-type: application/json\r\n` +
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\ncontent-type: application/json\r\n${retry}` +
       `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
   );
 }
@@ -177,9 +225,136 @@ function toBytes(data: RawData): Uint8Array {
   return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 }
 
-/** One device's socket: its push window, cursor and pending requests. */
-class Session {
+/** What a socket's requests are dispatched as. */
+interface Caller {
+  /** The authenticated device, or null on the anonymous socket. */
+  device: DeviceRef | null;
+  /** The client address handed to the router (rate limits per address). */
+  ip: string;
+  /** Metrics label. */
+  kind: 'device' | 'anonymous';
+}
+
+/**
+ * What both socket kinds share: binary frames in, request frames dispatched
+ * through the router as `caller`, answers by id (id 0 for a frame without a
+ * readable id), keepalives, idle bookkeeping and closing. Subclasses decide
+ * what a response frame from the client means.
+ */
+abstract class Connection {
   lastSeen: number;
+  /** Set once the socket is closing: frames that still arrive are ignored. */
+  protected stopping = false;
+  readonly #closedPromise: Promise<void>;
+  readonly #caller: Caller;
+
+  constructor(
+    protected readonly ws: WebSocket,
+    protected readonly deps: GatewayDeps,
+    protected readonly track: (p: Promise<unknown>) => void,
+    caller: Caller,
+  ) {
+    this.lastSeen = deps.clock.now();
+    this.#caller = caller;
+    this.#closedPromise = new Promise((resolve) => ws.once('close', () => resolve()));
+  }
+
+  /** Start reading frames. */
+  protected listen(): void {
+    this.ws.on('message', (data, isBinary) => this.#onMessage(data, isBinary));
+    this.ws.on('pong', () => (this.lastSeen = this.deps.clock.now()));
+    this.ws.on('error', () => this.ws.terminate());
+  }
+
+  /** Stop accepting frames and close the socket. */
+  close(code: number, reason: string): void {
+    this.stopping = true;
+    if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) this.ws.close(code, reason);
+  }
+
+  /** Resolves once the socket has closed; terminates it after `graceMs`. */
+  async closed(graceMs: number): Promise<void> {
+    const t = setTimeout(() => this.ws.terminate(), graceMs);
+    await this.#closedPromise;
+    clearTimeout(t);
+  }
+
+  /** The client answered request `id` (one the relay sent) with `status`. */
+  protected abstract onResponse(id: bigint, status: number): Promise<void>;
+
+  protected sendResponse(id: bigint, res: RouteResponse): void {
+    if (this.ws.readyState !== WebSocket.OPEN) return;
+    const body = res.json === undefined ? new Uint8Array(0) : encoder.encode(JSON.stringify(res.json));
+    const headers = { ...(res.json === undefined ? {} : JSON_HEADERS), ...(res.headers ?? {}) };
+    this.ws.send(encodeResponse({ id, status: res.status, message: res.code ?? STATUS_CODES[res.status] ?? '', headers, body }));
+  }
+
+  #onMessage(data: RawData, isBinary: boolean): void {
+    this.lastSeen = this.deps.clock.now();
+    if (this.stopping) return;
+    const bytes = toBytes(data);
+    if (!isBinary)
+      return this.sendResponse(0n, errorResponse(new RelayError('BAD_REQUEST', 'frames must be binary'), this.deps.log, ''));
+    let frame: Frame;
+    try {
+      frame = decodeFrame(bytes);
+    } catch (err) {
+      // Without a decodable frame there is no id to answer; id 0 marks "your last frame".
+      const e = WireError.is(err) ? err : new WireError(WireErrorCode.Malformed, 'frame: undecodable');
+      return this.sendResponse(0n, errorResponse(e, this.deps.log, ''));
+    }
+    if (frame.kind === 'response') return this.track(this.onResponse(frame.id, frame.status));
+    this.track(this.#onRequest(frame));
+  }
+
+  async #onRequest(frame: Extract<Frame, { kind: 'request' }>): Promise<void> {
+    if (frame.body.length > Limits.maxFrameBytes) {
+      return this.sendResponse(frame.id, errorResponse(new RelayError('TOO_LARGE', 'body too large'), this.deps.log, ''));
+    }
+    const path = frame.path.split('?')[0] ?? '';
+    this.deps.metrics.socketRequests.inc({ socket: this.#caller.kind });
+    // The socket answers its own keepalives: over HTTP the route needs credentials, which the anonymous socket never has.
+    if (frame.verb === 'GET' && path === '/v1/keepalive') return this.sendResponse(frame.id, { status: 200, json: {} });
+    const requestId = randomUUID();
+    // Credentials only ever come from the upgrade; one inside a frame is ignored.
+    const { authorization: _ignored, ...headers } = frame.headers;
+    const { pattern, response } = await this.deps.router.dispatch({
+      verb: frame.verb,
+      path,
+      headers,
+      body: frame.body,
+      ip: this.#caller.ip,
+      device: this.#caller.device,
+      requestId,
+    });
+    this.deps.log.debug(
+      { requestId, transport: this.#caller.kind === 'device' ? 'ws' : 'anonymous-ws', route: pattern, status: response.status, code: response.code },
+      'request',
+    );
+    this.sendResponse(frame.id, response);
+  }
+}
+
+/**
+ * A socket without credentials for sealed-sender sends: requests run as
+ * unauthenticated HTTP requests from the socket's address would. The relay
+ * sends nothing on it but answers and keeps no per-account state for it.
+ */
+class AnonymousSocket extends Connection {
+  constructor(ws: WebSocket, deps: GatewayDeps, track: (p: Promise<unknown>) => void, ip: string) {
+    super(ws, deps, track, { device: null, ip, kind: 'anonymous' });
+  }
+
+  start(): void {
+    this.listen();
+  }
+
+  /** The relay never sends requests here, so any response frame is stray and ignored. */
+  protected override async onResponse(): Promise<void> {}
+}
+
+/** One device's socket: its push window, cursor and pending requests. */
+class Session extends Connection {
   #cursor = 0;
   #nextId = 1n;
   readonly #inflight = new Map<bigint, QueuedEnvelope>();
@@ -194,21 +369,18 @@ class Session {
   #windowFull = false;
   #emptySent = false;
   #disposed = false;
-  #stopping = false;
   #unsubscribe: (() => void) | null = null;
-  readonly #closedPromise: Promise<void>;
   /** `<opened ms>:<random>`: tells this socket apart from the device's other sockets on any node. */
   readonly #token: string;
 
   constructor(
-    private readonly ws: WebSocket,
+    ws: WebSocket,
     private readonly me: DeviceRef,
-    private readonly deps: GatewayDeps,
-    private readonly track: (p: Promise<unknown>) => void,
+    deps: GatewayDeps,
+    track: (p: Promise<unknown>) => void,
   ) {
-    this.lastSeen = deps.clock.now();
+    super(ws, deps, track, { device: me, ip: '', kind: 'device' });
     this.#token = `${Date.now()}:${randomUUID()}`;
-    this.#closedPromise = new Promise((resolve) => ws.once('close', () => resolve()));
   }
 
   start(): void {
@@ -216,29 +388,14 @@ class Session {
     this.#unsubscribe = this.deps.bus.subscribe(key, (signal) => this.#onSignal(signal));
     // One socket per device across the cluster: an older socket on another node closes with 4409.
     this.deps.bus.publish(key, `replaced:${this.#token}`);
-    this.ws.on('message', (data, isBinary) => this.#onMessage(data, isBinary));
-    this.ws.on('pong', () => (this.lastSeen = this.deps.clock.now()));
-    this.ws.on('error', () => this.ws.terminate());
+    this.listen();
     this.track(this.#notifyIfKeysLow());
     this.#pump();
   }
 
-  /** Stop accepting frames and close the socket. */
-  close(code: number, reason: string): void {
-    this.#stopping = true;
-    if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) this.ws.close(code, reason);
-  }
-
-  /** Resolves once the socket has closed; terminates it after `graceMs`. */
-  async closed(graceMs: number): Promise<void> {
-    const t = setTimeout(() => this.ws.terminate(), graceMs);
-    await this.#closedPromise;
-    clearTimeout(t);
-  }
-
   dispose(): void {
     this.#disposed = true;
-    this.#stopping = true;
+    this.stopping = true;
     this.#inflight.clear();
     this.#unsubscribe?.();
     this.#unsubscribe = null;
@@ -256,27 +413,20 @@ class Session {
   /** Push an online-only envelope once; it is not tracked, so its ack deletes nothing and it is never pushed again. */
   #pushOnline(signal: string): void {
     const bytes = onlineEnvelope(signal);
-    if (!bytes || this.#stopping) return;
+    if (!bytes || this.stopping) return;
     this.#sendRequest('PUT', '/api/v1/message', bytes, { 'content-type': 'application/x-protobuf' });
     this.deps.metrics.deliveries.inc();
   }
 
   /** Re-read the queue (no-op while a push is running or the socket is closing). */
   poll(): void {
-    if (!this.#disposed && !this.#stopping) this.#pump();
+    if (!this.#disposed && !this.stopping) this.#pump();
   }
 
   #sendRequest(verb: string, path: string, body: Uint8Array, headers: Record<string, string> = {}): bigint {
     const id = this.#nextId++;
     if (this.ws.readyState === WebSocket.OPEN) this.ws.send(encodeRequest({ id, verb, path, headers, body }));
     return id;
-  }
-
-  #sendResponse(id: bigint, res: RouteResponse): void {
-    if (this.ws.readyState !== WebSocket.OPEN) return;
-    const body = res.json === undefined ? new Uint8Array(0) : encoder.encode(JSON.stringify(res.json));
-    const headers = { ...(res.json === undefined ? {} : JSON_HEADERS), ...(res.headers ?? {}) };
-    this.ws.send(encodeResponse({ id, status: res.status, message: res.code ?? STATUS_CODES[res.status] ?? '', headers, body }));
   }
 
   async #notifyIfKeysLow(): Promise<void> {
@@ -349,25 +499,7 @@ class Session {
     }
   }
 
-  #onMessage(data: RawData, isBinary: boolean): void {
-    this.lastSeen = this.deps.clock.now();
-    if (this.#stopping) return;
-    const bytes = toBytes(data);
-    if (!isBinary)
-      return this.#sendResponse(0n, errorResponse(new RelayError('BAD_REQUEST', 'frames must be binary'), this.deps.log, ''));
-    let frame: Frame;
-    try {
-      frame = decodeFrame(bytes);
-    } catch (err) {
-      // Without a decodable frame there is no id to answer; id 0 marks "your last frame".
-      const e = WireError.is(err) ? err : new WireError(WireErrorCode.Malformed, 'frame: undecodable');
-      return this.#sendResponse(0n, errorResponse(e, this.deps.log, ''));
-    }
-    if (frame.kind === 'response') return this.track(this.#onResponse(frame.id, frame.status));
-    this.track(this.#onRequest(frame));
-  }
-
-  async #onResponse(id: bigint, status: number): Promise<void> {
+  protected override async onResponse(id: bigint, status: number): Promise<void> {
     const env = this.#inflight.get(id);
     if (!env) return;
     try {
@@ -380,24 +512,5 @@ class Session {
         else this.#maybeQueueEmpty();
       }
     }
-  }
-
-  async #onRequest(frame: Extract<Frame, { kind: 'request' }>): Promise<void> {
-    if (frame.body.length > Limits.maxFrameBytes) {
-      return this.#sendResponse(frame.id, errorResponse(new RelayError('TOO_LARGE', 'body too large'), this.deps.log, ''));
-    }
-    const requestId = randomUUID();
-    const { authorization: _ignored, ...headers } = frame.headers;
-    const { pattern, response } = await this.deps.router.dispatch({
-      verb: frame.verb,
-      path: frame.path.split('?')[0] ?? '',
-      headers,
-      body: frame.body,
-      ip: '',
-      device: this.me,
-      requestId,
-    });
-    this.deps.log.debug({ requestId, transport: 'ws', route: pattern, status: response.status, code: response.code }, 'request');
-    this.#sendResponse(frame.id, response);
   }
 }

@@ -10,6 +10,9 @@ export interface RelayMetrics {
   rateLimited: Counter<'bucket'>;
   sendCommitSeconds: Histogram;
   openSockets: Gauge;
+  openAnonymousSockets: Gauge;
+  /** Request frames answered on sockets, by socket kind (`device` / `anonymous`). */
+  socketRequests: Counter<'socket'>;
   errors: Counter<'code'>;
 }
 
@@ -36,6 +39,17 @@ export function createMetrics(): RelayMetrics {
       registers,
     }),
     openSockets: new Gauge({ name: 'parley_relay_open_sockets', help: 'Authenticated device sockets', registers }),
+    openAnonymousSockets: new Gauge({
+      name: 'parley_relay_open_anonymous_sockets',
+      help: 'Unauthenticated (sealed-sender) sockets',
+      registers,
+    }),
+    socketRequests: new Counter({
+      name: 'parley_relay_socket_requests_total',
+      help: 'Request frames received on sockets, by socket kind',
+      labelNames: ['socket'],
+      registers,
+    }),
     errors: new Counter({ name: 'parley_relay_errors_total', help: 'Error answers by code', labelNames: ['code'], registers }),
   };
 }

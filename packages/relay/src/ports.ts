@@ -235,7 +235,7 @@ export interface RateLimiter {
   take(bucket: RateBucket, key: string): Promise<{ kind: 'allowed' } | { kind: 'limited'; retryAfterMs: number }>;
 }
 
-export type RateBucket = 'register' | 'send' | 'bundle' | 'lookup' | 'sealedRecipient' | 'sealedAddress';
+export type RateBucket = 'register' | 'send' | 'bundle' | 'lookup' | 'sealedRecipient' | 'sealedAddress' | 'anonymousSocket';
 
 /** The key used on the bus and in socket maps for one device. */
 export function deviceKey(account: AccountId, device: DeviceId): string {

@@ -180,6 +180,9 @@ export class Router {
     this.#add('GET', '/v1/websocket', true, async () => {
       throw new RelayError('BAD_REQUEST', 'websocket upgrade required');
     });
+    this.#add('GET', '/v1/websocket/anonymous', false, async () => {
+      throw new RelayError('BAD_REQUEST', 'websocket upgrade required');
+    });
   }
 
   #match(verb: string, path: string): { route: Route; params: Record<string, string> } | null {

@@ -10,37 +10,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import {
-  type Direction,
-  IdentityChange,
-  IdentityKeyPair,
-  IdentityKeyStore,
-  KEMPublicKey,
-  PreKeyBundle,
-  PrivateKey,
-  ProtocolAddress,
-  PublicKey,
-  SenderCertificate,
-  SessionRecord,
-  SessionStore,
-  UnidentifiedSenderMessageContent,
-  processPreKeyBundle,
-  sealedSenderMultiRecipientEncrypt,
-  signalEncrypt,
-} from '@signalapp/libsignal-client';
-import {
-  type AccountId,
-  type DeviceId,
-  EnvelopeType,
-  type SendRequest,
-  encodeSendRequestBinary,
-  processPreKeyBundleResponse,
-} from '@parley/wire';
+import { PrivateKey, PublicKey, SenderCertificate } from '@signalapp/libsignal-client';
+import { type AccountId, type DeviceId, EnvelopeType, type SendRequest, encodeSendRequestBinary } from '@parley/wire';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { BusSignal } from '../src/ports.js';
 import { createServerCertificate, createTrustRoot, loadServerSigner, parseServerCertificate } from '../src/sealed.js';
 import { defaultRelayConfig } from '../src/config.js';
 import { type Harness, type TestAccount, makeHarness, silentLogger } from './helpers.js';
+import { multiRecipientBody, xor } from './sealed-fixtures.js';
 
 const execFileP = promisify(execFile);
 
@@ -315,111 +292,6 @@ describe('online-only sends', () => {
 
 // ---------------------------------------------------------------- multi-recipient
 
-/** Just enough in-memory libsignal state for a sender to encrypt. */
-class MemSessions extends SessionStore {
-  readonly map = new Map<string, SessionRecord>();
-  async saveSession(a: ProtocolAddress, r: SessionRecord) {
-    this.map.set(a.toString(), r);
-  }
-  async getSession(a: ProtocolAddress) {
-    return this.map.get(a.toString()) ?? null;
-  }
-  async getExistingSessions(as: ProtocolAddress[]) {
-    return as.map((a) => {
-      const r = this.map.get(a.toString());
-      if (!r) throw new Error('no session');
-      return r;
-    });
-  }
-}
-class MemIdentity extends IdentityKeyStore {
-  readonly known = new Map<string, PublicKey>();
-  constructor(private readonly pair: IdentityKeyPair) {
-    super();
-  }
-  async getIdentityKey() {
-    return this.pair.privateKey;
-  }
-  async getLocalRegistrationId() {
-    return 1;
-  }
-  async saveIdentity(a: ProtocolAddress, k: PublicKey) {
-    this.known.set(a.name(), k);
-    return IdentityChange.NewOrUnchanged;
-  }
-  async isTrustedIdentity(_a: ProtocolAddress, _k: PublicKey, _d: Direction) {
-    return true;
-  }
-  async getIdentity(a: ProtocolAddress) {
-    return this.known.get(a.name()) ?? null;
-  }
-}
-
-async function multiRecipientBody(sender: TestAccount, recipients: TestAccount[], regIdDelta: Record<string, number> = {}) {
-  const sessions = new MemSessions();
-  const identity = new MemIdentity(sender.identity);
-  const local = ProtocolAddress.new(sender.accountId, 1);
-  for (const r of recipients) {
-    await h.uploadKeys(r, 1, 1, 100);
-    const res = await h.built.app.inject({
-      method: 'GET',
-      url: `/v1/keys/${r.accountId}/*`,
-      headers: { authorization: sender.auth },
-    });
-    const bundle = processPreKeyBundleResponse(res.json());
-    for (const d of bundle.devices) {
-      await processPreKeyBundle(
-        PreKeyBundle.new(
-          d.registrationId + (regIdDelta[r.accountId] ?? 0),
-          d.deviceId,
-          d.preKey?.keyId ?? null,
-          d.preKey ? PublicKey.deserialize(new Uint8Array(d.preKey.publicKey)) : null,
-          d.signedPreKey.keyId,
-          PublicKey.deserialize(new Uint8Array(d.signedPreKey.publicKey)),
-          new Uint8Array(d.signedPreKey.signature),
-          PublicKey.deserialize(new Uint8Array(bundle.identityKey)),
-          d.kyberPreKey.keyId,
-          KEMPublicKey.deserialize(new Uint8Array(d.kyberPreKey.publicKey)),
-          new Uint8Array(d.kyberPreKey.signature),
-        ),
-        ProtocolAddress.new(r.accountId, d.deviceId),
-        local,
-        sessions,
-        identity,
-      );
-    }
-  }
-  const certRes = await h.built.app.inject({
-    method: 'GET',
-    url: '/v1/certificate/delivery',
-    headers: { authorization: sender.auth },
-  });
-  const cert = SenderCertificate.deserialize(
-    new Uint8Array(Buffer.from(certRes.json<{ certificate: string }>().certificate, 'base64')),
-  );
-  const first = recipients[0] as TestAccount;
-  const inner = await signalEncrypt(
-    new Uint8Array([1, 2, 3]),
-    ProtocolAddress.new(first.accountId, 1),
-    local,
-    sessions,
-    identity,
-  );
-  const usmc = UnidentifiedSenderMessageContent.new(inner, cert, 0, null);
-  return sealedSenderMultiRecipientEncrypt({
-    content: usmc,
-    recipients: recipients.map((r) => ProtocolAddress.new(r.accountId, 1)),
-    identityStore: identity,
-    sessionStore: sessions,
-  });
-}
-
-function xor(keys: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(16);
-  for (const k of keys) for (let i = 0; i < 16; i++) out[i] = (out[i] as number) ^ (k[i] as number);
-  return out;
-}
-
 async function sendMulti(body: Uint8Array, key: Uint8Array | null, headers: Record<string, string> = {}) {
   const res = await h.built.app.inject({
     method: 'PUT',
@@ -445,7 +317,7 @@ describe('multi-recipient sealed sends', () => {
     const kc = accessKey();
     await setAccessKey(bob, kb);
     await setAccessKey(carol, kc);
-    const body = await multiRecipientBody(alice, [bob, carol]);
+    const body = await multiRecipientBody(h, alice, [bob, carol]);
     const res = await sendMulti(body, xor([kb, kc]));
     expect(res.status).toBe(200);
     for (const r of [bob, carol]) {
@@ -467,7 +339,7 @@ describe('multi-recipient sealed sends', () => {
     const kc = accessKey();
     await setAccessKey(bob, kb);
     await setAccessKey(carol, kc);
-    const body = await multiRecipientBody(alice, [bob, carol]);
+    const body = await multiRecipientBody(h, alice, [bob, carol]);
     const onlyBob = await sendMulti(body, kb);
     const none = await sendMulti(body, null);
     expect(onlyBob.status).toBe(401);
@@ -486,13 +358,13 @@ describe('multi-recipient sealed sends', () => {
     const kc = accessKey();
     await setAccessKey(bob, kb);
     await setAccessKey(carol, kc);
-    const staleBody = await multiRecipientBody(alice, [bob, carol], { [carol.accountId]: 1 });
+    const staleBody = await multiRecipientBody(h, alice, [bob, carol], { [carol.accountId]: 1 });
     const stale = await sendMulti(staleBody, xor([kb, kc]));
     expect(stale.status).toBe(410);
     expect(stale.json).toMatchObject({ code: 'STALE_DEVICES', recipients: [{ accountId: carol.accountId, staleDevices: [1] }] });
 
     // A device Bob's account gains after the sender built its sessions: 409 naming Bob's missing device.
-    const body = await multiRecipientBody(alice, [bob, carol]);
+    const body = await multiRecipientBody(h, alice, [bob, carol]);
     const devicesOf = h.store.listDevices.bind(h.store);
     h.store.listDevices = async (account: AccountId) => {
       const list = await devicesOf(account);

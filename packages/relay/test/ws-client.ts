@@ -20,7 +20,32 @@ export class TestSocket {
 
   /** Connect; rejects with the HTTP status when the upgrade is refused. */
   static connect(baseUrl: string, authorization: string): Promise<TestSocket> {
-    const ws = new WebSocket(`${baseUrl.replace(/^http/, 'ws')}/v1/websocket`, { headers: { authorization } });
+    return TestSocket.#open(baseUrl, '/v1/websocket', { authorization });
+  }
+
+  /** Open the anonymous (sealed-sender) socket, without credentials unless `headers` adds some. */
+  static connectAnonymous(baseUrl: string, headers: Record<string, string> = {}): Promise<TestSocket> {
+    return TestSocket.#open(baseUrl, '/v1/websocket/anonymous', headers);
+  }
+
+  /** Try an upgrade that should be refused; its status, headers and JSON body. */
+  static refusal(baseUrl: string, path: string, headers: Record<string, string> = {}) {
+    const ws = new WebSocket(`${baseUrl.replace(/^http/, 'ws')}${path}`, { headers });
+    return new Promise<{ status: number; headers: Record<string, unknown>; json: unknown }>((resolve, reject) => {
+      ws.once('open', () => reject(new Error('upgrade accepted')));
+      ws.once('error', reject);
+      ws.once('unexpected-response', (_req, res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, json: JSON.parse(Buffer.concat(chunks).toString()) }),
+        );
+      });
+    });
+  }
+
+  static #open(baseUrl: string, path: string, headers: Record<string, string>): Promise<TestSocket> {
+    const ws = new WebSocket(`${baseUrl.replace(/^http/, 'ws')}${path}`, { headers });
     const sock = new TestSocket(ws);
     return new Promise((resolve, reject) => {
       ws.once('open', () => resolve(sock));
