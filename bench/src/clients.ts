@@ -5,9 +5,14 @@
  *
  * - Parley: the wire protocol directly (accounts registered over HTTP with
  *   one real key bundle generated once and reused, authenticated WebSockets,
- *   `PUT /v1/messages/:id` protobuf frames with an opaque 1 KiB envelope of
- *   type 1, every pushed envelope acknowledged). The relay never decrypts, so
- *   this measures the relay rather than libsignal.
+ *   `PUT /v1/messages/:id` protobuf frames with an opaque 1 KiB envelope,
+ *   every pushed envelope acknowledged). The relay never decrypts, so this
+ *   measures the relay rather than libsignal. Two mixes: `identified` sends
+ *   type-1 envelopes over the sender's authenticated socket (the relay
+ *   answers each delivery with a receipt back to the sender); `sealed` is
+ *   what the SDK sends between contacts: type-6 envelopes over a second,
+ *   anonymous socket per client with the recipient's access key (a random
+ *   16-byte key each account published) and no receipt.
  * - floor: `[u32 destination][1 KiB]` binary frames.
  * - XMPP: TCP, stream header, SASL ANONYMOUS, resource bind, then
  *   `<message type='chat'>` stanzas with a 1 KiB body to the peer's full JID.
@@ -16,10 +21,13 @@ import { randomBytes } from 'node:crypto';
 import { type Socket, connect } from 'node:net';
 import { IdentityKeyPair, KEMKeyPair, PrivateKey } from '@signalapp/libsignal-client';
 import {
+  ACCESS_KEY_HEADER,
   type AccountId,
   type DeviceId,
   EnvelopeType,
   decodeFrame,
+  encodeAccessKeyHeader,
+  encodeAccessKeyRequest,
   encodeRegisterRequest,
   encodeRequest,
   encodeResponse,
@@ -30,6 +38,9 @@ import WebSocket from 'ws';
 import type { ServerHandle } from './servers.js';
 
 export const PAYLOAD = 1024;
+
+/** How Parley clients send in the load bench (see the top of this file). */
+export type ParleyMix = 'identified' | 'sealed';
 
 export interface Fleet {
   size: number;
@@ -114,20 +125,41 @@ export async function registerMany(port: number, n: number, prefix: string): Pro
   );
 }
 
+/**
+ * Publish a random access key for each account (`PUT /v1/accounts/access-key`;
+ * the relay only compares keys, so they need not come from a profile key).
+ * Resolves with each key as the `unidentified-access-key` header value.
+ */
+export function publishAccessKeys(port: number, creds: Creds[]): Promise<string[]> {
+  return pool(creds, 32, async (c) => {
+    const accessKey = new Uint8Array(randomBytes(16));
+    const res = await fetch(`http://127.0.0.1:${port}/v1/accounts/access-key`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json', authorization: c.auth },
+      body: JSON.stringify(encodeAccessKeyRequest({ accessKey })),
+    });
+    if (res.status !== 204) throw new Error(`access key: ${res.status} ${await res.text()}`);
+    return encodeAccessKeyHeader(accessKey);
+  });
+}
+
 /** Answer a pushed request with 200 (the ack). */
 export const okAck = (ws: WebSocket, id: bigint) =>
   ws.send(encodeResponse({ id, status: 200, message: 'OK', headers: {}, body: new Uint8Array(0) }));
 
-/** One authenticated Parley device socket that acknowledges every push. */
+/**
+ * One Parley socket that acknowledges every push: a device's authenticated
+ * socket, or with `c` null the anonymous one (no credentials, for sealed sends).
+ */
 export function parleySocket(
   port: number,
-  c: Creds,
+  c: Creds | null,
   onEnvelope: (content: Uint8Array) => void,
   onStatus: (status: number) => void,
   localAddress?: string,
 ): Promise<WebSocket> {
-  const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/websocket`, {
-    headers: { authorization: c.auth },
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/websocket${c ? '' : '/anonymous'}`, {
+    headers: c ? { authorization: c.auth } : {},
     perMessageDeflate: false,
     ...(localAddress ? { localAddress } : {}),
   });
@@ -144,11 +176,20 @@ export function parleySocket(
   });
 }
 
-/** The frame for one Parley send of `content` to `to`, device 1, envelope type 1. */
-export function parleySendFrame(id: bigint, to: Creds, content: Uint8Array): Uint8Array {
+/**
+ * The frame for one Parley send of `content` to `to`, device 1: an envelope of
+ * type 1, or with `accessKey` (the recipient's, as its header value) a sealed
+ * send of a type-6 envelope, which goes over the anonymous socket.
+ */
+export function parleySendFrame(id: bigint, to: Creds, content: Uint8Array, accessKey?: string): Uint8Array {
   const body = encodeSendRequestBinary({
     messages: [
-      { type: EnvelopeType.Ciphertext, destinationDevice: 1 as DeviceId, destinationRegistrationId: to.registrationId, content },
+      {
+        type: accessKey ? EnvelopeType.UnidentifiedSender : EnvelopeType.Ciphertext,
+        destinationDevice: 1 as DeviceId,
+        destinationRegistrationId: to.registrationId,
+        content,
+      },
     ],
     timestamp: Date.now(),
     urgent: true,
@@ -158,15 +199,22 @@ export function parleySendFrame(id: bigint, to: Creds, content: Uint8Array): Uin
     id,
     verb: 'PUT',
     path: `/v1/messages/${to.accountId}`,
-    headers: { 'content-type': 'application/x-protobuf' },
+    headers: {
+      'content-type': 'application/x-protobuf',
+      ...(accessKey ? { [ACCESS_KEY_HEADER]: accessKey } : {}),
+    },
     body,
   });
 }
 
-async function parleyFleet(server: ServerHandle, n: number): Promise<Fleet> {
+async function parleyFleet(server: ServerHandle, n: number, mix: ParleyMix): Promise<Fleet> {
   const creds = await registerMany(server.port, n, `load${Date.now().toString(36)}_`);
+  const accessKeys = mix === 'sealed' ? await publishAccessKeys(server.port, creds) : null;
   const fleet: Fleet = { size: n, send: () => undefined, onDeliver: () => undefined, errors: 0, close: async () => undefined };
   const content = Buffer.alloc(PAYLOAD);
+  const onStatus = (status: number) => {
+    if (status !== 200) fleet.errors++;
+  };
   const sockets = await pool(creds, 64, (c) =>
     parleySocket(
       server.port,
@@ -174,18 +222,18 @@ async function parleyFleet(server: ServerHandle, n: number): Promise<Fleet> {
       (body) => {
         if (body.byteLength >= 8) fleet.onDeliver(Buffer.from(body.buffer, body.byteOffset, body.byteLength).readDoubleLE(0));
       },
-      (status) => {
-        if (status !== 200) fleet.errors++;
-      },
+      onStatus,
     ),
   );
+  // Sealed: each client sends over its own anonymous socket and receives on its device socket.
+  const senders = accessKeys ? await pool(creds, 64, () => parleySocket(server.port, null, () => undefined, onStatus)) : sockets;
   let nextId = 1n;
   fleet.send = (from, to) => {
     content.writeDoubleLE(performance.now(), 0);
-    (sockets[from] as WebSocket).send(parleySendFrame(nextId++, creds[to] as Creds, content));
+    (senders[from] as WebSocket).send(parleySendFrame(nextId++, creds[to] as Creds, content, accessKeys?.[to]));
   };
   fleet.close = async () => {
-    for (const ws of sockets) ws.terminate();
+    for (const ws of senders === sockets ? sockets : [...sockets, ...senders]) ws.terminate();
   };
   return fleet;
 }
@@ -296,8 +344,9 @@ async function xmppFleet(server: ServerHandle, n: number): Promise<Fleet> {
   return fleet;
 }
 
-export function openFleet(server: ServerHandle, n: number): Promise<Fleet> {
-  if (server.kind === 'parley') return parleyFleet(server, n);
+/** Connect `n` clients; `mix` picks how Parley clients send (ignored for the other servers). */
+export function openFleet(server: ServerHandle, n: number, mix: ParleyMix = 'identified'): Promise<Fleet> {
+  if (server.kind === 'parley') return parleyFleet(server, n, mix);
   if (server.kind === 'floor') return floorFleet(server, n);
   return xmppFleet(server, n);
 }

@@ -1,17 +1,16 @@
 /**
  * One relay process for the cluster benchmark: the real `startRelay` with the
- * environment's store and bus (PARLEY_STORE, PARLEY_BUS), rate limits lifted
- * so the load generator measures the relay rather than its token buckets.
+ * environment's store and bus (PARLEY_STORE, PARLEY_BUS), every rate limit
+ * lifted so the load generator measures the relay rather than its token buckets.
  * Prints `{"port":N}` once listening; exits cleanly on SIGTERM.
  */
-import { relayConfigFromEnv, startRelay } from '@parley/relay';
+import { type RateLimitConfig, defaultRateLimits, relayConfigFromEnv, startRelay } from '@parley/relay';
 
+// Every bucket, whatever the relay adds later: the load generator's clients all come from 127.0.0.x.
 const open = { burst: 1e9, perSecond: 1e9 };
-const config = relayConfigFromEnv(process.env, {
-  port: 0,
-  logLevel: 'warn',
-  rateLimits: { register: open, send: open, bundle: open, lookup: open, sealedRecipient: open, sealedAddress: open },
-});
+const rateLimits: RateLimitConfig = { ...defaultRateLimits };
+for (const bucket of Object.keys(rateLimits) as Array<keyof RateLimitConfig>) rateLimits[bucket] = open;
+const config = relayConfigFromEnv(process.env, { port: 0, logLevel: 'warn', rateLimits });
 const relay = await startRelay(config);
 process.stdout.write(`${JSON.stringify({ port: relay.port })}\n`);
 process.once('SIGTERM', () => {

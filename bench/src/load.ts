@@ -9,9 +9,12 @@
  * A step is saturated when under 95 % of its messages arrive within the grace
  * time after the step, when the p99 passes 5 s, or when the generator itself
  * could not keep the schedule; the ladder stops after a saturated step.
+ *
+ * Parley runs one ladder per traffic mix (`ParleyMix` in clients.ts), named
+ * after the server and the mix.
  */
 import { cpuMicros, percentile } from './cluster.js';
-import { openFleet } from './clients.js';
+import { type ParleyMix, openFleet } from './clients.js';
 import type { ServerHandle } from './servers.js';
 
 export interface LoadStep {
@@ -27,6 +30,10 @@ export interface LoadStep {
   generatorCores: number;
   /** Delivered messages per second per core of server CPU. */
   perCore: number;
+  /** Server CPU per delivered message, µs (1e6 / perCore). */
+  serverMicrosPerMessage: number;
+  /** Send answers that were not 200 during the step and its grace time. */
+  errors: number;
   saturated: boolean;
   why: string;
 }
@@ -38,13 +45,17 @@ export interface LoadResult {
   steps: LoadStep[];
 }
 
+/** What a ladder is called in tables and plots: the server, and for Parley the traffic mix. */
+export const ladderLabel = (server: string, mix?: ParleyMix) => (mix ? `${server}, ${mix}` : server);
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function runLadder(
   server: ServerHandle,
-  opts: { clients: number; rates: number[]; stepSeconds: number; graceSeconds: number },
+  opts: { clients: number; rates: number[]; stepSeconds: number; graceSeconds: number; mix?: ParleyMix },
 ): Promise<LoadResult> {
-  const fleet = await openFleet(server, opts.clients);
+  const label = ladderLabel(server.label, opts.mix);
+  const fleet = await openFleet(server, opts.clients, opts.mix);
   const steps: LoadStep[] = [];
   const n = fleet.size;
   const half = Math.floor(n / 2);
@@ -62,6 +73,7 @@ export async function runLadder(
       let sent = 0;
       let k = 0;
       let behind = 0;
+      const errors0 = fleet.errors;
       const cpu0 = { s: cpuMicros(server.pid), g: process.cpuUsage() };
       const t0 = performance.now();
       windowStart = t0;
@@ -114,12 +126,14 @@ export async function runLadder(
         serverCores,
         generatorCores: (g.user + g.system) / 1e6 / elapsed,
         perCore: serverCores > 0 ? deliveredPerSecond / serverCores : NaN,
+        serverMicrosPerMessage: delivered > 0 ? (serverCores * 1e6) / deliveredPerSecond : NaN,
+        errors: fleet.errors - errors0,
         saturated: why !== '',
         why,
       });
       const s = steps[steps.length - 1] as LoadStep;
       console.log(
-        `  ${server.label}: offered ${rate}/s → ${s.deliveredPerSecond.toFixed(0)}/s, p50 ${s.p50Ms.toFixed(1)} p99 ${s.p99Ms.toFixed(1)} p99.9 ${s.p999Ms.toFixed(1)} ms, server ${s.serverCores.toFixed(2)} cores, generator ${s.generatorCores.toFixed(2)}${why ? ` — saturated: ${why}` : ''}`,
+        `  ${label}: offered ${rate}/s → ${s.deliveredPerSecond.toFixed(0)}/s, p50 ${s.p50Ms.toFixed(1)} p99 ${s.p99Ms.toFixed(1)} p99.9 ${s.p999Ms.toFixed(1)} ms, server ${s.serverCores.toFixed(2)} cores (${s.serverMicrosPerMessage.toFixed(0)} µs/msg), generator ${s.generatorCores.toFixed(2)}${s.errors ? `, ${s.errors} error answers` : ''}${why ? ` — saturated: ${why}` : ''}`,
       );
       if (s.saturated) break;
       // Let the server drain before the next step.
@@ -129,5 +143,5 @@ export async function runLadder(
     windowStart = Infinity;
     await fleet.close();
   }
-  return { server: server.label, clients: n, stepSeconds: opts.stepSeconds, steps };
+  return { server: label, clients: n, stepSeconds: opts.stepSeconds, steps };
 }
