@@ -96,7 +96,7 @@ import { ReceiveQueue } from './receive-queue.js';
 import { Serial } from './serial.js';
 import { IdentityStatus, Stores, ab } from './stores.js';
 import { checkSafetyNumber, safetyNumber } from './trust.js';
-import { HttpTransport, RelaySocket, type Body, type Reply, type RequestResult, basicAuth, errorBody, expectOk, replyError, replyJson } from './transport.js';
+import { AnonymousTransport, HttpTransport, RelaySocket, type Body, type Reply, type RequestResult, basicAuth, errorBody, expectOk, replyError, replyJson } from './transport.js';
 
 // ---------------------------------------------------------------- public types
 
@@ -246,14 +246,15 @@ export class ParleyClient {
     this.http = new HttpTransport(account.serverUrl, { accountId: account.accountId, deviceId: account.deviceId, password: account.password });
     this.localAddress = ProtocolAddress.new(account.accountId, account.deviceId);
     this.identityKeyPair = identityKeyPair;
-    // Sealed sender: unauthenticated requests, and a profile key (created for profiles made before it existed).
-    this.anon = new HttpTransport(account.serverUrl, null);
+    // Sealed sender: unauthenticated requests (over the anonymous socket, HTTP behind it), and a profile key
+    // (created for profiles made before it existed).
+    this.anon = new AnonymousTransport(account.serverUrl);
     this.profileKey = ensureProfileKey(this.db);
     this.groups = this.groupHost();
   }
   private readonly groups: Groups;
   private readonly identityKeyPair: IdentityKeyPair;
-  private readonly anon: HttpTransport;
+  private readonly anon: AnonymousTransport;
   private readonly profileKey: Uint8Array;
 
   // ---------------------------------------------------------------- lifecycle
@@ -390,7 +391,7 @@ export class ParleyClient {
     await Promise.allSettled([...this.background]);
     await this.crypto.idle();
     this.http.close();
-    this.anon.close();
+    await this.anon.close();
     this.profile.close();
   }
 
@@ -721,6 +722,7 @@ export class ParleyClient {
       });
       const body_ = { binary: encodeSendRequestBinary({ messages, timestamp, urgent, messageId, ...(mode.online ? { online: true } : {}) }) };
       // A prebuilt type-6 envelope (a group message to a member without a known access key) goes over the authenticated route.
+      // The anonymous transport may repeat a sealed send over HTTP; the message id makes the relay store it once.
       const reply = sealed
         ? await this.anon.request('PUT', `/v1/messages/${account}`, body_, { [ACCESS_KEY_HEADER]: encodeAccessKeyHeader(accessKey ?? new Uint8Array(0)) })
         : await this.call('PUT', `/v1/messages/${account}`, body_);

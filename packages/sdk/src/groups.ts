@@ -1118,6 +1118,8 @@ export class Groups {
         for (const k of accessKeys.values()) {
           for (let i = 0; i < key.length; i++) key[i] = (key[i] as number) ^ (k[i] as number);
         }
+        // The anonymous transport may repeat this upload over HTTP (its socket closed before answering). A second copy is
+        // harmless: receivers drop it by (sender, device, timestamp), and its sender-key ciphertext is a duplicate anyway.
         const reply = await this.h.anonRequest(
           'PUT',
           '/v1/messages/multi_recipient',

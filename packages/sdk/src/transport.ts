@@ -1,12 +1,13 @@
 /**
- * Talking to the relay: HTTP (node:http, keep-alive) and the device WebSocket (request and
- * response frames with ids, in both directions). Both return the same Reply
- * shape; `expectOk` turns a non-2xx reply into a coded SdkError.
+ * Talking to the relay: HTTP (node:http, keep-alive), the device WebSocket (request and
+ * response frames with ids, in both directions) and the anonymous WebSocket for
+ * sealed-sender requests (HTTP behind it). All return the same Reply shape;
+ * `expectOk` turns a non-2xx reply into a coded SdkError.
  */
 import * as http from 'node:http';
 import * as https from 'node:https';
 import { WebSocket } from 'ws';
-import { decodeFrame, encodeRequest, encodeResponse, processErrorBody, type ErrorBody, type RequestFrame } from '@parley/wire';
+import { Limits, decodeFrame, encodeRequest, encodeResponse, processErrorBody, type ErrorBody, type RequestFrame } from '@parley/wire';
 import { SdkError, type SdkErrorCode } from './errors.js';
 
 export const REQUEST_TIMEOUT_MS = 10_000;
@@ -14,6 +15,10 @@ export const KEEPALIVE_MS = 30_000;
 export const RECONNECT_BASE_MS = 500;
 export const RECONNECT_CAP_MS = 30_000;
 export const CLOSE_REPLACED = 4409;
+/** The anonymous socket closes after this long without a request (well under the relay's 90 s, so it never needs keepalives). */
+export const ANONYMOUS_IDLE_MS = 30_000;
+/** After the anonymous socket failed to open, requests go over HTTP for this long before it is tried again. */
+export const ANONYMOUS_RETRY_MS = 60_000;
 
 export interface Credentials {
   accountId: string;
@@ -436,4 +441,227 @@ export class RelaySocket {
       ws.close(1000);
     });
   }
+}
+
+// ---------------------------------------------------------------- anonymous WebSocket
+
+/** Bodies above this go over HTTP: a frame holds at most Limits.maxFrameBytes, path and headers included. */
+const MAX_ANONYMOUS_BODY = Limits.maxFrameBytes - 8 * 1024;
+
+export interface AnonymousOptions {
+  timeoutMs?: number;
+  /** Close the socket after this long without a request (default ANONYMOUS_IDLE_MS). */
+  idleMs?: number;
+  /** After a failed open, use HTTP for this long (default ANONYMOUS_RETRY_MS). */
+  retryMs?: number;
+}
+
+interface AnonymousWaiter {
+  ws: WebSocket;
+  resolve: (r: Reply) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+  /** Repeat the request over HTTP (the socket closed before answering). */
+  overHttp: () => Promise<Reply>;
+}
+
+/**
+ * Unauthenticated requests (sealed-sender sends, the trust root) over the
+ * relay's anonymous WebSocket: one socket opened on first use, requests
+ * multiplexed by id, closed after `idleMs` without use, so an idle client
+ * holds no extra socket and sends no keepalives. The relay answers exactly
+ * as it would over HTTP, and HTTP stands behind the socket: a request goes
+ * over HTTP when the socket cannot open (for `retryMs`), when its body is too
+ * big for a frame, or when the socket closes before answering it. Callers
+ * must only send requests that are safe to repeat.
+ */
+export class AnonymousTransport {
+  readonly http: HttpTransport;
+  private ws: WebSocket | null = null;
+  private opening: Promise<WebSocket | null> | null = null;
+  private nextId = 1n;
+  private readonly waiters = new Map<bigint, AnonymousWaiter>();
+  private idleTimer: NodeJS.Timeout | null = null;
+  private failedAt = Number.NEGATIVE_INFINITY;
+  private closed = false;
+  private readonly timeoutMs: number;
+  private readonly idleMs: number;
+  private readonly retryMs: number;
+
+  constructor(
+    readonly serverUrl: string,
+    opts: AnonymousOptions = {},
+  ) {
+    this.timeoutMs = opts.timeoutMs ?? REQUEST_TIMEOUT_MS;
+    this.idleMs = opts.idleMs ?? ANONYMOUS_IDLE_MS;
+    this.retryMs = opts.retryMs ?? ANONYMOUS_RETRY_MS;
+    this.http = new HttpTransport(serverUrl, null, this.timeoutMs);
+  }
+
+  /** Whether the socket is open right now. */
+  get isOpen(): boolean {
+    return this.ws?.readyState === WebSocket.OPEN;
+  }
+
+  async request(verb: string, path: string, body?: Body, extraHeaders: Record<string, string> = {}): Promise<Reply> {
+    const overHttp = () => this.http.request(verb, path, body, extraHeaders);
+    const { bytes, contentType } = encodeBody(body);
+    const payload = bytes ?? new Uint8Array(0);
+    if (this.closed || payload.byteLength > MAX_ANONYMOUS_BODY) return overHttp();
+    const ws = await this.socket();
+    if (!ws || ws.readyState !== WebSocket.OPEN) return overHttp();
+    // The same headers HTTP would send, minus the transport's own (length, connection).
+    const headers: Record<string, string> = { ...extraHeaders };
+    if (contentType) headers['content-type'] = contentType;
+    const id = this.nextId++;
+    return new Promise<Reply>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters.delete(id);
+        reject(new SdkError('RELAY_UNREACHABLE', 'the relay did not answer in time'));
+        // A socket that stops answering is dead: drop it (its other requests go over HTTP); the next request opens a new one.
+        ws.terminate();
+      }, this.timeoutMs);
+      timer.unref?.();
+      this.waiters.set(id, { ws, resolve, reject, timer, overHttp });
+      this.busy(ws);
+      ws.send(encodeRequest({ id, verb, path, headers, body: payload }), (err) => {
+        if (err) this.retryOverHttp(id);
+      });
+    });
+  }
+
+  /** Closes the socket; later requests go over HTTP. */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.clearIdle();
+    const ws = this.ws;
+    this.ws = null;
+    if (ws && ws.readyState !== WebSocket.CLOSED) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => {
+          ws.terminate();
+          resolve();
+        }, 2000);
+        t.unref?.();
+        ws.once('close', () => {
+          clearTimeout(t);
+          resolve();
+        });
+        ws.close(1000);
+      });
+    }
+    this.http.close();
+  }
+
+  /** The open socket, a new one, or null when it cannot open (then HTTP for a while). */
+  private socket(): Promise<WebSocket | null> {
+    if (this.ws?.readyState === WebSocket.OPEN) return Promise.resolve(this.ws);
+    if (Date.now() - this.failedAt < this.retryMs) return Promise.resolve(null);
+    this.opening ??= this.dial().finally(() => (this.opening = null));
+    return this.opening;
+  }
+
+  private dial(): Promise<WebSocket | null> {
+    const url = new URL('/v1/websocket/anonymous', this.serverUrl);
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    return new Promise((resolve) => {
+      const ws = new WebSocket(url, { handshakeTimeout: this.timeoutMs, maxPayload: 2 * 1024 * 1024 });
+      ws.binaryType = 'nodebuffer';
+      let settled = false;
+      const failed = (): void => {
+        if (settled) return;
+        settled = true;
+        this.failedAt = Date.now();
+        ws.terminate();
+        resolve(null);
+      };
+      // Refused (an old relay, a proxy without WebSockets, a rate limit, shutting down): HTTP answers instead.
+      ws.on('unexpected-response', (_req, res) => {
+        res.resume();
+        failed();
+      });
+      ws.on('error', failed);
+      ws.on('open', () => {
+        settled = true;
+        if (this.closed) {
+          ws.close(1000);
+          return resolve(null);
+        }
+        this.ws = ws;
+        resolve(ws);
+      });
+      ws.on('message', (data: Buffer, isBinary: boolean) => {
+        if (isBinary) this.onFrame(ws, data);
+      });
+      ws.on('close', () => {
+        failed();
+        if (this.ws === ws) {
+          this.ws = null;
+          this.clearIdle();
+        }
+        for (const [id, w] of this.waiters) if (w.ws === ws) this.retryOverHttp(id);
+      });
+    });
+  }
+
+  private onFrame(ws: WebSocket, data: Buffer): void {
+    let frame;
+    try {
+      frame = decodeFrame(data);
+    } catch {
+      return; // not a frame we understand; its request times out
+    }
+    // The relay sends nothing but answers here; an id-0 answer (to a frame it could not read) matches no request.
+    if (frame.kind !== 'response') return;
+    const w = this.waiters.get(frame.id);
+    if (!w) return;
+    this.waiters.delete(frame.id);
+    clearTimeout(w.timer);
+    this.idleSoon(ws);
+    w.resolve({ status: frame.status, body: frame.body, headers: frame.headers });
+  }
+
+  private retryOverHttp(id: bigint): void {
+    const w = this.waiters.get(id);
+    if (!w) return;
+    this.waiters.delete(id);
+    clearTimeout(w.timer);
+    w.overHttp().then(w.resolve, w.reject);
+  }
+
+  /** A request is in flight: keep the process alive for it and hold off the idle close. */
+  private busy(ws: WebSocket): void {
+    this.clearIdle();
+    setRef(ws, true);
+  }
+
+  /** No answer outstanding: let the process exit if nothing else runs, and close after `idleMs`. */
+  private idleSoon(ws: WebSocket): void {
+    if (this.waiters.size > 0 || this.ws !== ws) return;
+    setRef(ws, false);
+    this.clearIdle();
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = null;
+      if (this.ws !== ws || this.waiters.size > 0) return;
+      this.ws = null;
+      ws.close(1000);
+    }, this.idleMs);
+    this.idleTimer.unref?.();
+  }
+
+  private clearIdle(): void {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
+  }
+}
+
+/**
+ * Like the HTTP agent's pooled sockets, an idle anonymous socket must not
+ * keep the process alive. `_socket` is ws's own field; without it the socket
+ * simply stays referenced until the idle close.
+ */
+function setRef(ws: WebSocket, on: boolean): void {
+  const socket = (ws as unknown as { _socket?: { ref?: () => void; unref?: () => void } })._socket;
+  if (on) socket?.ref?.();
+  else socket?.unref?.();
 }
