@@ -476,7 +476,7 @@ interface AnonymousWaiter {
  * must only send requests that are safe to repeat.
  */
 export class AnonymousTransport {
-  readonly http: HttpTransport;
+  private readonly http: HttpTransport;
   private ws: WebSocket | null = null;
   private opening: Promise<WebSocket | null> | null = null;
   private nextId = 1n;
