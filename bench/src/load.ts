@@ -14,7 +14,7 @@
  * after the server and the mix.
  */
 import { cpuMicros, percentile } from './cluster.js';
-import { type ParleyMix, openFleet } from './clients.js';
+import { type Fleet, type ParleyMix, openFleet } from './clients.js';
 import type { ServerHandle } from './servers.js';
 
 export interface LoadStep {
@@ -50,6 +50,33 @@ export const ladderLabel = (server: string, mix?: ParleyMix) => (mix ? `${server
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Open loop: send `total` messages at `rate`/s on a 2 ms clock from time `t0`,
+ * whatever the server answers; client k sends to client k + n/2. `behind`
+ * counts ticks owing more than 100 ms of schedule (the generator was the
+ * bottleneck).
+ */
+function sendPaced(fleet: Fleet, rate: number, total: number, k0: number, t0: number): Promise<{ sent: number; behind: number }> {
+  const n = fleet.size;
+  const half = Math.floor(n / 2);
+  let sent = 0;
+  let behind = 0;
+  return new Promise((resolve) => {
+    const tick = () => {
+      const due = Math.min(total, Math.floor(((performance.now() - t0) / 1000) * rate));
+      if (due - sent > rate / 10) behind++;
+      const burst = Math.min(due - sent, Math.max(50, rate / 50));
+      for (let i = 0, k = k0 + sent; i < burst; i++, k++) fleet.send(k % n, (k + half) % n);
+      sent += burst;
+      if (sent >= total) {
+        clearInterval(timer);
+        resolve({ sent, behind });
+      }
+    };
+    const timer = setInterval(tick, 2);
+  });
+}
+
 export async function runLadder(
   server: ServerHandle,
   opts: { clients: number; rates: number[]; stepSeconds: number; graceSeconds: number; mix?: ParleyMix },
@@ -57,43 +84,28 @@ export async function runLadder(
   const label = ladderLabel(server.label, opts.mix);
   const fleet = await openFleet(server, opts.clients, opts.mix);
   const steps: LoadStep[] = [];
-  const n = fleet.size;
-  const half = Math.floor(n / 2);
   let windowStart = Infinity;
   let windowEnd = -Infinity;
   let latencies: number[] = [];
   fleet.onDeliver = (sentAt) => {
     if (sentAt >= windowStart && sentAt < windowEnd) latencies.push(performance.now() - sentAt);
   };
+  let k = 0;
   try {
-    // Warm-up: a short burst at the lowest rate, not measured.
+    // Warm-up: one second at the lowest rate, not measured (first connections, JIT, SQLite caches).
+    const warmRate = opts.rates[0] ?? 100;
+    await sendPaced(fleet, warmRate, warmRate, 0, performance.now());
+    await sleep(1000);
     for (const rate of opts.rates) {
       latencies = [];
       const total = Math.round(rate * opts.stepSeconds);
-      let sent = 0;
-      let k = 0;
-      let behind = 0;
       const errors0 = fleet.errors;
       const cpu0 = { s: cpuMicros(server.pid), g: process.cpuUsage() };
       const t0 = performance.now();
       windowStart = t0;
       windowEnd = Infinity;
-      await new Promise<void>((resolve) => {
-        const tick = () => {
-          const now = performance.now();
-          const due = Math.min(total, Math.floor(((now - t0) / 1000) * rate));
-          // More than 100 ms of schedule owed means the generator is the bottleneck.
-          if (due - sent > rate / 10) behind++;
-          const burst = Math.min(due - sent, Math.max(50, rate / 50));
-          for (let i = 0; i < burst; i++, k++) fleet.send(k % n, (k + half) % n);
-          sent += burst;
-          if (sent >= total) {
-            clearInterval(timer);
-            resolve();
-          }
-        };
-        const timer = setInterval(tick, 2);
-      });
+      const { sent, behind } = await sendPaced(fleet, rate, total, k, t0);
+      k += sent;
       windowEnd = performance.now();
       const elapsed = (windowEnd - t0) / 1000;
       const cpuS = cpuMicros(server.pid) - cpu0.s;
@@ -143,5 +155,5 @@ export async function runLadder(
     windowStart = Infinity;
     await fleet.close();
   }
-  return { server: label, clients: n, stepSeconds: opts.stepSeconds, steps };
+  return { server: label, clients: fleet.size, stepSeconds: opts.stepSeconds, steps };
 }
