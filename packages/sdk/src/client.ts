@@ -81,6 +81,7 @@ import {
   contactAccessKey,
   deriveAccessKey,
   ensureProfileKey,
+  CertificateChecks,
   isOwnCertificate,
   markAccessKeyPublished,
   markAccessKeyRejected,
@@ -253,6 +254,8 @@ export class ParleyClient {
     this.groups = this.groupHost();
   }
   private readonly groups: Groups;
+  /** Sender certificates already verified (sealed.ts), so a burst checks each certificate's signatures once. */
+  private readonly certificateChecks = new CertificateChecks();
   private readonly identityKeyPair: IdentityKeyPair;
   private readonly anon: AnonymousTransport;
   private readonly profileKey: Uint8Array;
@@ -510,7 +513,7 @@ export class ParleyClient {
     if (!root) return null;
     const me = { account: this.identity.accountId, device: this.identity.deviceId };
     const now = Date.now();
-    const cached = cachedSenderCertificate(this.db, root, now, me);
+    const cached = cachedSenderCertificate(this.db, root, now, me, this.certificateChecks);
     if (cached) return cached;
     let cert: SenderCertificate;
     try {
@@ -519,7 +522,7 @@ export class ParleyClient {
     } catch {
       return null; // send identified this time
     }
-    if (!isOwnCertificate(cert, root, now, me) || !cert.key().equals(this.identityKeyPair.publicKey)) {
+    if (!isOwnCertificate(cert, root, now, me, this.certificateChecks) || !cert.key().equals(this.identityKeyPair.publicKey)) {
       this.emit('error', new SdkError('UNTRUSTED_RELAY', 'the relay issued a sender certificate that does not match the pinned trust root'));
       return null;
     }
@@ -537,8 +540,8 @@ export class ParleyClient {
     } catch (err) {
       invalidInput(err);
     }
-    const cached = this.db.prepare('SELECT account FROM contacts WHERE username = ?', { pluck: true }).get([name]);
-    if (typeof cached === 'string') return cached;
+    const cached = this.contactAccount(name);
+    if (cached !== null) return cached;
     const account = await this.lookup(name);
     if (account === null) throw new SdkError('USER_NOT_FOUND', 'no such user');
     return account;
@@ -557,7 +560,28 @@ export class ParleyClient {
     this.db
       .prepare('INSERT INTO contacts (username, account, updated_at) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET account = excluded.account, updated_at = excluded.updated_at')
       .run([name, accountId, Date.now()]);
+    this.rememberContact(name, accountId);
     return accountId;
+  }
+
+  /**
+   * Contacts rows already read, so the claim check of every received message
+   * does not query the table again. `lookup` is the only writer that changes
+   * an existing row (history imports only add missing ones) and it updates
+   * this map too; the profile lock keeps other processes out.
+   */
+  private readonly contactCache = new Map<string, string>();
+  private contactAccount(name: string): string | null {
+    const known = this.contactCache.get(name);
+    if (known !== undefined) return known;
+    const account = this.db.prepare('SELECT account FROM contacts WHERE username = ?', { pluck: true }).get([name]);
+    if (typeof account !== 'string') return null;
+    this.rememberContact(name, account);
+    return account;
+  }
+  private rememberContact(name: string, account: string): void {
+    if (this.contactCache.size >= 4096) this.contactCache.clear();
+    this.contactCache.set(name, account);
   }
 
   private usernameFor(accountId: string): string | null {
@@ -569,8 +593,7 @@ export class ParleyClient {
   /** Believes a claimed sender username only if the relay maps it to the envelope's source account. */
   private async verifyClaim(claim: string | null, accountId: string): Promise<string | null> {
     if (claim === null) return this.usernameFor(accountId);
-    const cached = this.db.prepare('SELECT account FROM contacts WHERE username = ?', { pluck: true }).get([claim]);
-    if (cached === accountId) return claim;
+    if (this.contactAccount(claim) === accountId) return claim;
     try {
       return (await this.lookup(claim)) === accountId ? claim : this.usernameFor(accountId);
     } catch {
@@ -1244,10 +1267,11 @@ export class ParleyClient {
       return { status: 200 }; // can never be processed; ack so it does not block the queue
     }
     if (env.destination.account !== this.identity.accountId || env.destination.device !== this.identity.deviceId) return { status: 200 };
-    if (this.seenGuid(env)) return { status: 200 };
     const source = env.source;
+    // A sealed envelope is checked once its sender is known (openSealedAndCommit): one query for both seen checks.
+    if (!source && env.type === EnvelopeType.UnidentifiedSender) return this.crypto.run(async () => this.openSealedAndCommit(env));
+    if (this.seenGuid(env)) return { status: 200 };
     if (!source) {
-      if (env.type === EnvelopeType.UnidentifiedSender) return this.crypto.run(async () => this.openSealedAndCommit(env));
       await this.crypto.run(async () => this.markSeen(env, false));
       return { status: 200 };
     }
@@ -1286,16 +1310,30 @@ export class ParleyClient {
    * A sealed envelope: open it and check its certificate (sealed.ts), then run
    * the inner message through the normal pipeline with the certificate's
    * sender and the requirement that the session's identity key is the
-   * certificate's. Rejected envelopes are acked and dropped. Runs on the crypto queue.
+   * certificate's. Rejected envelopes are acked and dropped. An envelope
+   * already processed (same server guid) is acked and dropped as before the
+   * open; opening the outer layer writes nothing. Runs on the crypto queue.
    */
   private async openSealedAndCommit(env: Envelope): Promise<RequestResult> {
     const root = pinnedTrustRoot(this.db);
     const opened = root
-      ? await openSealed(env.content, this.stores.identity, root, Date.now(), { account: this.identity.accountId, device: this.identity.deviceId })
+      ? await openSealed(
+          env.content,
+          this.stores.identity,
+          root,
+          Date.now(),
+          { account: this.identity.accountId, device: this.identity.deviceId },
+          this.certificateChecks,
+        )
       : ({ kind: 'rejected', reason: 'untrusted' } as const);
-    if (opened.kind === 'rejected') return this.rejectSealed(env, opened.reason);
-    if (opened.kind === 'group') return this.groups.receiveMessage(env, opened);
+    if (opened.kind !== 'opened') {
+      if (this.seenGuid(env)) return { status: 200 };
+      if (opened.kind === 'rejected') return this.rejectSealed(env, opened.reason);
+      return this.groups.receiveMessage(env, opened);
+    }
     const inner: Envelope = { ...env, type: opened.type, content: opened.content, source: opened.sender as Envelope['source'] };
+    // With the sender known, one query answers both "this guid?" and (for seenTriple) "this sender's timestamp?".
+    if (this.seenGuid(inner)) return { status: 200 };
     return this.decryptAndCommit(inner, opened.sender, opened.certificateKey);
   }
 

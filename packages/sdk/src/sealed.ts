@@ -67,10 +67,22 @@ export function markAccessKeyPublished(db: Db, accessKey: Uint8Array): void {
   setMeta(db, META_PUBLISHED_ACCESS_KEY, accessKey);
 }
 
+/**
+ * Pinned trust roots of open databases, so the receive path does not read and
+ * parse the row for every sealed envelope. Only `pinTrustRoot` writes that
+ * row, and the profile lock keeps other processes out, so this cannot go stale.
+ */
+const pinnedRoots = new WeakMap<Db, PublicKey>();
+
 /** The pinned trust root, or null when none is pinned yet. */
 export function pinnedTrustRoot(db: Db): PublicKey | null {
+  const known = pinnedRoots.get(db);
+  if (known) return known;
   const v = getMeta(db, META_TRUST_ROOT);
-  return v instanceof Uint8Array ? PublicKey.deserialize(ab(v)) : null;
+  if (!(v instanceof Uint8Array)) return null;
+  const root = PublicKey.deserialize(ab(v));
+  pinnedRoots.set(db, root);
+  return root;
 }
 
 /**
@@ -85,8 +97,10 @@ export function pinTrustRoot(db: Db, key: Uint8Array): void {
     throw new SdkError('RELAY_ERROR', 'the relay sent an invalid trust root', { cause: err });
   }
   const pinned = pinnedTrustRoot(db);
-  if (pinned === null) setMeta(db, META_TRUST_ROOT, parsed.serialize());
-  else if (!pinned.equals(parsed))
+  if (pinned === null) {
+    setMeta(db, META_TRUST_ROOT, parsed.serialize());
+    pinnedRoots.set(db, parsed);
+  } else if (!pinned.equals(parsed))
     throw new SdkError('UNTRUSTED_RELAY', 'the relay presents a different sealed-sender trust root than the pinned one');
 }
 
@@ -110,18 +124,52 @@ export function markAccessKeyRejected(db: Db, account: string): void {
   db.prepare('UPDATE profile_keys SET usable = 0, updated_at = ? WHERE account = ?').run([Date.now(), account]);
 }
 
+/**
+ * Sender certificates whose signatures were already verified against a trust
+ * root. Every sealed message from a device carries the same certificate until
+ * it is renewed (about daily), so a burst would otherwise verify the same two
+ * signatures (server certificate by the root, sender certificate by the server
+ * key) once per message. A certificate is remembered by its exact serialized
+ * bytes, signatures included, and only after libsignal accepted it; a
+ * remembered one is still checked for expiry each time, as `validate` does.
+ * Anything not remembered, or checked against another root, goes to libsignal.
+ */
+export class CertificateChecks {
+  private root: PublicKey | null = null;
+  /** Serialized certificate -> its expiration (ms). */
+  private readonly passed = new Map<string, number>();
+
+  constructor(private readonly limit = 256) {}
+
+  /** Same answer as `cert.validate(root, time)`. */
+  validate(cert: SenderCertificate, root: PublicKey, time: number): boolean {
+    if (this.root === null || !this.root.equals(root)) {
+      this.passed.clear();
+      this.root = root;
+    }
+    const key = Buffer.from(cert.serialize()).toString('latin1');
+    const expires = this.passed.get(key);
+    if (expires !== undefined) return time <= expires;
+    if (!cert.validate(root, time)) return false;
+    if (this.passed.size >= this.limit) this.passed.clear();
+    this.passed.set(key, cert.expiration());
+    return true;
+  }
+}
+
 /** The cached sender certificate, if it chains to `root`, is ours and has more than the refresh margin left. */
 export function cachedSenderCertificate(
   db: Db,
   root: PublicKey,
   now: number,
   me: { account: string; device: number },
+  checks?: CertificateChecks,
 ): SenderCertificate | null {
   const v = getMeta(db, META_SENDER_CERT);
   if (!(v instanceof Uint8Array)) return null;
   try {
     const cert = SenderCertificate.deserialize(ab(v));
-    return isOwnCertificate(cert, root, now + CERT_REFRESH_MARGIN_MS, me) ? cert : null;
+    return isOwnCertificate(cert, root, now + CERT_REFRESH_MARGIN_MS, me, checks) ? cert : null;
   } catch {
     return null;
   }
@@ -136,8 +184,10 @@ export function isOwnCertificate(
   root: PublicKey,
   time: number,
   me: { account: string; device: number },
+  checks?: CertificateChecks,
 ): boolean {
-  return cert.validate(root, time) && cert.senderUuid() === me.account && cert.senderDeviceId() === me.device;
+  const valid = checks ? checks.validate(cert, root, time) : cert.validate(root, time);
+  return valid && cert.senderUuid() === me.account && cert.senderDeviceId() === me.device;
 }
 
 /** Wrap one session ciphertext for `address` in a sealed-sender envelope (v1). */
@@ -182,6 +232,7 @@ export async function openSealed(
   root: PublicKey,
   now: number,
   me: { account: string; device: number },
+  checks?: CertificateChecks,
 ): Promise<OpenedSealed> {
   let usmc: UnidentifiedSenderMessageContent;
   try {
@@ -191,7 +242,7 @@ export async function openSealed(
   }
   const cert = usmc.senderCertificate();
   if (cert.expiration() <= now) return { kind: 'rejected', reason: 'expired' };
-  if (!cert.validate(root, now)) return { kind: 'rejected', reason: 'untrusted' };
+  if (!(checks ? checks.validate(cert, root, now) : cert.validate(root, now))) return { kind: 'rejected', reason: 'untrusted' };
   let sender: { account: string; device: number };
   try {
     sender = { account: parseAccountId(cert.senderUuid()), device: parseDeviceId(cert.senderDeviceId()) };

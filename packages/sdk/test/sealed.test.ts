@@ -286,6 +286,7 @@ async function craftSealed(
   body: string,
   cert: SenderCertificate,
   outerKey: IdentityKeyPair = raw.identity,
+  timestamp = Date.now(),
 ): Promise<void> {
   const toId = to.identity.accountId;
   const addr = ProtocolAddress.new(toId, 1);
@@ -315,7 +316,6 @@ async function craftSealed(
       raw.store,
     );
   }
-  const timestamp = Date.now();
   const plaintext = new Uint8Array(padPlaintext(encodeContent({ kind: 'data', message: { body, timestamp } })));
   const ct = await signalEncrypt(plaintext, addr, local, raw.sessions, raw.store);
   const usmc = UnidentifiedSenderMessageContent.new(ct, cert, 0, null);
@@ -399,6 +399,75 @@ describe('the recipient checks sealed-sender certificates', () => {
 
     expect(messages.map(([m]) => m.body)).toEqual(['valid']);
     expect(errors.every(([e]) => SdkError.is(e, 'SEALED_SENDER_REJECTED'))).toBe(true);
+    await bob.close();
+  });
+});
+
+describe('sealed envelopes already processed are dropped', () => {
+  it('a redelivered envelope (processed and committed, never acked) is dropped without an event or an error', async () => {
+    const aliceDir = profileDir();
+    const bobDir = profileDir();
+    const alice = await newClient('d_alice', aliceDir);
+    let bob = await newClient('d_bob', bobDir);
+    await alice.connect();
+    await bob.connect();
+    await introduce(alice, bob);
+
+    // Bob processes and commits the next message but answers 500, as if the connection dropped before the ack.
+    const receiver = (c: ParleyClient) => (c as unknown as { receiver: { push: (req: { path: string }) => Promise<{ status: number }> } }).receiver;
+    const push = receiver(bob).push.bind(receiver(bob));
+    receiver(bob).push = async (req) => ({ ...(await push(req)), status: 500 });
+    const once = nextEvent(bob, 'message', (m) => m.body === 'once');
+    await alice.send('d_bob', 'once');
+    await once;
+    await bob.close();
+    // The relay still holds it, sealed, and pushes it again on the next connection.
+    const held = queuedFor(bob.identity.accountId);
+    expect(held.length).toBeGreaterThanOrEqual(1);
+    expect(held.every((r) => r.type === EnvelopeType.UnidentifiedSender && r.source_account === null)).toBe(true);
+
+    bob = await ParleyClient.open({ profileDir: bobDir, passphrase: null });
+    const messages = collect(bob, 'message');
+    const errors = collect(bob, 'error');
+    let pushed = 0;
+    const push2 = receiver(bob).push.bind(receiver(bob));
+    receiver(bob).push = (req) => {
+      if (req.path === '/api/v1/message') pushed++;
+      return push2(req);
+    };
+    const drained = nextEvent(bob, 'queueEmpty');
+    await bob.connect();
+    await drained;
+    expect(pushed).toBeGreaterThanOrEqual(1); // the redelivery came
+    const after = nextEvent(bob, 'message', (m) => m.body === 'after');
+    await alice.send('d_bob', 'after');
+    await after;
+    expect(messages.map(([m]) => m.body)).toEqual(['after']);
+    expect(errors).toEqual([]);
+    expect((await bob.history('d_alice')).map((h) => h.body)).toEqual(['hi', 'hello', 'once', 'after']);
+    await bob.close();
+    await alice.close();
+  });
+
+  it('a sealed copy resent with the same sender and timestamp is dropped after decrypting', async () => {
+    const bob = await newClient('d_bob2');
+    await bob.connect();
+    const raw = await rawSender('d_raw');
+    const signer = parseServerCertificate(readFileSync(join(relayDir, 'sealed-sender', 'server-cert.json'), 'utf8'));
+    const cert = SenderCertificate.new(raw.accountId, null, 1, raw.identity.publicKey, Date.now() + 3600_000, signer.certificate, signer.key);
+    const messages = collect(bob, 'message');
+    const errors = collect(bob, 'error');
+    const ts = Date.now();
+    const first = nextEvent(bob, 'message', (m) => m.body === 'copy');
+    await craftSealed(raw, bob, 'copy', cert, raw.identity, ts);
+    await first;
+    // Encrypted again (a new ratchet step, a new server guid), same timestamp: a resend of the same message.
+    await craftSealed(raw, bob, 'copy', cert, raw.identity, ts);
+    const next = nextEvent(bob, 'message', (m) => m.body === 'next');
+    await craftSealed(raw, bob, 'next', cert);
+    await next;
+    expect(messages.map(([m]) => m.body)).toEqual(['copy', 'next']);
+    expect(errors).toEqual([]);
     await bob.close();
   });
 });
