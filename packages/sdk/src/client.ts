@@ -167,6 +167,8 @@ interface SendMode {
 interface SendOptions extends SendMode {
   log: boolean;
   urgent: boolean;
+  /** See Delivery.withReceive. */
+  withReceive?: boolean;
 }
 /** One send to every device of an account. */
 interface Delivery {
@@ -178,6 +180,12 @@ interface Delivery {
   /** Rows to commit in the same transaction as the ratchet state of the encryption. */
   onCommit?: (devices: number[]) => void;
   mode?: SendMode;
+  /**
+   * While the receive pipeline is busy, stage the encryption's ratchet state
+   * for its next group commit instead of committing it alone, and send only
+   * once that commit has written it (delivery receipts sent mid-burst).
+   */
+  withReceive?: boolean;
 }
 const SEND_LOG_TTL_MS = 24 * 3600 * 1000;
 const SEEN_TTL_MS = 45 * 24 * 3600 * 1000;
@@ -217,7 +225,12 @@ export class ParleyClient {
   /** Delivery receipts, many timestamps per sealed receipt (receipts.ts). */
   private readonly receipts = new DeliveryReceipts({
     send: (account, timestamps) =>
-      this.sendContent(account, { kind: 'receipt', type: 'delivery', timestamps }, this.nextTimestamp(), { log: false, urgent: false, sealed: true }),
+      this.sendContent(account, { kind: 'receipt', type: 'delivery', timestamps }, this.nextTimestamp(), {
+        log: false,
+        urgent: false,
+        sealed: true,
+        withReceive: true,
+      }),
     run: (task) => this.spawn(task),
     busy: () => this.receiver.busy,
   });
@@ -707,7 +720,7 @@ export class ParleyClient {
   private readonly sendQueues = new Map<string, Serial>();
 
   /** Resolves with the devices the relay accepted the message for. */
-  private async deliverNow({ account, timestamp, urgent, build, onCommit, mode = {} }: Delivery): Promise<number[]> {
+  private async deliverNow({ account, timestamp, urgent, build, onCommit, mode = {}, withReceive = false }: Delivery): Promise<number[]> {
     const messageId = randomBytes(16);
     // Sealed when asked for, we hold a certificate and the recipient's access key; else identified.
     const cert = mode.sealed === true && account !== this.identity.accountId ? await this.senderCertificate() : null;
@@ -719,6 +732,7 @@ export class ParleyClient {
         throw new SdkError('USER_NOT_FOUND', 'the user has no devices');
       }
       let sealed = false;
+      const staged: { written?: Promise<void> } = {};
       const messages = await this.crypto.run(async () => {
         try {
           const out: OutgoingDeviceMessage[] = [];
@@ -734,7 +748,11 @@ export class ParleyClient {
             if (!record) throw new Error('session vanished');
             out.push({ type, destinationDevice: device as DeviceId, destinationRegistrationId: record.remoteRegistrationId(), content });
           }
-          this.stores.commit(() => onCommit?.(devices));
+          if (withReceive && this.receiver.busy) {
+            // The receive pipeline commits again soon (more pushes wait, or staged work does): ride in that commit.
+            this.stores.stage(() => onCommit?.(devices));
+            staged.written = this.stores.whenFlushed();
+          } else this.stores.commit(() => onCommit?.(devices));
           return out;
         } catch (err) {
           this.stores.rollback();
@@ -743,6 +761,8 @@ export class ParleyClient {
           throw err;
         }
       });
+      // Nothing leaves before the ratchet state that produced it is durable.
+      if (staged.written) await staged.written;
       const body_ = { binary: encodeSendRequestBinary({ messages, timestamp, urgent, messageId, ...(mode.online ? { online: true } : {}) }) };
       // A prebuilt type-6 envelope (a group message to a member without a known access key) goes over the authenticated route.
       // The anonymous transport may repeat a sealed send over HTTP; the message id makes the relay store it once.
@@ -804,6 +824,7 @@ export class ParleyClient {
           }
         : {}),
       mode: { sealed: opts.sealed ?? false, online: opts.online ?? false },
+      withReceive: opts.withReceive ?? false,
     });
   }
 

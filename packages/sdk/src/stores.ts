@@ -79,6 +79,7 @@ export class Stores {
   private stagedExtras: Array<() => void> = [];
   private stagedEvents: Array<() => void> = [];
   private stagedOps = 0;
+  private flushWaiters: Array<{ resolve: () => void; reject: (err: unknown) => void }> = [];
   /** Called after every commit that wrote staged work (true) or lost it (false). */
   onFlush: ((ok: boolean) => void) | null = null;
   /**
@@ -180,6 +181,15 @@ export class Stores {
   }
 
   /**
+   * Resolves when the staged operations are written (by whichever `commit()`
+   * comes next), rejects if that commit fails and loses them. Only meaningful
+   * while something is staged.
+   */
+  whenFlushed(): Promise<void> {
+    return new Promise((resolve, reject) => this.flushWaiters.push({ resolve, reject }));
+  }
+
+  /**
    * Writes every staged operation, then `extra` (if any) and every pending
    * store change, in one transaction. If anything throws, nothing is written
    * and both the pending and the staged sets are dropped. Deferred events run
@@ -199,18 +209,22 @@ export class Stores {
         for (const w of this.pending.values()) w.apply();
       })();
     } catch (err) {
+      const waiters = this.flushWaiters;
       this.clearStaged();
       this.rollback();
       if (flushed) this.onFlush?.(false);
+      for (const w of waiters) w.reject(err);
       throw err;
     }
     for (const m of [this.staged, this.pending])
       for (const [k, w] of m) if (this.cache.has(k)) this.cache.set(k, w.value);
     const events = [...this.stagedEvents, ...this.pendingEvents];
+    const waiters = this.flushWaiters;
     this.clearStaged();
     this.pending.clear();
     this.pendingEvents = [];
     if (flushed) this.onFlush?.(true);
+    for (const w of waiters) w.resolve();
     for (const e of events) e();
     return result;
   }
@@ -222,6 +236,7 @@ export class Stores {
   }
 
   private clearStaged(): void {
+    this.flushWaiters = [];
     this.staged.clear();
     this.stagedExtras = [];
     this.stagedEvents = [];

@@ -10,8 +10,10 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import Database from '@signalapp/sqlcipher';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultRelayConfig, startRelay, type RunningRelay } from '@parley/relay';
+import { EnvelopeType } from '@parley/wire';
 import { ParleyClient } from '../src/index.js';
 import type { Stores } from '../src/stores.js';
 import { collect, nextEvent, tempDir } from './helpers.js';
@@ -94,9 +96,23 @@ describe('receive pipeline group commit', () => {
     expect(errors).toEqual([]);
     expect(messages.map(([m]) => m.body)).toEqual(bodies);
     expect(new Set(messages.map(([m]) => m.id)).size).toBe(count);
-    // Every message went through a staged group commit, and those were far fewer than the messages.
-    expect(committedMessages).toBe(count);
+    // Every message went through a staged group commit, and those were far fewer than the messages. Delivery
+    // receipts sent mid-burst stage their ratchet state into the same commits, so these count a few more operations.
+    expect(committedMessages).toBeGreaterThanOrEqual(count);
     expect(commits).toBeLessThan(count / 2);
+    // Bob's receipts waiting for Alice are sealed: the relay holds no sender for any of them. (The relay's own
+    // server delivery receipts for her identified messages wait there too.)
+    const relayDb = new Database(join(tmp.dir, 'relay', 'relay.db'));
+    try {
+      const held = relayDb
+        .prepare('SELECT type, source_account FROM envelopes WHERE dest_account = ? AND type <> ?')
+        .all<{ type: number; source_account: string | null }>([alice.identity.accountId, EnvelopeType.ServerDeliveryReceipt]);
+      expect(held.length).toBeGreaterThan(0);
+      expect(held.length).toBeLessThan(count);
+      for (const r of held) expect(r).toEqual({ type: EnvelopeType.UnidentifiedSender, source_account: null });
+    } finally {
+      relayDb.close();
+    }
 
     const bob2 = await ParleyClient.open({ profileDir: bobDir, passphrase: null });
     try {
