@@ -93,6 +93,7 @@ import {
   storeContactProfileKey,
 } from './sealed.js';
 import { DeliveryReceipts } from './receipts.js';
+import { SeenFilter } from './seen-filter.js';
 import { ReceiveQueue } from './receive-queue.js';
 import { Serial } from './serial.js';
 import { IdentityStatus, Stores, ab } from './stores.js';
@@ -246,6 +247,7 @@ export class ParleyClient {
     identityKeyPair: IdentityKeyPair,
   ) {
     this.db = profile.db;
+    this.seenFilter = new SeenFilter(this.db);
     this.identity = Object.freeze({
       username: account.username,
       accountId: account.accountId,
@@ -1233,18 +1235,27 @@ export class ParleyClient {
   /** For identified envelopes, `seenGuid` also learns whether the sender triple was seen, for `seenTriple` after the decrypt. */
   private tripleHint: { key: string; seen: boolean } | null = null;
 
+  /** Which seen_envelopes keys certainly do not exist, so most checks skip the table (seen-filter.ts). */
+  private readonly seenFilter: SeenFilter;
+
   // Seen checks also see envelopes staged for the next group commit (stageSeen).
   private seenGuid(env: Envelope): boolean {
     const guid = ab(env.serverGuid);
     this.tripleHint = null;
     return this.stores.read(`seen:g:${hex(guid)}`, () => {
       const s = env.source;
-      if (!s) return this.db.prepare('SELECT 1 FROM seen_envelopes WHERE server_guid = ?').get([guid]) !== undefined;
+      const mayGuid = this.seenFilter.mayHaveGuid(guid);
+      if (!s) return mayGuid && this.db.prepare('SELECT 1 FROM seen_envelopes WHERE server_guid = ?').get([guid]) !== undefined;
+      const tripleKey = `seen:t:${s.account}:${s.device}:${env.clientTimestamp}`;
+      if (!mayGuid && !this.seenFilter.mayHaveTriple(s.account, s.device, env.clientTimestamp)) {
+        this.tripleHint = { key: tripleKey, seen: false };
+        return false;
+      }
       // One statement for both checks: is this envelope, or another with the same (sender, device, timestamp), processed?
       const rows = this.db
         .prepare('SELECT server_guid = ? AS same FROM seen_envelopes WHERE server_guid = ? OR (account = ? AND device = ? AND client_ts = ?)')
         .all([guid, guid, s.account, s.device, env.clientTimestamp]);
-      this.tripleHint = { key: `seen:t:${s.account}:${s.device}:${env.clientTimestamp}`, seen: rows.length > 0 };
+      this.tripleHint = { key: tripleKey, seen: rows.length > 0 };
       return rows.some((r) => Number(r.same) === 1);
     });
   }
@@ -1252,9 +1263,11 @@ export class ParleyClient {
     const key = `seen:t:${account}:${device}:${ts}`;
     const hint = this.tripleHint;
     this.tripleHint = null;
-    return this.stores.read(key, () =>
-      hint?.key === key ? hint.seen : this.db.prepare('SELECT 1 FROM seen_envelopes WHERE account = ? AND device = ? AND client_ts = ?').get([account, device, ts]) !== undefined,
-    );
+    return this.stores.read(key, () => {
+      if (hint?.key === key) return hint.seen;
+      if (!this.seenFilter.mayHaveTriple(account, device, ts)) return false;
+      return this.db.prepare('SELECT 1 FROM seen_envelopes WHERE account = ? AND device = ? AND client_ts = ?').get([account, device, ts]) !== undefined;
+    });
   }
   /** markSeen(env, true) as a store write, so it is staged with the rest of the envelope's work. */
   private stageSeen(env: Envelope, source: { account: string; device: number }): void {
@@ -1263,6 +1276,8 @@ export class ParleyClient {
   }
   /** Marks an envelope processed; with `triple`, also its (sender, device, timestamp) so a resent copy is dropped. */
   private markSeen(env: Envelope, triple: boolean): void {
+    const source = triple && env.source ? { account: env.source.account, device: env.source.device, ts: env.clientTimestamp } : null;
+    this.seenFilter.add(env.serverGuid, source);
     this.db
       .prepare('INSERT OR IGNORE INTO seen_envelopes (server_guid, account, device, client_ts, seen_at) VALUES (?, ?, ?, ?, ?)')
       .run([
