@@ -96,7 +96,7 @@ import { DeliveryReceipts } from './receipts.js';
 import { SeenFilter } from './seen-filter.js';
 import { ReceiveQueue } from './receive-queue.js';
 import { Serial } from './serial.js';
-import { IdentityStatus, Stores, ab } from './stores.js';
+import { IdentityStatus, Stores, ab, receivedMessageId } from './stores.js';
 import { checkSafetyNumber, safetyNumber } from './trust.js';
 import { AnonymousTransport, HttpTransport, RelaySocket, type Body, type Reply, type RequestResult, basicAuth, errorBody, expectOk, replyError, replyJson } from './transport.js';
 
@@ -1245,7 +1245,15 @@ export class ParleyClient {
     return this.stores.read(`seen:g:${hex(guid)}`, () => {
       const s = env.source;
       const mayGuid = this.seenFilter.mayHaveGuid(guid);
-      if (!s) return mayGuid && this.db.prepare('SELECT 1 FROM seen_envelopes WHERE server_guid = ?').get([guid]) !== undefined;
+      // Rows from before migration 7 have no server_ts; each OR term is one index probe.
+      const ts = env.serverTimestamp;
+      if (!s)
+        return (
+          mayGuid &&
+          this.db
+            .prepare('SELECT 1 FROM seen_envelopes WHERE (server_ts = ? AND server_guid = ?) OR (server_ts IS NULL AND server_guid = ?)')
+            .get([ts, guid, guid]) !== undefined
+        );
       const tripleKey = `seen:t:${s.account}:${s.device}:${env.clientTimestamp}`;
       if (!mayGuid && !this.seenFilter.mayHaveTriple(s.account, s.device, env.clientTimestamp)) {
         this.tripleHint = { key: tripleKey, seen: false };
@@ -1253,8 +1261,11 @@ export class ParleyClient {
       }
       // One statement for both checks: is this envelope, or another with the same (sender, device, timestamp), processed?
       const rows = this.db
-        .prepare('SELECT server_guid = ? AS same FROM seen_envelopes WHERE server_guid = ? OR (account = ? AND device = ? AND client_ts = ?)')
-        .all([guid, guid, s.account, s.device, env.clientTimestamp]);
+        .prepare(
+          'SELECT server_guid = ? AND (server_ts = ? OR server_ts IS NULL) AS same FROM seen_envelopes ' +
+            'WHERE (server_ts = ? AND server_guid = ?) OR (server_ts IS NULL AND server_guid = ?) OR (account = ? AND device = ? AND client_ts = ?)',
+        )
+        .all([guid, ts, ts, guid, guid, s.account, s.device, env.clientTimestamp]);
       this.tripleHint = { key: tripleKey, seen: rows.length > 0 };
       return rows.some((r) => Number(r.same) === 1);
     });
@@ -1279,8 +1290,9 @@ export class ParleyClient {
     const source = triple && env.source ? { account: env.source.account, device: env.source.device, ts: env.clientTimestamp } : null;
     this.seenFilter.add(env.serverGuid, source);
     this.db
-      .prepare('INSERT OR IGNORE INTO seen_envelopes (server_guid, account, device, client_ts, seen_at) VALUES (?, ?, ?, ?, ?)')
+      .prepare('INSERT OR IGNORE INTO seen_envelopes (server_ts, server_guid, account, device, client_ts, seen_at) VALUES (?, ?, ?, ?, ?, ?)')
       .run([
+        env.serverTimestamp,
         ab(env.serverGuid),
         triple ? (env.source?.account ?? null) : null,
         triple ? (env.source?.device ?? null) : null,
@@ -1445,7 +1457,7 @@ export class ParleyClient {
       return { status: 200, ...(after ? { after } : {}) };
     }
     const from = c.kind === 'data' || c.kind === 'receipt' || c.kind === 'typing' ? await this.verifyClaim(decoded.senderUsername, source.account) : null;
-    const id = hex(env.serverGuid);
+    const id = receivedMessageId(env);
     // Set by `write` when it runs, which for staged kinds is the group commit (receive-queue.ts).
     let after: (() => void) | undefined;
 

@@ -73,7 +73,7 @@ import type { Db } from './db.js';
 import { SdkError } from './errors.js';
 import { contactAccessKey, seal, storeContactProfileKey } from './sealed.js';
 import { Serial } from './serial.js';
-import { type Stores, ab } from './stores.js';
+import { type Stores, ab, receivedMessageId } from './stores.js';
 import { type Body, type Reply, type RequestResult, replyError, replyJson } from './transport.js';
 
 // ---------------------------------------------------------------- public types
@@ -810,7 +810,7 @@ export class Groups {
     if (!g.active) return { kind: 'drop' };
     if (!g.state.members.some((m) => m.account === sender.account)) return { kind: 'drop', after: () => this.h.emitAlert(alert) };
     const from = await this.h.verifyClaim(claim, sender.account);
-    const id = Buffer.from(env.serverGuid).toString('hex');
+    const id = receivedMessageId(env);
     const m: GroupIncoming = {
       id,
       from,

@@ -84,4 +84,18 @@ export const MIGRATIONS: readonly string[] = [
   CREATE TABLE group_sends (timestamp INTEGER PRIMARY KEY, group_id TEXT NOT NULL, content BLOB NOT NULL,
                             created_at INTEGER NOT NULL) STRICT;
   `,
+  // 7: seen envelopes are found by (relay timestamp, guid) instead of the random guid alone, so the rows of a
+  // burst append to the index instead of each dirtying another encrypted page. The relay stores an envelope's
+  // timestamp with it, so a redelivery carries the same pair. Rows from before keep server_ts NULL and are
+  // still found (the lookups also match a NULL server_ts).
+  `
+  CREATE TABLE seen_envelopes_v7 (server_ts INTEGER, server_guid BLOB NOT NULL, account TEXT, device INTEGER,
+                                  client_ts INTEGER, seen_at INTEGER NOT NULL) STRICT;
+  INSERT INTO seen_envelopes_v7 (server_ts, server_guid, account, device, client_ts, seen_at)
+    SELECT NULL, server_guid, account, device, client_ts, seen_at FROM seen_envelopes ORDER BY seen_at;
+  DROP TABLE seen_envelopes;
+  ALTER TABLE seen_envelopes_v7 RENAME TO seen_envelopes;
+  CREATE UNIQUE INDEX seen_by_guid ON seen_envelopes (server_ts, server_guid);
+  CREATE UNIQUE INDEX seen_by_sender ON seen_envelopes (account, device, client_ts);
+  `,
 ];

@@ -62,6 +62,18 @@ interface Pending {
 export function ab(u: Uint8Array): Uint8Array<ArrayBuffer> {
   return new Uint8Array(u);
 }
+
+/**
+ * The id of a received message: the relay's timestamp (12 hex digits) and
+ * then its guid. Ids of a burst grow with the relay's queue order, so their
+ * rows append to the messages id index instead of each landing on a random
+ * encrypted page (ids used to be the random guid alone). The same envelope,
+ * redelivered, gets the same id.
+ */
+export function receivedMessageId(env: { serverTimestamp: number; serverGuid: Uint8Array }): string {
+  const guid = Buffer.from(env.serverGuid.buffer, env.serverGuid.byteOffset, env.serverGuid.byteLength).toString('hex');
+  return env.serverTimestamp.toString(16).padStart(12, '0') + guid;
+}
 function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   return Buffer.compare(a, b) === 0;
 }
