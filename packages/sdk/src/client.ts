@@ -618,8 +618,17 @@ export class ParleyClient {
 
   // ---------------------------------------------------------------- sessions
 
+  /** Addresses are immutable native objects; a burst from one device reuses one instead of making one per message. */
+  private readonly addresses = new Map<string, ProtocolAddress>();
   private addr(account: string, device: number): ProtocolAddress {
-    return ProtocolAddress.new(account, device);
+    const key = `${account}.${device}`;
+    let a = this.addresses.get(key);
+    if (!a) {
+      if (this.addresses.size >= 4096) this.addresses.clear();
+      a = ProtocolAddress.new(account, device);
+      this.addresses.set(key, a);
+    }
+    return a;
   }
 
   private async fetchBundles(account: string, device: number | '*'): Promise<PreKeyBundleResponse | null> {
