@@ -14,12 +14,19 @@
  *
  * A caller's promise settles only after `run` has settled for its group, so
  * "resolved" still means "committed" exactly as strongly as `run` promises.
- * If `run` rejects, every caller of that group gets the same error.
+ * If `run` rejects, every caller of that group gets the same error. The one
+ * exception is an item that `run` settles early through its `settle`
+ * argument (say, at commit, while the group still waits for its flush): that
+ * caller is answered then and keeps that answer whatever `run` does after.
  */
 
 export interface BatcherOptions<I, O> {
-  /** Does all items in one transaction; returns one result per item, in order. */
-  run(items: I[]): Promise<O[]>;
+  /**
+   * Does all items in one transaction; returns one result per item, in order.
+   * `settle(i, result)` answers item i before `run` ends (its entry in the
+   * returned array is then ignored).
+   */
+  run(items: I[], settle: (index: number, result: O) => void): Promise<O[]>;
   /** Most items in one group. */
   maxItems: number;
   /** Most total weight in one group (an item heavier than this runs alone). */
@@ -98,8 +105,12 @@ export class Batcher<I, O> {
   }
 
   async #runGroup(group: Array<Waiter<I, O>>): Promise<void> {
+    const settle = (i: number, result: O) => group[i]?.resolve(result);
     try {
-      const out = await this.#opts.run(group.map((w) => w.item));
+      const out = await this.#opts.run(
+        group.map((w) => w.item),
+        settle,
+      );
       if (out.length !== group.length) throw new Error(`batch returned ${out.length} results for ${group.length} items`);
       group.forEach((w, i) => w.resolve(out[i] as O));
     } catch (err) {
@@ -121,5 +132,5 @@ export class Batcher<I, O> {
 
 /** Group caps for sends: 64 sends or 256 envelopes per transaction, whichever comes first. */
 export const ENQUEUE_GROUP = { maxItems: 64, maxWeight: 256 } as const;
-/** Group cap for acknowledgement deletes. */
+/** Group cap for acknowledgement deletes (where they are not folded into the send groups). */
 export const DELETE_GROUP = { maxItems: 256 } as const;

@@ -503,7 +503,7 @@ class Session extends Connection {
     const env = this.#inflight.get(id);
     if (!env) return;
     try {
-      if (status >= 200 && status < 300) await this.deps.relay.acknowledge(this.me, env.guid);
+      if (status >= 200 && status < 300) await this.deps.relay.acknowledge(this.me, env);
     } finally {
       // A refused (or failed) ack leaves the envelope queued; it is pushed again on the next connection.
       this.#inflight.delete(id);

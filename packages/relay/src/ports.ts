@@ -44,14 +44,20 @@ export interface Store {
   enqueueMany(batches: readonly EnqueueBatch[]): Promise<EnqueueResult[]>;
   /** Up to `limit` queued envelopes of a device with a cursor greater than `after`, in queue order. */
   fetchQueue(account: AccountId, device: DeviceId, after: number, limit: number): Promise<QueuedEnvelope[]>;
-  /** Delete one envelope of a device's queue by its server guid. */
-  deleteEnvelope(account: AccountId, device: DeviceId, guid: Uint8Array): Promise<DeleteResult>;
+  /**
+   * Delete one acknowledged envelope by its position in the device's queue.
+   * Only an envelope matching all of the request (device, cursor AND guid) is
+   * deleted, so an ack can never remove a different envelope: `notFound`
+   * when it is already gone, the device was removed, or the guid differs.
+   * Resolves once the delete has committed; the commit need not be flushed to
+   * disk yet (see the adapters): a delete lost in a crash only means the
+   * envelope is pushed again, and clients drop repeats.
+   */
+  deleteEnvelope(request: DeleteRequest): Promise<DeleteResult>;
   /**
    * Delete several acknowledged envelopes in one transaction; one result per
-   * request, in order. The same envelope named twice is deleted once: the
-   * later request gets `notFound`. The commit need not be flushed to disk
-   * before this resolves (see the adapters): a delete lost in a crash only
-   * means the envelope is pushed again, and clients drop repeats.
+   * request, in order, with the rules of `deleteEnvelope`. The same envelope
+   * named twice is deleted once: the later request gets `notFound`.
    */
   deleteEnvelopes(requests: readonly DeleteRequest[]): Promise<DeleteResult[]>;
   /** Delete envelopes and idempotency keys created before `before` (ms since epoch). */
@@ -193,10 +199,15 @@ export interface IdempotencyKey {
 
 export type EnqueueResult = { kind: 'stored' } | { kind: 'duplicate' };
 
-/** One acknowledged envelope to delete: the device whose queue holds it and its server guid. */
+/**
+ * One acknowledged envelope to delete, named by what the pusher holds: the
+ * device whose queue holds it, its `cursor` there (QueuedEnvelope.cursor) and
+ * its server guid, which must match too.
+ */
 export interface DeleteRequest {
   account: AccountId;
   device: DeviceId;
+  cursor: number;
   guid: Uint8Array;
 }
 

@@ -31,6 +31,7 @@ import {
   type Bus,
   type Clock,
   type DeviceSummary,
+  type QueuedEnvelope,
   type RateBucket,
   type RateLimiter,
   type StoredEnvelope,
@@ -302,15 +303,25 @@ export class Relay {
    * Delete an acknowledged envelope; for an identified sender, queue a server
    * delivery receipt (type 5) for the sending device.
    *
+   * `pushed` is the envelope as the queue handed it out: it is deleted by its
+   * queue position, and only if its guid still matches.
+   *
    * Both writes are batched by the store: acks arriving together share one
-   * delete transaction, and their receipts join the next group commit of
-   * sends. The delete is not flushed to disk on its own; that is safe because
-   * nobody is answered on the strength of it (a crash can only undo it, the
-   * envelope is pushed again and the client drops the repeat), and the
-   * receipt, committed after it, can only survive a crash if the delete does.
+   * transaction (with SQLite, the send group's), and their receipts join the
+   * next group commit of sends. This resolves once the delete has committed,
+   * not necessarily flushed to disk; that is safe because nobody is answered
+   * on the strength of it (a crash can only undo it, the envelope is pushed
+   * again and the client drops the repeat), and the receipt, committed after
+   * it and answered only once flushed, can only survive a crash if the
+   * delete does.
    */
-  async acknowledge(me: DeviceRef, guid: Uint8Array): Promise<void> {
-    const res = await this.deps.store.deleteEnvelope(me.account, me.device, guid);
+  async acknowledge(me: DeviceRef, pushed: Pick<QueuedEnvelope, 'cursor' | 'guid'>): Promise<void> {
+    const res = await this.deps.store.deleteEnvelope({
+      account: me.account,
+      device: me.device,
+      cursor: pushed.cursor,
+      guid: pushed.guid,
+    });
     if (res.kind === 'notFound') return;
     this.deps.metrics.acks.inc();
     if (!res.source || res.type === EnvelopeType.ServerDeliveryReceipt) return;

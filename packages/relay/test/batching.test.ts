@@ -13,7 +13,6 @@ import { SqliteStore } from '../src/adapters/store/sqlite.js';
 import { Batcher } from '../src/batching.js';
 import { buildRelay } from '../src/build.js';
 import { defaultRelayConfig } from '../src/config.js';
-import type { EnqueueBatch, EnqueueResult } from '../src/ports.js';
 import { startRelay } from '../src/start.js';
 import {
   ManualClock,
@@ -43,6 +42,24 @@ describe('Batcher', () => {
     const out = await Promise.all([1, 2, 3, 4].map((i) => b.submit(i)));
     expect(out).toEqual(['r1', 'r2', 'r3', 'r4']);
     expect(groups).toEqual([[1, 2, 3, 4]]);
+  });
+
+  it('answers an item that run settles early at once, and it keeps that answer when run then fails', async () => {
+    let finish: (() => void) | undefined;
+    const b = new Batcher<number, string>({
+      maxItems: 100,
+      run: async (items, settle) => {
+        settle(0, 'early');
+        await new Promise<void>((resolve) => (finish = resolve));
+        throw new Error('failed after the early answer');
+      },
+    });
+    const first = b.submit(1);
+    const second = b.submit(2);
+    expect(await first).toBe('early');
+    finish?.();
+    await expect(second).rejects.toThrow('failed after the early answer');
+    await expect(first).resolves.toBe('early');
   });
 
   it('respects the item and weight caps, and an over-heavy item runs alone', async () => {
@@ -133,14 +150,13 @@ describe('group commit through the relay', () => {
   });
 
   it('a failing group transaction answers every waiting send with 500 and stores nothing', async () => {
-    let failing = false;
-    class FlakyStore extends SqliteStore {
-      override async enqueueMany(batches: readonly EnqueueBatch[]): Promise<EnqueueResult[]> {
-        if (failing) throw new Error('injected commit failure');
-        return super.enqueueMany(batches);
-      }
-    }
-    const store = new FlakyStore(new Database(':memory:'));
+    // The failure is injected in the database: while `failing` holds a row, every envelope insert aborts its transaction.
+    const db = new Database(':memory:');
+    const store = new SqliteStore(db);
+    db.exec(`CREATE TEMP TABLE failing (x INTEGER);
+      CREATE TEMP TRIGGER inject_failure BEFORE INSERT ON envelopes WHEN EXISTS (SELECT 1 FROM failing)
+      BEGIN SELECT RAISE(ABORT, 'injected commit failure'); END;`);
+    const setFailing = (on: boolean) => db.exec(on ? 'INSERT INTO failing VALUES (1)' : 'DELETE FROM failing');
     const built = buildRelay({ store, bus: new LocalBus(), clock: new ManualClock(), config: defaultTestConfig(), logger: silentLogger() });
     await built.app.ready();
     try {
@@ -172,12 +188,12 @@ describe('group commit through the relay', () => {
             }),
           ),
         });
-      failing = true;
+      setFailing(true);
       const res = await Promise.all(senders.map((s) => send(s.auth)));
       expect(res.map((r) => r.statusCode)).toEqual([500, 500, 500, 500, 500]);
       expect(res.every((r) => (r.json<{ code: string }>().code === 'INTERNAL'))).toBe(true);
       expect(await store.fetchQueue(bob.accountId, D1, 0, 10)).toEqual([]);
-      failing = false;
+      setFailing(false);
       expect((await send(senders[0]?.auth ?? '')).statusCode).toBe(200);
       expect(await store.fetchQueue(bob.accountId, D1, 0, 10)).toHaveLength(1);
     } finally {

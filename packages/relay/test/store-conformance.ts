@@ -6,7 +6,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { type AccountId, type DeviceId, EnvelopeType } from '@parley/wire';
 import { IdentityKeyPair } from '@signalapp/libsignal-client';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { NewAccount, Store, StoredEnvelope } from '../src/ports.js';
+import type { NewAccount, QueuedEnvelope, Store, StoredEnvelope } from '../src/ports.js';
 import { oneTimeEc, signedEc, signedKyber } from './helpers.js';
 
 const D1 = 1 as DeviceId;
@@ -231,16 +231,76 @@ export function describeStoreConformance(name: string, makeStore: () => Promise<
       await s.createAccount(b);
       const e = envelope(b.accountId, D1, 50, a.accountId);
       await s.enqueue({ envelopes: [e], idempotencyKey: null, now: 50 });
+      const [q] = await s.fetchQueue(b.accountId, D1, 0, 10);
+      const cursor = q?.cursor ?? -1;
       // Another device cannot delete it.
-      expect(await s.deleteEnvelope(a.accountId, D1, e.guid)).toEqual({ kind: 'notFound' });
-      expect(await s.deleteEnvelope(b.accountId, D1, e.guid)).toEqual({
+      expect(await s.deleteEnvelope({ account: a.accountId, device: D1, cursor, guid: e.guid })).toEqual({ kind: 'notFound' });
+      expect(await s.deleteEnvelope({ account: b.accountId, device: D1, cursor, guid: e.guid })).toEqual({
         kind: 'deleted',
         type: EnvelopeType.Ciphertext,
         source: { account: a.accountId, device: 1 },
         clientTimestamp: 45,
       });
-      expect(await s.deleteEnvelope(b.accountId, D1, e.guid)).toEqual({ kind: 'notFound' });
+      expect(await s.deleteEnvelope({ account: b.accountId, device: D1, cursor, guid: e.guid })).toEqual({ kind: 'notFound' });
       expect(await s.fetchQueue(b.accountId, D1, 0, 10)).toEqual([]);
+    });
+
+    it('deletes by queue position only when the guid matches too', async () => {
+      const s = await open();
+      const a = newAccount('cur.ada');
+      const b = newAccount('cur.ben');
+      await s.createAccount(a);
+      await s.createAccount(b);
+      const es = [envelope(b.accountId, D1, 70, a.accountId), envelope(b.accountId, D1, 71, a.accountId)];
+      await s.enqueue({ envelopes: es, idempotencyKey: null, now: 70 });
+      const [q0, q1] = (await s.fetchQueue(b.accountId, D1, 0, 10)) as [QueuedEnvelope, QueuedEnvelope];
+      const ack = (cursor: number, guid: Uint8Array) => s.deleteEnvelope({ account: b.accountId, device: D1, cursor, guid });
+      // The right cursor with a wrong guid (another envelope's, or unknown), and the right guid at a wrong cursor: nothing.
+      expect(await ack(q0.cursor, q1.guid)).toEqual({ kind: 'notFound' });
+      expect(await ack(q0.cursor, bytes(16))).toEqual({ kind: 'notFound' });
+      expect(await ack(q1.cursor, q0.guid)).toEqual({ kind: 'notFound' });
+      expect((await s.fetchQueue(b.accountId, D1, 0, 10)).map((e) => e.cursor)).toEqual([q0.cursor, q1.cursor]);
+      // A double ack, one after the other and in one group: deleted once.
+      expect((await ack(q0.cursor, q0.guid)).kind).toBe('deleted');
+      expect(await ack(q0.cursor, q0.guid)).toEqual({ kind: 'notFound' });
+      const both = await Promise.all([ack(q1.cursor, q1.guid), ack(q1.cursor, q1.guid)]);
+      expect(both.map((r) => r.kind)).toEqual(['deleted', 'notFound']);
+      expect(await s.fetchQueue(b.accountId, D1, 0, 10)).toEqual([]);
+    });
+
+    it('an ack after its device was removed (and the id linked again) deletes nothing', async () => {
+      const s = await open();
+      const a = newAccount('cur.cleo');
+      await s.createAccount(a);
+      const identity = IdentityKeyPair.generate();
+      const link = () =>
+        s.addDevice({
+          account: a.accountId,
+          registrationId: 5,
+          passwordSalt: bytes(16),
+          passwordHash: bytes(32),
+          signedPreKey: signedEc(identity, 3),
+          kyberLastResortKey: signedKyber(identity, 4),
+          createdAt: 2000,
+          maxDevices: 3,
+        });
+      const D2 = 2 as DeviceId;
+      expect(await link()).toEqual({ kind: 'added', deviceId: 2 });
+      await s.enqueue({ envelopes: [envelope(a.accountId, D2, 80)], idempotencyKey: null, now: 80 });
+      const [old] = (await s.fetchQueue(a.accountId, D2, 0, 10)) as [QueuedEnvelope];
+      expect(await s.removeDevice(a.accountId, D2)).toBe(true);
+      expect(await s.deleteEnvelope({ account: a.accountId, device: D2, cursor: old.cursor, guid: old.guid })).toEqual({
+        kind: 'notFound',
+      });
+      // The id comes back with a new queue; the old device's ack, even at a cursor the new queue uses, touches nothing.
+      expect(await link()).toEqual({ kind: 'added', deviceId: 2 });
+      await s.enqueue({ envelopes: [envelope(a.accountId, D2, 81)], idempotencyKey: null, now: 81 });
+      const [fresh] = (await s.fetchQueue(a.accountId, D2, 0, 10)) as [QueuedEnvelope];
+      for (const cursor of [old.cursor, fresh.cursor])
+        expect(await s.deleteEnvelope({ account: a.accountId, device: D2, cursor, guid: old.guid })).toEqual({
+          kind: 'notFound',
+        });
+      expect((await s.fetchQueue(a.accountId, D2, 0, 10)).map((e) => e.guid)).toEqual([fresh.guid]);
     });
 
     it('purges envelopes and idempotency keys older than a cutoff', async () => {
@@ -347,15 +407,23 @@ export function describeStoreConformance(name: string, makeStore: () => Promise<
       await s.createAccount(b);
       const es = Array.from({ length: 4 }, (_, i) => envelope(b.accountId, D1, 60 + i, i % 2 === 0 ? a.accountId : null));
       await s.enqueue({ envelopes: es, idempotencyKey: null, now: 60 });
-      const [e0, e1, e2, e3] = es as [StoredEnvelope, StoredEnvelope, StoredEnvelope, StoredEnvelope];
+      const [e0, e1, e2, e3] = (await s.fetchQueue(b.accountId, D1, 0, 10)) as [
+        QueuedEnvelope,
+        QueuedEnvelope,
+        QueuedEnvelope,
+        QueuedEnvelope,
+      ];
+      const req = (who: AccountId, e: QueuedEnvelope, guid = e.guid) => ({ account: who, device: D1, cursor: e.cursor, guid });
       const res = await s.deleteEnvelopes([
-        { account: b.accountId, device: D1, guid: e0.guid },
-        { account: a.accountId, device: D1, guid: e1.guid }, // not a's envelope
-        { account: b.accountId, device: D1, guid: e1.guid },
-        { account: b.accountId, device: D1, guid: e0.guid }, // named twice
-        { account: b.accountId, device: D1, guid: bytes(16) },
+        { ...req(b.accountId, e1), guid: e0.guid }, // e0's guid at e1's position
+        req(b.accountId, e0),
+        req(a.accountId, e1), // not a's envelope
+        req(b.accountId, e1),
+        req(b.accountId, e0), // named twice
+        req(b.accountId, e2, bytes(16)),
       ]);
       expect(res).toEqual([
+        { kind: 'notFound' },
         { kind: 'deleted', type: EnvelopeType.Ciphertext, source: { account: a.accountId, device: 1 }, clientTimestamp: 55 },
         { kind: 'notFound' },
         { kind: 'deleted', type: EnvelopeType.UnidentifiedSender, source: null, clientTimestamp: 56 },
@@ -364,9 +432,9 @@ export function describeStoreConformance(name: string, makeStore: () => Promise<
       ]);
       // Concurrent single deletes share a group and keep the same rules.
       const single = await Promise.all([
-        s.deleteEnvelope(b.accountId, D1, e2.guid),
-        s.deleteEnvelope(b.accountId, D1, e2.guid),
-        s.deleteEnvelope(b.accountId, D1, e3.guid),
+        s.deleteEnvelope(req(b.accountId, e2)),
+        s.deleteEnvelope(req(b.accountId, e2)),
+        s.deleteEnvelope(req(b.accountId, e3)),
       ]);
       expect(single.map((r) => r.kind)).toEqual(['deleted', 'notFound', 'deleted']);
       expect(await s.fetchQueue(b.accountId, D1, 0, 10)).toEqual([]);

@@ -72,8 +72,8 @@ describe('sqlite store hot path', () => {
     expect(page.map((e) => text(e.content))).toEqual(['two', 'three']);
     // An acknowledged envelope is gone from memory too; an unknown one changes nothing.
     const del = await store.deleteEnvelopes([
-      { account: bob, device: D1, guid: all[1]!.guid },
-      { account: bob, device: D1, guid: new Uint8Array(16) },
+      { account: bob, device: D1, cursor: all[1]!.cursor, guid: all[1]!.guid },
+      { account: bob, device: D1, cursor: all[2]!.cursor, guid: new Uint8Array(16) },
     ]);
     expect(del.map((d) => d.kind)).toEqual(['deleted', 'notFound']);
     expect((await store.fetchQueue(bob, D1, 0, 10)).map((e) => text(e.content))).toEqual(['one', 'three', 'four']);
@@ -81,6 +81,29 @@ describe('sqlite store hot path', () => {
     const other = open(dir);
     const fromFile = await other.fetchQueue(bob, D1, 0, 10);
     expect(fromFile).toEqual(await store.fetchQueue(bob, D1, 0, 10));
+  });
+
+  it('commits acks with the sends of the same turn: the ack is answered once that one transaction has committed', async () => {
+    const dir = tempDataDir();
+    const store = open(dir);
+    const bob = await accountIn(store, 'fold.bob');
+    await send(store, bob, 'one');
+    const [one] = await store.fetchQueue(bob, D1, 0, 10);
+    // An ack and a send in the same turn of the event loop.
+    const ack = store.deleteEnvelope({ account: bob, device: D1, cursor: one!.cursor, guid: one!.guid });
+    const sent = send(store, bob, 'two');
+    expect((await ack).kind).toBe('deleted');
+    // Once the ack is answered, another connection sees both writes: they committed together.
+    const other = open(dir);
+    expect((await other.fetchQueue(bob, D1, 0, 10)).map((e) => text(e.content))).toEqual(['two']);
+    await sent;
+    // An ack whose guid does not match the envelope at its cursor deletes nothing, in memory or in the file.
+    const [two] = await store.fetchQueue(bob, D1, 0, 10);
+    expect(await store.deleteEnvelope({ account: bob, device: D1, cursor: two!.cursor, guid: one!.guid })).toEqual({
+      kind: 'notFound',
+    });
+    expect((await store.fetchQueue(bob, D1, 0, 10)).map((e) => text(e.content))).toEqual(['two']);
+    expect((await other.fetchQueue(bob, D1, 0, 10)).map((e) => text(e.content))).toEqual(['two']);
   });
 
   it('notices writes made by another connection to the same file (queue and device list)', async () => {
@@ -102,7 +125,7 @@ describe('sqlite store hot path', () => {
     ]);
     // And the other way round: the relay's own delete is seen by the other connection.
     const [e] = await relay.fetchQueue(alice, D1, 0, 10);
-    await relay.deleteEnvelopes([{ account: alice, device: D1, guid: e!.guid }]);
+    await relay.deleteEnvelopes([{ account: alice, device: D1, cursor: e!.cursor, guid: e!.guid }]);
     expect(await admin.fetchQueue(alice, D1, 0, 10)).toEqual([]);
   });
 

@@ -232,11 +232,15 @@ WITH keys AS (
 )
 SELECT b FROM proceed`;
 
-/** One statement for a group of acknowledgement deletes. */
+/**
+ * One statement for a group of acknowledgement deletes, by queue position
+ * (the primary key); the guid must match too, since a device id that was
+ * removed and linked again starts its sequence numbers over.
+ */
 const DELETE_MANY_SQL = `
-DELETE FROM envelopes e USING unnest($1::text[], $2::integer[], $3::bytea[]) AS t(da, dd, guid)
-WHERE e.guid = t.guid AND e.dest_account = t.da AND e.dest_device = t.dd
-RETURNING e.dest_account, e.dest_device, e.guid, e.type, e.source_account, e.source_device, e.client_ts`;
+DELETE FROM envelopes e USING unnest($1::text[], $2::integer[], $3::bigint[], $4::bytea[]) AS t(da, dd, seq, guid)
+WHERE e.dest_account = t.da AND e.dest_device = t.dd AND e.seq = t.seq AND e.guid = t.guid
+RETURNING e.dest_account, e.dest_device, e.seq, e.guid, e.type, e.source_account, e.source_device, e.client_ts`;
 
 const TAKE_EC_SQL = `
 DELETE FROM ec_prekeys WHERE (account_id, device_id, key_id) = (
@@ -543,8 +547,8 @@ export class PostgresStore implements Store {
   }
 
   /** Joins the current group of acknowledgement deletes. */
-  async deleteEnvelope(account: AccountId, device: DeviceId, guid: Uint8Array): Promise<DeleteResult> {
-    return this.#deletes.submit({ account, device, guid });
+  async deleteEnvelope(request: DeleteRequest): Promise<DeleteResult> {
+    return this.#deletes.submit(request);
   }
 
   async deleteEnvelopes(requests: readonly DeleteRequest[]): Promise<DeleteResult[]> {
@@ -552,26 +556,34 @@ export class PostgresStore implements Store {
     const res = await this.#pool.query({
       name: 'parley_delete_many',
       text: DELETE_MANY_SQL,
-      values: [requests.map((r) => r.account), requests.map((r) => r.device), requests.map((r) => buf(r.guid))],
+      values: [
+        requests.map((r) => r.account),
+        requests.map((r) => r.device),
+        requests.map((r) => r.cursor),
+        requests.map((r) => buf(r.guid)),
+      ],
     });
-    const idOf = (account: string, device: number, guid: Uint8Array) => `${account}/${device}/${Buffer.from(guid).toString('hex')}`;
-    const deleted = new Map<string, DeleteResult>();
+    const idOf = (account: string, device: number, seq: number) => `${account}/${device}/${seq}`;
+    const deleted = new Map<string, { guid: Uint8Array; result: DeleteResult }>();
     for (const r of res.rows) {
       const sa = r.source_account;
-      deleted.set(idOf(strOf(r, 'dest_account'), numOf(r, 'dest_device'), bytesOf(r, 'guid')), {
-        kind: 'deleted',
-        type: numOf(r, 'type') as EnvelopeType,
-        source: typeof sa === 'string' ? { account: sa as AccountId, device: numOf(r, 'source_device') as DeviceId } : null,
-        clientTimestamp: numOf(r, 'client_ts'),
+      deleted.set(idOf(strOf(r, 'dest_account'), numOf(r, 'dest_device'), numOf(r, 'seq')), {
+        guid: bytesOf(r, 'guid'),
+        result: {
+          kind: 'deleted',
+          type: numOf(r, 'type') as EnvelopeType,
+          source: typeof sa === 'string' ? { account: sa as AccountId, device: numOf(r, 'source_device') as DeviceId } : null,
+          clientTimestamp: numOf(r, 'client_ts'),
+        },
       });
     }
-    // Each deleted row is reported once: to the first request that named it.
+    // Each deleted row is reported once: to the first request that named it with its guid.
     return requests.map((req) => {
-      const id = idOf(req.account, req.device, req.guid);
+      const id = idOf(req.account, req.device, req.cursor);
       const hit = deleted.get(id);
-      if (!hit) return { kind: 'notFound' };
+      if (!hit || Buffer.compare(hit.guid, req.guid) !== 0) return { kind: 'notFound' };
       deleted.delete(id);
-      return hit;
+      return hit.result;
     });
   }
 

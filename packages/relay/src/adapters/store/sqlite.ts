@@ -14,13 +14,18 @@
  * many commits and the event loop keeps serving sockets. The reasoning that
  * this survives kill -9 and an OS crash is in docs/ARCHITECTURE.md.
  *
- * Group commit: `enqueue` and `deleteEnvelope` go through batchers (see
- * batching.ts). Sends that arrive in the same turn of the event loop share one
- * transaction. Acknowledgement deletes are grouped the same way and are not
- * flushed on their own: their WAL frames reach the disk with the next flushed
- * commit (or checkpoint). A machine crash before that can undo a delete; the
- * envelope is then pushed again and the client drops it as a repeat, so
- * nothing acknowledged to anyone is lost.
+ * Group commit: `enqueue` and `deleteEnvelope` go through ONE batcher (see
+ * batching.ts), so the sends and the acknowledgement deletes that arrive in
+ * the same turn of the event loop, or while the previous group waits for its
+ * flush, share one transaction: one COMMIT and one fdatasync per cycle.
+ * Sends are answered once that fdatasync has finished; deletes as soon as
+ * the transaction has committed (their frames reach the disk with that same
+ * fdatasync, or with the next flushed commit when a group holds only
+ * deletes). A machine crash before that can undo a delete; the envelope is
+ * then pushed again and the client drops it as a repeat, so nothing
+ * acknowledged to anyone is lost. The delivery receipt an ack causes is
+ * enqueued in a later group, so it can only survive a crash if the delete
+ * does (WAL frames are recovered as a prefix).
  */
 import {
   closeSync,
@@ -65,7 +70,7 @@ import type {
   QueuedEnvelope,
   Store,
 } from '../../ports.js';
-import { Batcher, DELETE_GROUP } from '../../batching.js';
+import { Batcher } from '../../batching.js';
 import { plainBytes } from '../../bytes.js';
 
 /** Numbered migrations; version N is `MIGRATIONS[N - 1]`. Never edit a shipped one. */
@@ -359,19 +364,24 @@ class QueueTails {
     if (this.#bytes > TAIL_MAX_BYTES) this.clear();
   }
 
-  /** A committed delete. */
-  remove(key: string, guid: Uint8Array): void {
+  /** A committed delete of the envelope at `cursor` (cursors are never reused: AUTOINCREMENT). */
+  remove(key: string, cursor: number): void {
     const t = this.#tails.get(key);
     if (!t) return;
     const e = t.entries;
-    for (let i = 0; i < e.length; i++) {
-      const x = e[i] as QueuedEnvelope;
-      if (Buffer.compare(x.guid, guid) === 0) {
-        e.splice(i, 1);
-        this.#bytes -= x.content.length;
-        return;
+    // Acks mostly come in queue order: look at the head first, else binary search.
+    let i = 0;
+    if (e[0]?.cursor !== cursor) {
+      let hi = e.length;
+      while (i < hi) {
+        const mid = (i + hi) >>> 1;
+        if ((e[mid] as QueuedEnvelope).cursor < cursor) i = mid + 1;
+        else hi = mid;
       }
+      if (e[i]?.cursor !== cursor) return;
     }
+    const [x] = e.splice(i, 1) as [QueuedEnvelope];
+    this.#bytes -= x.content.length;
   }
 
   drop(key: string): void {
@@ -388,11 +398,16 @@ class QueueTails {
 }
 
 /**
- * Group caps for sends on SQLite. Larger than the shared ENQUEUE_GROUP: a
- * group is what arrived during one flush, so with a slow disk it must be big
- * for the throughput to hold; 1,024 sends still commit in a few milliseconds.
+ * Group caps for the writes (sends and acks) on SQLite, in rows. Larger than
+ * the shared ENQUEUE_GROUP: a group is what arrived during one flush, so with
+ * a slow disk it must be big for the throughput to hold; 2,048 writes (about
+ * 1,024 sends and their acks) still commit in a few milliseconds.
  */
-const SQLITE_ENQUEUE_GROUP = { maxItems: 1024, maxWeight: 4096 } as const;
+const SQLITE_WRITE_GROUP = { maxItems: 2048, maxWeight: 4096 } as const;
+
+/** One write of a group commit: a send (`enqueue`) or an acknowledgement delete. */
+type Write = { kind: 'send'; batch: EnqueueBatch } | { kind: 'ack'; request: DeleteRequest };
+type WriteResult = EnqueueResult | DeleteResult;
 
 /** How often the checkpoint worker copies the WAL into the database file. */
 const CHECKPOINT_INTERVAL_MS = 100;
@@ -479,7 +494,7 @@ export class SqliteStore implements Store {
   readonly #tails = new QueueTails();
   /** Inserts and deletes of the running transaction, applied to the tails only once it commits. */
   #pendingInserts: QueuedEnvelope[] = [];
-  #pendingDeletes: Array<{ key: string; guid: Uint8Array }> = [];
+  #pendingDeletes: Array<{ key: string; cursor: number }> = [];
   /** `PRAGMA data_version` when the in-memory caches were last known to match the file. */
   #dataVersion = 0;
   #externalChecked = false;
@@ -492,22 +507,14 @@ export class SqliteStore implements Store {
   /** Last-seen times not written yet: one transaction per TOUCH_FLUSH_MS instead of one write per connect. */
   readonly #touches = new Map<string, { account: AccountId; device: DeviceId; now: number }>();
   #touchTimer: NodeJS.Timeout | null = null;
-  readonly #enqueues = new Batcher<EnqueueBatch, EnqueueResult>({
+  readonly #writes = new Batcher<Write, WriteResult>({
     // One group at a time: it commits, then waits for its flush while the next group gathers everything that
     // arrives meanwhile. A send can only be answered after a flush that started after its commit, so
     // committing it earlier would not answer it sooner; one commit per flush keeps the WAL writes few.
-    ...SQLITE_ENQUEUE_GROUP,
-    weight: (b) => b.envelopes.length,
-    run: (batches) => this.enqueueMany(batches),
-  });
-  readonly #deletes = new Batcher<DeleteRequest, DeleteResult>({
-    ...DELETE_GROUP,
-    // While a flush runs, acks gather into one group that commits when it ends: about one delete
-    // commit per flush cycle instead of one per turn of the event loop (acks are not waiting on disk).
-    run: async (requests) => {
-      await this.#wal?.afterCurrent();
-      return this.deleteEnvelopes(requests);
-    },
+    // Acks ride in the same transaction and are answered at its commit (see the file comment).
+    ...SQLITE_WRITE_GROUP,
+    weight: (w) => (w.kind === 'send' ? w.batch.envelopes.length : 1),
+    run: (writes, settle) => this.#commitGroup(writes, settle),
   });
 
   constructor(db: Database) {
@@ -566,7 +573,7 @@ export class SqliteStore implements Store {
           client_ts, server_ts, content, urgent) VALUES ($guid, $da, $dd, $type, $sa, $sd, $cts, $sts, $content, $urgent)`),
       fetch: p(`SELECT seq, guid, dest_account, dest_device, type, source_account, source_device, client_ts, server_ts,
           content, urgent FROM envelopes WHERE dest_account = ? AND dest_device = ? AND seq > ? ORDER BY seq LIMIT ?`),
-      deleteEnvelope: p(`DELETE FROM envelopes WHERE dest_account = ? AND dest_device = ? AND guid = ?
+      deleteEnvelope: p(`DELETE FROM envelopes WHERE seq = ? AND dest_account = ? AND dest_device = ? AND guid = ?
           RETURNING type, source_account, source_device, client_ts`),
       purgeEnvelopes: p('DELETE FROM envelopes WHERE server_ts < ?'),
       purgeSent: p('DELETE FROM sent_messages WHERE created_at < ?'),
@@ -755,19 +762,47 @@ export class SqliteStore implements Store {
 
   /** Joins the current group commit; resolves after the group's transaction is on disk. */
   async enqueue(batch: EnqueueBatch): Promise<EnqueueResult> {
-    return this.#enqueues.submit(batch);
+    const r = await this.#writes.submit({ kind: 'send', batch });
+    if (r.kind === 'stored' || r.kind === 'duplicate') return r;
+    throw new Error('a send was answered with a delete result');
   }
 
   async enqueueMany(batches: readonly EnqueueBatch[]): Promise<EnqueueResult[]> {
+    const out = await this.#commitGroup(
+      batches.map((batch): Write => ({ kind: 'send', batch })),
+      () => undefined,
+    );
+    return out as EnqueueResult[];
+  }
+
+  /**
+   * One transaction for a group of sends and acks, in order. Acks are settled
+   * at the commit; the group then waits for a flush when it holds a send, and
+   * resolves (answering the sends) once that flush has finished.
+   */
+  async #commitGroup(writes: readonly Write[], settle: (index: number, result: WriteResult) => void): Promise<WriteResult[]> {
+    if (this.#wal?.failed) throw this.#wal.failed;
     this.#checkExternalWrites();
     this.#pendingInserts = [];
-    let out: EnqueueResult[];
+    this.#pendingDeletes = [];
+    let out: WriteResult[];
+    let sends = 0;
     try {
-      out = this.#db.transaction((): EnqueueResult[] => batches.map((b) => this.#enqueueOne(b)))();
+      out = this.#db.transaction((): WriteResult[] =>
+        writes.map((w) => {
+          if (w.kind === 'ack') return this.#deleteOne(w.request);
+          sends++;
+          return this.#enqueueOne(w.batch);
+        }),
+      )();
+      for (const d of this.#pendingDeletes) this.#tails.remove(d.key, d.cursor);
       for (const e of this.#pendingInserts) this.#tails.append(e);
     } finally {
       this.#pendingInserts = [];
+      this.#pendingDeletes = [];
     }
+    if (sends === 0) return out;
+    if (sends < writes.length) writes.forEach((w, i) => w.kind === 'ack' && settle(i, out[i] as WriteResult));
     await this.#flushed();
     return out;
   }
@@ -830,29 +865,27 @@ export class SqliteStore implements Store {
     });
   }
 
-  /** Joins the current group of acknowledgement deletes. */
-  async deleteEnvelope(account: AccountId, device: DeviceId, guid: Uint8Array): Promise<DeleteResult> {
-    return this.#deletes.submit({ account, device, guid });
+  /** Joins the current group commit (with the sends); resolves once the group's transaction has committed. */
+  async deleteEnvelope(request: DeleteRequest): Promise<DeleteResult> {
+    const r = await this.#writes.submit({ kind: 'ack', request });
+    if (r.kind === 'deleted' || r.kind === 'notFound') return r;
+    throw new Error('an ack was answered with a send result');
   }
 
   async deleteEnvelopes(requests: readonly DeleteRequest[]): Promise<DeleteResult[]> {
     // No flush of its own (see the file comment): it reaches the disk with the next durable write.
-    if (this.#wal?.failed) throw this.#wal.failed;
-    this.#checkExternalWrites();
-    this.#pendingDeletes = [];
-    try {
-      const out = this.#db.transaction((): DeleteResult[] => requests.map((r) => this.#deleteOne(r)))();
-      for (const d of this.#pendingDeletes) this.#tails.remove(d.key, d.guid);
-      return out;
-    } finally {
-      this.#pendingDeletes = [];
-    }
+    const out = await this.#commitGroup(
+      requests.map((request): Write => ({ kind: 'ack', request })),
+      () => undefined,
+    );
+    return out as DeleteResult[];
   }
 
+  /** Deletes by queue position (the rowid); the device and guid must match too. */
   #deleteOne(req: DeleteRequest): DeleteResult {
-    const r = this.#s.deleteEnvelope.get([req.account, req.device, blob(req.guid)]) as Row | undefined;
+    const r = this.#s.deleteEnvelope.get([req.cursor, req.account, req.device, blob(req.guid)]) as Row | undefined;
     if (!r) return { kind: 'notFound' };
-    this.#pendingDeletes.push({ key: QueueTails.key(req.account, req.device), guid: req.guid });
+    this.#pendingDeletes.push({ key: QueueTails.key(req.account, req.device), cursor: req.cursor });
     const sa = r.source_account;
     return {
       kind: 'deleted',
@@ -998,7 +1031,7 @@ export class SqliteStore implements Store {
     if (this.#closed) return;
     this.#writeTouches();
     this.#closed = true;
-    await Promise.all([this.#enqueues.drain(), this.#deletes.drain()]);
+    await this.#writes.drain();
     // Acknowledgement deletes not flushed yet reach the disk now (a clean stop leaves nothing to redeliver).
     await this.#flushed().catch(() => undefined);
     await this.#wal?.close();
