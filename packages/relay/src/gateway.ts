@@ -18,7 +18,7 @@ import { RelayError } from './errors.js';
 import type { RelayMetrics } from './metrics.js';
 import { ONLINE_PREFIX, onlineEnvelope } from './online.js';
 import { type BusSignal, type Bus, type Clock, type QueuedEnvelope, type Store, deviceKey } from './ports.js';
-import { encodePushFrame } from './push-frame.js';
+import { decodeAck, encodeOkEmptyResponse, encodePushFrame } from './push-frame.js';
 import { type DeviceRef, type Relay, keysLow } from './relay.js';
 import { type RouteResponse, type Router, describeBug, errorResponse } from './router.js';
 
@@ -84,7 +84,9 @@ export class Gateway {
   readonly #wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PAYLOAD });
   readonly #sessions = new Map<string, Session>();
   readonly #anonymous = new Set<AnonymousSocket>();
-  readonly #pending = new Set<Promise<unknown>>();
+  /** Socket tasks (upgrades, frames, pushes) not finished yet, and who waits for there to be none. */
+  #pending = 0;
+  #idleWaiters: Array<() => void> = [];
   readonly #timer: NodeJS.Timeout;
   readonly #pollTimer: NodeJS.Timeout | null = null;
   #draining = false;
@@ -180,11 +182,23 @@ export class Gateway {
     session.start();
   }
 
+  /** Count a task until it settles (one reaction per task: this runs for every frame). */
   #track<T>(p: Promise<T>): void {
-    const tracked = p.catch((err: unknown) => this.deps.log.error({ err: describeBug(err) }, 'socket task failed'));
-    this.#pending.add(tracked);
-    void tracked.finally(() => this.#pending.delete(tracked));
+    this.#pending++;
+    void p.then(this.#taskDone, this.#taskFailed);
   }
+
+  readonly #taskDone = (): void => {
+    if (--this.#pending > 0) return;
+    const waiters = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const w of waiters) w();
+  };
+
+  readonly #taskFailed = (err: unknown): void => {
+    this.deps.log.error({ err: describeBug(err) }, 'socket task failed');
+    this.#taskDone();
+  };
 
   /** Close sockets that have been silent for longer than the idle timeout. */
   sweepIdle(): void {
@@ -199,7 +213,7 @@ export class Gateway {
     if (this.#pollTimer) clearInterval(this.#pollTimer);
     const sockets = [...this.#sockets()];
     for (const s of sockets) s.close(CloseCodes.GoingAway, 'relay shutting down');
-    while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
+    while (this.#pending > 0) await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
     await Promise.all(sockets.map((s) => s.closed(1000)));
     await new Promise<void>((resolve) => this.#wss.close(() => resolve()));
   }
@@ -217,6 +231,15 @@ function reject(socket: Duplex, status: number, code: string, message: string, r
     `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\ncontent-type: application/json\r\n${retry}` +
       `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
   );
+}
+
+/** `200` with body `{}` and no headers of its own: the answer to a send, sent pre-encoded. */
+function isOkEmpty(res: RouteResponse): boolean {
+  if (res.status !== 200 || res.headers !== undefined || res.code !== undefined) return false;
+  const json = res.json;
+  if (typeof json !== 'object' || json === null || Object.getPrototypeOf(json) !== Object.prototype) return false;
+  for (const _ in json) return false;
+  return true;
 }
 
 function toBytes(data: RawData): Uint8Array {
@@ -284,6 +307,7 @@ abstract class Connection {
 
   protected sendResponse(id: bigint, res: RouteResponse): void {
     if (this.ws.readyState !== WebSocket.OPEN) return;
+    if (isOkEmpty(res)) return this.ws.send(encodeOkEmptyResponse(id));
     const body = res.json === undefined ? new Uint8Array(0) : encoder.encode(JSON.stringify(res.json));
     const headers = { ...(res.json === undefined ? {} : JSON_HEADERS), ...(res.headers ?? {}) };
     this.ws.send(encodeResponse({ id, status: res.status, message: res.code ?? STATUS_CODES[res.status] ?? '', headers, body }));
@@ -295,6 +319,9 @@ abstract class Connection {
     const bytes = toBytes(data);
     if (!isBinary)
       return this.sendResponse(0n, errorResponse(new RelayError('BAD_REQUEST', 'frames must be binary'), this.deps.log, ''));
+    // Acks (every push gets one) are read without the generic decoder; anything else falls through to it.
+    const ack = decodeAck(bytes);
+    if (ack) return this.track(this.onResponse(ack.id, ack.status));
     let frame: Frame;
     try {
       frame = decodeFrame(bytes);

@@ -8,11 +8,12 @@ import {
   decodeFrame,
   encodeEnvelope,
   encodeRequest,
+  encodeResponse,
   processEnvelope,
 } from '@parley/wire';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { encodePushFrame } from '../src/push-frame.js';
+import { decodeAck, encodeOkEmptyResponse, encodePushFrame } from '../src/push-frame.js';
 
 const generic = (id: bigint, e: Envelope) =>
   encodeRequest({
@@ -80,6 +81,93 @@ describe('encodePushFrame', () => {
         },
       ),
       { numRuns: 300 },
+    );
+  });
+});
+
+describe('encodeOkEmptyResponse', () => {
+  it('writes the same bytes as encodeResponse for the 200 {} answer, for any id', () => {
+    const generic200 = (id: bigint) =>
+      encodeResponse({
+        id,
+        status: 200,
+        message: 'OK',
+        headers: { 'content-type': 'application/json' },
+        body: new TextEncoder().encode('{}'),
+      });
+    for (const id of [0n, 1n, 127n, 128n, 2n ** 40n])
+      expect(Buffer.from(encodeOkEmptyResponse(id)).equals(Buffer.from(generic200(id)))).toBe(true);
+    fc.assert(
+      fc.property(fc.bigInt({ min: 0n, max: 2n ** 53n - 1n }), (id) => {
+        expect(Buffer.from(encodeOkEmptyResponse(id)).equals(Buffer.from(generic200(id)))).toBe(true);
+      }),
+      { numRuns: 500 },
+    );
+  });
+});
+
+describe('decodeAck', () => {
+  /** What decodeFrame says about the same bytes: the id and status of a response, else null. */
+  const viaGeneric = (bytes: Uint8Array) => {
+    try {
+      const f = decodeFrame(bytes);
+      return f.kind === 'response' ? { id: f.id, status: f.status } : null;
+    } catch {
+      return null;
+    }
+  };
+  const check = (bytes: Uint8Array) => {
+    const fast = decodeAck(bytes);
+    // It may decline any frame, but what it answers is exactly what the generic decoder answers.
+    if (fast !== null) expect(fast).toEqual(viaGeneric(bytes));
+    return fast;
+  };
+
+  it('reads the acks clients send (id, status, "OK"/"Error", nothing else)', () => {
+    fc.assert(
+      fc.property(
+        fc.bigInt({ min: 0n, max: 2n ** 48n }),
+        fc.integer({ min: 100, max: 599 }),
+        fc.constantFrom('OK', 'Error', ''),
+        (id, status, message) => {
+          const bytes = encodeResponse({ id, status, message, headers: {}, body: new Uint8Array(0) });
+          expect(check(bytes)).toEqual({ id, status });
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+
+  it('never answers differently from decodeFrame: arbitrary responses, requests, edits and noise', () => {
+    const response = fc
+      .record({
+        id: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }),
+        status: fc.integer({ min: 0, max: 2 ** 32 - 1 }),
+        message: fc.string({ maxLength: 40 }),
+        headers: fc.dictionary(fc.string({ minLength: 1, maxLength: 8 }), fc.string({ maxLength: 8 }), { maxKeys: 2 }),
+        body: fc.uint8Array({ maxLength: 8 }),
+      })
+      .map((r) => encodeResponse(r));
+    const request = fc
+      .record({ id: fc.bigInt({ min: 0n, max: 2n ** 20n }), body: fc.uint8Array({ maxLength: 8 }) })
+      .map((r) => encodeRequest({ ...r, verb: 'PUT', path: '/v1/x', headers: {} }));
+    // Valid frames with one byte changed, cut short or extended.
+    const edited = fc
+      .tuple(fc.oneof(response, request), fc.nat(), fc.integer({ min: 0, max: 255 }), fc.constantFrom('set', 'cut', 'append'))
+      .map(([b, at, v, how]) => {
+        const c = new Uint8Array(b);
+        const i = b.length === 0 ? 0 : at % b.length;
+        if (how === 'set' && b.length > 0) c[i] = v;
+        if (how === 'cut') return c.subarray(0, i);
+        if (how === 'append') return new Uint8Array([...c, v]);
+        return c;
+      });
+    const noise = fc.uint8Array({ maxLength: 40 });
+    fc.assert(
+      fc.property(fc.oneof(response, request, edited, noise), (bytes) => {
+        check(bytes);
+      }),
+      { numRuns: 5000 },
     );
   });
 });
