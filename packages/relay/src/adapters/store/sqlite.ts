@@ -25,7 +25,9 @@
  * then pushed again and the client drops it as a repeat, so nothing
  * acknowledged to anyone is lost. The delivery receipt an ack causes is
  * enqueued in a later group, so it can only survive a crash if the delete
- * does (WAL frames are recovered as a prefix).
+ * does (WAL frames are recovered as a prefix). When a group's transaction
+ * fails, its acks fail with its sends: those envelopes stay queued and are
+ * pushed again on the device's next connection, as after any failed ack.
  */
 import {
   closeSync,
