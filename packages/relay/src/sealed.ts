@@ -34,7 +34,7 @@ import { RelayError } from './errors.js';
 import { publishOnline } from './online.js';
 import type { RelayMetrics } from './metrics.js';
 import { type Bus, type Clock, type StoredEnvelope, type Store, deviceKey } from './ports.js';
-import { type DeviceRef, type Relay, assertDeviceList, deviceProblems } from './relay.js';
+import { type DeviceRef, type Relay, assertDeviceList, deviceProblems, newGuid } from './relay.js';
 
 /** Sender certificates live this long unless configured otherwise. */
 export const DEFAULT_SENDER_CERTIFICATE_TTL_MS = 7 * 24 * 60 * 60 * 1000;
@@ -311,7 +311,7 @@ export class SealedSender {
     urgent: boolean,
   ): StoredEnvelope {
     return {
-      guid: new Uint8Array(randomBytes(16)),
+      guid: newGuid(),
       type: EnvelopeType.UnidentifiedSender,
       source: null,
       destination: { account: destination, device },

@@ -1,6 +1,6 @@
 /**
- * The SQLite store's in-memory shortcuts (queue tails, device lists, batched
- * last-seen) and its off-thread WAL flush must answer exactly what the file
+ * The SQLite store's in-memory shortcuts (queue tails, device lists, account
+ * rows, batched last-seen) and its off-thread WAL flush must answer exactly what the file
  * holds: also after another connection wrote to the same file, and after a
  * reopen (what a kill -9 leaves behind is the file, not the memory).
  */
@@ -127,6 +127,30 @@ describe('sqlite store hot path', () => {
     const [e] = await relay.fetchQueue(alice, D1, 0, 10);
     await relay.deleteEnvelopes([{ account: alice, device: D1, cursor: e!.cursor, guid: e!.guid }]);
     expect(await admin.fetchQueue(alice, D1, 0, 10)).toEqual([]);
+  });
+
+  it('answers account rows (the access key every sealed send checks) as the file holds them, after own and external writes', async () => {
+    const dir = tempDataDir();
+    const relay = open(dir);
+    const a = newAccountFor('acct.ghost');
+    const ghost = a.accountId;
+    // Looked up before it exists (a sealed send to an unknown id), then created: the miss is not remembered past the create.
+    expect(await relay.getAccount(ghost)).toBeNull();
+    expect((await relay.createAccount(a)).kind).toBe('created');
+    expect((await relay.getAccount(ghost))?.accessKey).toBeNull();
+
+    const k1 = new Uint8Array(randomBytes(16));
+    await relay.setAccessKey(ghost, k1);
+    expect((await relay.getAccount(ghost))?.accessKey).toEqual(k1);
+
+    // Another connection changes the key: the relay's next read sees it.
+    const admin = open(dir);
+    const k2 = new Uint8Array(randomBytes(16));
+    await admin.setAccessKey(ghost, k2);
+    expect((await relay.getAccount(ghost))?.accessKey).toEqual(k2);
+    await relay.setAccessKey(ghost, null);
+    expect((await relay.getAccount(ghost))?.accessKey).toBeNull();
+    expect((await admin.getAccount(ghost))?.accessKey).toBeNull();
   });
 
   it('drops a device queue and device list on remove and re-link (new registration id: the 410 case)', async () => {

@@ -299,6 +299,8 @@ const TAIL_MAX_BYTES = 32 * 1024 * 1024;
 const TAIL_MAX_DEVICES = 100_000;
 /** Most accounts whose device list is cached; past it the cache starts over. */
 const DEVICE_LISTS_MAX = 100_000;
+/** Most account rows (found or not) cached; past it the cache starts over. */
+const ACCOUNTS_MAX = 100_000;
 /** Last-seen times (touchDevice) are written at most this often, all in one transaction. */
 const TOUCH_FLUSH_MS = 1000;
 
@@ -506,6 +508,12 @@ export class SqliteStore implements Store {
    * data_version), and every write that changes a device list drops the entry.
    */
   readonly #deviceLists = new Map<AccountId, readonly DeviceSummary[]>();
+  /**
+   * Account rows (null: no such account), read by every sealed send's access
+   * check. Same rules as the device lists: createAccount and setAccessKey drop
+   * the entry, other connections' writes drop everything.
+   */
+  readonly #accounts = new Map<AccountId, AccountRecord | null>();
   /** Last-seen times not written yet: one transaction per TOUCH_FLUSH_MS instead of one write per connect. */
   readonly #touches = new Map<string, { account: AccountId; device: DeviceId; now: number }>();
   #touchTimer: NodeJS.Timeout | null = null;
@@ -634,11 +642,13 @@ export class SqliteStore implements Store {
     this.#dataVersion = v;
     this.#tails.clear();
     this.#deviceLists.clear();
+    this.#accounts.clear();
   }
 
   async createAccount(a: NewAccount): Promise<{ kind: 'created' } | { kind: 'usernameTaken' }> {
     const username = normalizeUsername(a.username);
     this.#deviceLists.delete(a.accountId);
+    this.#accounts.delete(a.accountId);
     return this.#durable(
       this.#db.transaction(() => {
         if (this.#s.usernameExists.get([username])) return { kind: 'usernameTaken' as const };
@@ -669,18 +679,28 @@ export class SqliteStore implements Store {
   }
 
   async getAccount(account: AccountId): Promise<AccountRecord | null> {
+    this.#checkExternalWrites();
+    const cached = this.#accounts.get(account);
+    if (cached !== undefined) return cached;
     const row = this.#s.account.get([account]) as Row | undefined;
-    if (!row) return null;
-    return {
-      accountId: strOf(row, 'account_id') as AccountId,
-      username: strOf(row, 'username'),
-      identityKey: bytesOf(row, 'identity_key'),
-      accessKey: row.access_key === null || row.access_key === undefined ? null : bytesOf(row, 'access_key'),
-    };
+    const record: AccountRecord | null = row
+      ? Object.freeze({
+          accountId: strOf(row, 'account_id') as AccountId,
+          username: strOf(row, 'username'),
+          identityKey: bytesOf(row, 'identity_key'),
+          accessKey: row.access_key === null || row.access_key === undefined ? null : bytesOf(row, 'access_key'),
+        })
+      : null;
+    if (this.#accounts.size >= ACCOUNTS_MAX) this.#accounts.clear();
+    this.#accounts.set(account, record);
+    return record;
   }
 
   async setAccessKey(account: AccountId, accessKey: Uint8Array | null): Promise<void> {
-    await this.#durable(() => this.#s.setAccessKey.run([accessKey ? blob(accessKey) : null, account]));
+    await this.#durable(() => {
+      this.#s.setAccessKey.run([accessKey ? blob(accessKey) : null, account]);
+      this.#accounts.delete(account);
+    });
   }
 
   async lookupUsername(username: string): Promise<AccountId | null> {
