@@ -186,7 +186,7 @@ function subscribe(client: ParleyClient, json: boolean, downloads: Downloads): A
         const n = r.timestamps.length;
         const verb = r.type === 'read' ? 'read' : 'received';
         println(
-          `[${shortTime(Date.now())}] ${senderLabel(r.from, r.fromAccount)} ${verb} ${n} of your message${n === 1 ? '' : 's'}`,
+          `[${shortTime(Date.now())}] ${senderLabel(r.from, r.fromAccount)} ${verb} ${n === 1 ? 'your message' : `${n} of your messages`}`,
         );
       }
     }),
