@@ -270,6 +270,8 @@ abstract class Connection {
   protected stopping = false;
   readonly #closedPromise: Promise<void>;
   readonly #caller: Caller;
+  /** This socket kind's request counter, bound once (a label lookup per frame otherwise). */
+  readonly #requests: { inc(): void };
 
   constructor(
     protected readonly ws: WebSocket,
@@ -279,6 +281,7 @@ abstract class Connection {
   ) {
     this.lastSeen = deps.clock.now();
     this.#caller = caller;
+    this.#requests = deps.metrics.socketRequests.labels(caller.kind);
     this.#closedPromise = new Promise((resolve) => ws.once('close', () => resolve()));
   }
 
@@ -339,7 +342,7 @@ abstract class Connection {
       return this.sendResponse(frame.id, errorResponse(new RelayError('TOO_LARGE', 'body too large'), this.deps.log, ''));
     }
     const path = frame.path.split('?')[0] ?? '';
-    this.deps.metrics.socketRequests.inc({ socket: this.#caller.kind });
+    this.#requests.inc();
     // The socket answers its own keepalives: over HTTP the route needs credentials, which the anonymous socket never has.
     if (frame.verb === 'GET' && path === '/v1/keepalive') return this.sendResponse(frame.id, { status: 200, json: {} });
     const requestId = randomUUID();
