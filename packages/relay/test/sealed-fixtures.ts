@@ -1,63 +1,18 @@
 /** Multi-recipient sealed-sender uploads built with real libsignal sessions, for relay tests. */
 import {
-  type Direction,
-  IdentityChange,
-  IdentityKeyPair,
-  IdentityKeyStore,
   KEMPublicKey,
   PreKeyBundle,
   ProtocolAddress,
   PublicKey,
   SenderCertificate,
-  SessionRecord,
-  SessionStore,
   UnidentifiedSenderMessageContent,
   processPreKeyBundle,
   sealedSenderMultiRecipientEncrypt,
   signalEncrypt,
 } from '@signalapp/libsignal-client';
 import { processPreKeyBundleResponse } from '@parley/wire';
+import { MemoryMember } from '../../../bench/src/groups-member.js';
 import type { Harness, TestAccount } from './helpers.js';
-
-/** Just enough in-memory libsignal state for a sender to encrypt. */
-class MemSessions extends SessionStore {
-  readonly map = new Map<string, SessionRecord>();
-  async saveSession(a: ProtocolAddress, r: SessionRecord) {
-    this.map.set(a.toString(), r);
-  }
-  async getSession(a: ProtocolAddress) {
-    return this.map.get(a.toString()) ?? null;
-  }
-  async getExistingSessions(as: ProtocolAddress[]) {
-    return as.map((a) => {
-      const r = this.map.get(a.toString());
-      if (!r) throw new Error('no session');
-      return r;
-    });
-  }
-}
-class MemIdentity extends IdentityKeyStore {
-  readonly known = new Map<string, PublicKey>();
-  constructor(private readonly pair: IdentityKeyPair) {
-    super();
-  }
-  async getIdentityKey() {
-    return this.pair.privateKey;
-  }
-  async getLocalRegistrationId() {
-    return 1;
-  }
-  async saveIdentity(a: ProtocolAddress, k: PublicKey) {
-    this.known.set(a.name(), k);
-    return IdentityChange.NewOrUnchanged;
-  }
-  async isTrustedIdentity(_a: ProtocolAddress, _k: PublicKey, _d: Direction) {
-    return true;
-  }
-  async getIdentity(a: ProtocolAddress) {
-    return this.known.get(a.name()) ?? null;
-  }
-}
 
 /** A multi-recipient sealed upload from `sender` to device 1 of each recipient (fetching their bundles through `h`). */
 export async function multiRecipientBody(
@@ -66,9 +21,9 @@ export async function multiRecipientBody(
   recipients: TestAccount[],
   regIdDelta: Record<string, number> = {},
 ) {
-  const sessions = new MemSessions();
-  const identity = new MemIdentity(sender.identity);
   const local = ProtocolAddress.new(sender.accountId, 1);
+  // The project's in-memory libsignal party (also the bench's and the 1,000-member test's).
+  const { session: sessions, identityStore: identity } = new MemoryMember(local, sender.identity);
   for (const r of recipients) {
     await h.uploadKeys(r, 1, 1, 100);
     const res = await h.built.app.inject({

@@ -9,10 +9,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from '@signalapp/sqlcipher';
 import {
-  type Direction,
-  IdentityChange,
   IdentityKeyPair,
-  IdentityKeyStore,
   KEMKeyPair,
   KEMPublicKey,
   PreKeyBundle,
@@ -21,8 +18,6 @@ import {
   PublicKey,
   SenderCertificate,
   ServerCertificate,
-  SessionRecord,
-  SessionStore,
   UnidentifiedSenderMessageContent,
   processPreKeyBundle,
   sealedSenderEncrypt,
@@ -46,6 +41,7 @@ import {
   processPreKeyBundleResponse,
 } from '@parley/wire';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MemoryMember } from '../../../bench/src/groups-member.js';
 import { ParleyClient, SdkError } from '../src/index.js';
 import { collect, nextEvent, tempDir } from './helpers.js';
 
@@ -215,43 +211,6 @@ describe('sealed 1:1 messaging', () => {
 
 // ---------------------------------------------------------------- crafted certificates
 
-class MemSessions extends SessionStore {
-  readonly map = new Map<string, SessionRecord>();
-  async saveSession(a: ProtocolAddress, r: SessionRecord) {
-    this.map.set(a.toString(), r);
-  }
-  async getSession(a: ProtocolAddress) {
-    return this.map.get(a.toString()) ?? null;
-  }
-  async getExistingSessions(as: ProtocolAddress[]) {
-    return as.map((a) => this.map.get(a.toString()) as SessionRecord);
-  }
-}
-class MemIdentity extends IdentityKeyStore {
-  constructor(
-    private readonly pair: IdentityKeyPair,
-    readonly known = new Map<string, PublicKey>(),
-  ) {
-    super();
-  }
-  async getIdentityKey() {
-    return this.pair.privateKey;
-  }
-  async getLocalRegistrationId() {
-    return 4321;
-  }
-  async saveIdentity(a: ProtocolAddress, k: PublicKey) {
-    this.known.set(a.name(), k);
-    return IdentityChange.NewOrUnchanged;
-  }
-  async isTrustedIdentity(_a: ProtocolAddress, _k: PublicKey, _d: Direction) {
-    return true;
-  }
-  async getIdentity(a: ProtocolAddress) {
-    return this.known.get(a.name()) ?? null;
-  }
-}
-
 /** A sender driven with libsignal directly, so the test controls every certificate it presents. */
 async function rawSender(username: string) {
   const identity = IdentityKeyPair.generate();
@@ -275,7 +234,9 @@ async function rawSender(username: string) {
   });
   const { accountId } = (await reg.json()) as { accountId: string };
   const auth = `Basic ${Buffer.from(`${accountId}.1:${password}`).toString('base64')}`;
-  return { identity, accountId, auth, sessions: new MemSessions(), store: new MemIdentity(identity) };
+  // The project's in-memory libsignal party (bench/src/groups-member.ts), registered with the same registration id.
+  const member = new MemoryMember(ProtocolAddress.new(accountId, 1), identity, 4321);
+  return { identity, accountId, auth, member };
 }
 type Raw = Awaited<ReturnType<typeof rawSender>>;
 
@@ -291,7 +252,8 @@ async function craftSealed(
   const toId = to.identity.accountId;
   const addr = ProtocolAddress.new(toId, 1);
   const local = ProtocolAddress.new(raw.accountId, 1);
-  if (!raw.sessions.map.has(addr.toString())) {
+  const { session: sessions, identityStore } = raw.member;
+  if (!raw.member.sessions.has(addr.toString())) {
     const res = await fetch(new URL(`/v1/keys/${toId}/1`, relay.url), { headers: { authorization: raw.auth } });
     const b = processPreKeyBundleResponse(await res.json());
     const d = b.devices[0];
@@ -312,15 +274,18 @@ async function craftSealed(
       ),
       addr,
       local,
-      raw.sessions,
-      raw.store,
+      sessions,
+      identityStore,
     );
   }
   const plaintext = new Uint8Array(padPlaintext(encodeContent({ kind: 'data', message: { body, timestamp } })));
-  const ct = await signalEncrypt(plaintext, addr, local, raw.sessions, raw.store);
+  const ct = await signalEncrypt(plaintext, addr, local, sessions, identityStore);
   const usmc = UnidentifiedSenderMessageContent.new(ct, cert, 0, null);
-  const outer = await sealedSenderEncrypt(usmc, addr, new MemIdentity(outerKey, raw.store.known));
-  const record = raw.sessions.map.get(addr.toString());
+  // The outer layer with `outerKey` (possibly not the sender's): a party holding that key and the recipient's identity.
+  const outerParty = new MemoryMember(local, outerKey);
+  for (const [k, v] of raw.member.identities) outerParty.identities.set(k, v);
+  const outer = await sealedSenderEncrypt(usmc, addr, outerParty.identityStore);
+  const record = raw.member.sessions.get(addr.toString());
   const res = await fetch(new URL(`/v1/messages/${toId}`, relay.url), {
     method: 'PUT',
     headers: { authorization: raw.auth, 'content-type': 'application/x-protobuf' },
