@@ -404,8 +404,10 @@ class QueueTails {
 /**
  * Group caps for the writes (sends and acks) on SQLite, in rows. Larger than
  * the shared ENQUEUE_GROUP: a group is what arrived during one flush, so with
- * a slow disk it must be big for the throughput to hold; 2,048 writes (about
- * 1,024 sends and their acks) still commit in a few milliseconds.
+ * a slow disk it must be big for the throughput to hold. A full group (about
+ * 1,024 sends and their acks) is not cheap: under load it took 50-80 ms on
+ * the relay thread (docs/BENCHMARKS.md, "Where the embedded relay's time
+ * goes now"), which is what bounds p99 at saturation.
  */
 const SQLITE_WRITE_GROUP = { maxItems: 2048, maxWeight: 4096 } as const;
 
