@@ -189,12 +189,19 @@ export interface EnqueueBatch {
   now: number;
 }
 
-/** A send is identified by who sent it, to which account, and the client's message id. */
+/**
+ * A send is identified by who sent it, to which account, the client's message
+ * id and the request's timestamp: a retry repeats the whole request. Stores
+ * order their keys by the timestamp first, so honest clients' keys are
+ * appended to the end of the index instead of landing on a random page.
+ */
 export interface IdempotencyKey {
   senderAccount: AccountId;
   senderDevice: DeviceId;
   destination: AccountId;
   messageId: Uint8Array;
+  /** The send request's `timestamp` (client clock, ms). */
+  timestamp: number;
 }
 
 export type EnqueueResult = { kind: 'stored' } | { kind: 'duplicate' };

@@ -290,7 +290,7 @@ export class Relay {
     const started = performance.now();
     const res = await this.deps.store.enqueue({
       envelopes,
-      idempotencyKey: { senderAccount: me.account, senderDevice: me.device, destination, messageId: req.messageId },
+      idempotencyKey: { senderAccount: me.account, senderDevice: me.device, destination, messageId: req.messageId, timestamp: req.timestamp },
       now,
     });
     this.deps.metrics.sendCommitSeconds.observe((performance.now() - started) / 1000);

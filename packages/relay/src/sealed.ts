@@ -352,6 +352,7 @@ export class SealedSender {
       senderDevice: 0 as DeviceId,
       destination,
       messageId: req.messageId,
+      timestamp: req.timestamp,
     });
   }
 

@@ -207,17 +207,26 @@ export function describeStoreConformance(name: string, makeStore: () => Promise<
       const b = newAccount('jane');
       await s.createAccount(a);
       await s.createAccount(b);
-      const key = { senderAccount: a.accountId, senderDevice: D1, destination: b.accountId, messageId: bytes(16) };
+      const key = { senderAccount: a.accountId, senderDevice: D1, destination: b.accountId, messageId: bytes(16), timestamp: 1_700_000_000_000 };
       const first = await s.enqueue({ envelopes: [envelope(b.accountId, D1, 10, a.accountId)], idempotencyKey: key, now: 10 });
       const again = await s.enqueue({ envelopes: [envelope(b.accountId, D1, 11, a.accountId)], idempotencyKey: key, now: 11 });
       expect(first).toEqual({ kind: 'stored' });
       expect(again).toEqual({ kind: 'duplicate' });
       expect(await s.fetchQueue(b.accountId, D1, 0, 10)).toHaveLength(1);
-      // A duplicate guid makes the whole batch fail, and the idempotency key is not kept.
+      // The key is the whole request: the same message id with another timestamp is another send.
+      const later = await s.enqueue({
+        envelopes: [envelope(b.accountId, D1, 11, a.accountId)],
+        idempotencyKey: { ...key, timestamp: key.timestamp + 1 },
+        now: 11,
+      });
+      expect(later).toEqual({ kind: 'stored' });
+      expect(await s.fetchQueue(b.accountId, D1, 0, 10)).toHaveLength(2);
+      // An envelope the store cannot hold (no type) makes the whole batch fail, and the idempotency key is not kept.
       const e = envelope(b.accountId, D1, 12, a.accountId);
       const key2 = { ...key, messageId: bytes(16) };
-      await expect(s.enqueue({ envelopes: [e, { ...e }], idempotencyKey: key2, now: 12 })).rejects.toThrow();
-      expect(await s.fetchQueue(b.accountId, D1, 0, 10)).toHaveLength(1);
+      const broken = { ...e, type: null as unknown as StoredEnvelope['type'] };
+      await expect(s.enqueue({ envelopes: [e, broken], idempotencyKey: key2, now: 12 })).rejects.toThrow();
+      expect(await s.fetchQueue(b.accountId, D1, 0, 10)).toHaveLength(2);
       expect(await s.enqueue({ envelopes: [envelope(b.accountId, D1, 13, a.accountId)], idempotencyKey: key2, now: 13 })).toEqual({
         kind: 'stored',
       });
@@ -309,7 +318,7 @@ export function describeStoreConformance(name: string, makeStore: () => Promise<
       await s.createAccount(a);
       const old = envelope(a.accountId, D1, 100);
       const fresh = envelope(a.accountId, D1, 900);
-      const key = { senderAccount: a.accountId, senderDevice: D1, destination: a.accountId, messageId: bytes(16) };
+      const key = { senderAccount: a.accountId, senderDevice: D1, destination: a.accountId, messageId: bytes(16), timestamp: 1_700_000_000_000 };
       await s.enqueue({ envelopes: [old], idempotencyKey: key, now: 100 });
       await s.enqueue({ envelopes: [fresh], idempotencyKey: null, now: 900 });
       expect(await s.purge(500)).toEqual({ envelopes: 1, idempotencyKeys: 1 });
@@ -324,7 +333,7 @@ export function describeStoreConformance(name: string, makeStore: () => Promise<
       const b = newAccount('gc.ben');
       await s.createAccount(a);
       await s.createAccount(b);
-      const keyOf = () => ({ senderAccount: a.accountId, senderDevice: D1, destination: b.accountId, messageId: bytes(16) });
+      const keyOf = () => ({ senderAccount: a.accountId, senderDevice: D1, destination: b.accountId, messageId: bytes(16), timestamp: 1_700_000_000_000 });
       const old = keyOf();
       const fresh = keyOf();
       expect(await s.enqueue({ envelopes: [envelope(b.accountId, D1, 1, a.accountId)], idempotencyKey: old, now: 1 })).toEqual({ kind: 'stored' });
@@ -353,7 +362,7 @@ export function describeStoreConformance(name: string, makeStore: () => Promise<
       const calls = senders.flatMap((a) =>
         Array.from({ length: perSender }, (_, i) => {
           const e = { ...envelope(b.accountId, D1, 100 + i, a.accountId), content: new TextEncoder().encode(`${a.accountId}:${i}`) };
-          const key = { senderAccount: a.accountId, senderDevice: D1, destination: b.accountId, messageId: bytes(16) };
+          const key = { senderAccount: a.accountId, senderDevice: D1, destination: b.accountId, messageId: bytes(16), timestamp: 1_700_000_000_000 };
           return { e, key };
         }),
       );
@@ -383,11 +392,12 @@ export function describeStoreConformance(name: string, makeStore: () => Promise<
       const b = newAccount('gc.fail.b');
       await s.createAccount(a);
       await s.createAccount(b);
-      const keys = Array.from({ length: 5 }, () => ({ senderAccount: a.accountId, senderDevice: D1, destination: b.accountId, messageId: bytes(16) }));
+      const keys = Array.from({ length: 5 }, () => ({ senderAccount: a.accountId, senderDevice: D1, destination: b.accountId, messageId: bytes(16), timestamp: 1_700_000_000_000 }));
       const good = keys.map((_, i) => envelope(b.accountId, D1, 20 + i, a.accountId));
-      // The last batch repeats a guid, which the database refuses: the whole group is rolled back.
+      // The last batch holds an envelope without a type, which the database refuses: the whole group is rolled back.
       const bad = envelope(b.accountId, D1, 30, a.accountId);
-      const batches = keys.map((key, i) => ({ envelopes: i === 4 ? [bad, { ...bad }] : [good[i] as StoredEnvelope], idempotencyKey: key, now: 20 }));
+      const broken = { ...bad, type: null as unknown as StoredEnvelope['type'] };
+      const batches = keys.map((key, i) => ({ envelopes: i === 4 ? [bad, broken] : [good[i] as StoredEnvelope], idempotencyKey: key, now: 20 }));
       await expect(s.enqueueMany(batches)).rejects.toThrow();
       // The same through concurrent enqueue calls, which share one group.
       const settled = await Promise.allSettled(batches.map((batch) => s.enqueue(batch)));

@@ -46,7 +46,7 @@ describe.skipIf(!available)('postgres', () => {
             'kyber_prekeys',
             'envelopes',
             'queue_heads',
-            'sent_messages',
+            'idempotency_keys',
           ]),
         );
       } finally {

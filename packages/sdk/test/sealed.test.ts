@@ -462,7 +462,7 @@ describe('relay hygiene after a conversation', () => {
     const db = new Database(join(relayDir, 'relay.db'));
     try {
       const pairs = db
-        .prepare('SELECT COUNT(*) AS n FROM sent_messages WHERE sender_account = ? AND destination = ?', { pluck: true })
+        .prepare('SELECT COUNT(*) AS n FROM idempotency_keys WHERE sender_account = ? AND destination = ?', { pluck: true })
         .get([alice.identity.accountId, bob.identity.accountId]);
       // Only the first, identified, message of the introduction may pair them.
       expect(Number(pairs)).toBeLessThanOrEqual(1);

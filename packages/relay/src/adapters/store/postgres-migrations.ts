@@ -89,4 +89,21 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
     expires_at bigint NOT NULL
   );
   `,
+  // 4: idempotency keys carry the send's client timestamp and are ordered by it (appends instead of random
+  // index pages; the SQLite migration 4 says why). Old keys cannot match new ones and are dropped. Envelope
+  // guids are random server-made values nothing looks up, so their UNIQUE index goes.
+  `
+  CREATE TABLE idempotency_keys (
+    client_ts      bigint NOT NULL,
+    message_id     bytea NOT NULL,
+    destination    text NOT NULL,
+    sender_account text NOT NULL,
+    sender_device  integer NOT NULL,
+    created_at     bigint NOT NULL,
+    PRIMARY KEY (client_ts, message_id, destination, sender_account, sender_device)
+  );
+  CREATE INDEX idempotency_keys_age ON idempotency_keys (created_at);
+  DROP TABLE sent_messages;
+  ALTER TABLE envelopes DROP CONSTRAINT IF EXISTS envelopes_guid_key;
+  `,
 ];

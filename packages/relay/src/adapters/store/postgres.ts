@@ -196,16 +196,17 @@ const ENVELOPE_COLUMNS =
  */
 const ENQUEUE_MANY_SQL = `
 WITH keys AS (
-  SELECT * FROM unnest($1::integer[], $2::text[], $3::integer[], $4::text[], $5::bytea[], $6::bigint[])
-    AS k(b, sa, sd, dest, mid, created)
+  SELECT * FROM unnest($1::integer[], $2::text[], $3::integer[], $4::text[], $5::bytea[], $6::bigint[], $19::bigint[])
+    AS k(b, sa, sd, dest, mid, created, cts)
 ), idem AS (
-  INSERT INTO sent_messages (sender_account, sender_device, destination, message_id, created_at)
-  SELECT sa, sd, dest, mid, created FROM keys
+  INSERT INTO idempotency_keys (client_ts, message_id, destination, sender_account, sender_device, created_at)
+  SELECT cts, mid, dest, sa, sd, created FROM keys
   ON CONFLICT DO NOTHING
-  RETURNING sender_account, sender_device, destination, message_id
+  RETURNING client_ts, message_id, destination, sender_account, sender_device
 ), proceed AS (
   SELECT k.b FROM keys k
-  JOIN idem i ON i.sender_account = k.sa AND i.sender_device = k.sd AND i.destination = k.dest AND i.message_id = k.mid
+  JOIN idem i ON i.client_ts = k.cts AND i.message_id = k.mid AND i.destination = k.dest
+    AND i.sender_account = k.sa AND i.sender_device = k.sd
   UNION ALL
   SELECT n.b FROM unnest($7::integer[]) AS n(b)
 ), input AS (
@@ -465,7 +466,15 @@ export class PostgresStore implements Store {
 
   async enqueueMany(batches: readonly EnqueueBatch[]): Promise<EnqueueResult[]> {
     const results: Array<EnqueueResult | undefined> = batches.map(() => undefined);
-    const k = { b: [] as number[], sa: [] as string[], sd: [] as number[], dest: [] as string[], mid: [] as Buffer[], at: [] as number[] };
+    const k = {
+      b: [] as number[],
+      sa: [] as string[],
+      sd: [] as number[],
+      dest: [] as string[],
+      mid: [] as Buffer[],
+      at: [] as number[],
+      cts: [] as number[],
+    };
     const unkeyed: number[] = [];
     const e = {
       b: [] as number[],
@@ -485,7 +494,7 @@ export class PostgresStore implements Store {
       const key = batch.idempotencyKey;
       if (key) {
         // A key repeated within the group: the first one decides, the rest are repeats.
-        const id = `${key.senderAccount}/${key.senderDevice}/${key.destination}/${Buffer.from(key.messageId).toString('hex')}`;
+        const id = `${key.senderAccount}/${key.senderDevice}/${key.destination}/${Buffer.from(key.messageId).toString('hex')}/${key.timestamp}`;
         if (seen.has(id)) {
           results[b] = { kind: 'duplicate' };
           return;
@@ -497,6 +506,7 @@ export class PostgresStore implements Store {
         k.dest.push(key.destination);
         k.mid.push(buf(key.messageId));
         k.at.push(batch.now);
+        k.cts.push(key.timestamp);
       } else unkeyed.push(b);
       for (const env of batch.envelopes) {
         e.b.push(b);
@@ -516,7 +526,7 @@ export class PostgresStore implements Store {
       const res = await this.#pool.query({
         name: 'parley_enqueue_many',
         text: ENQUEUE_MANY_SQL,
-        values: [k.b, k.sa, k.sd, k.dest, k.mid, k.at, unkeyed, e.b, e.da, e.dd, e.guid, e.type, e.sa, e.sd, e.cts, e.sts, e.content, e.urgent],
+        values: [k.b, k.sa, k.sd, k.dest, k.mid, k.at, unkeyed, e.b, e.da, e.dd, e.guid, e.type, e.sa, e.sd, e.cts, e.sts, e.content, e.urgent, k.cts],
       });
       const proceeded = new Set(res.rows.map((r) => numOf(r, 'b')));
       batches.forEach((_, b) => (results[b] ??= proceeded.has(b) ? { kind: 'stored' } : { kind: 'duplicate' }));
@@ -590,7 +600,7 @@ export class PostgresStore implements Store {
   async purge(before: number): Promise<{ envelopes: number; idempotencyKeys: number }> {
     return this.#tx(async (c) => {
       const e = await c.query('DELETE FROM envelopes WHERE server_ts < $1', [before]);
-      const s = await c.query('DELETE FROM sent_messages WHERE created_at < $1', [before]);
+      const s = await c.query('DELETE FROM idempotency_keys WHERE created_at < $1', [before]);
       return { envelopes: e.rowCount ?? 0, idempotencyKeys: s.rowCount ?? 0 };
     });
   }

@@ -154,6 +154,49 @@ const MIGRATIONS: readonly string[] = [
     expires_at INTEGER NOT NULL
   );
   `,
+  // 4: writes that append. Idempotency keys live in a table clustered by the send's client timestamp, so the
+  // keys of one group commit land on the last few pages of one B-tree instead of a random page each (the old
+  // table's index grew with every send kept and made a send cost three times as much). Keys of the old form
+  // (no timestamp) can never match a new key and are dropped: a retry of a send made before the upgrade may be
+  // stored twice, and the receiving client drops the repeat. Envelope guids lose their UNIQUE index: they are
+  // random server-made 128-bit values that nothing looks up (acks find an envelope by its cursor and compare
+  // the guid). The envelopes table is rebuilt for that, keeping every cursor and the cursor sequence.
+  `
+  CREATE TABLE idempotency_keys (
+    client_ts      INTEGER NOT NULL,
+    message_id     BLOB NOT NULL,
+    destination    TEXT NOT NULL,
+    sender_account TEXT NOT NULL,
+    sender_device  INTEGER NOT NULL,
+    created_at     INTEGER NOT NULL,
+    PRIMARY KEY (client_ts, message_id, destination, sender_account, sender_device)
+  ) WITHOUT ROWID;
+  CREATE INDEX idempotency_keys_age ON idempotency_keys (created_at);
+  DROP TABLE sent_messages;
+  CREATE TABLE envelopes_v4 (
+    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+    guid           BLOB NOT NULL,
+    dest_account   TEXT NOT NULL,
+    dest_device    INTEGER NOT NULL,
+    type           INTEGER NOT NULL,
+    source_account TEXT,
+    source_device  INTEGER,
+    client_ts      INTEGER NOT NULL,
+    server_ts      INTEGER NOT NULL,
+    content        BLOB,
+    urgent         INTEGER NOT NULL
+  );
+  INSERT INTO envelopes_v4 (seq, guid, dest_account, dest_device, type, source_account, source_device, client_ts, server_ts,
+      content, urgent)
+    SELECT seq, guid, dest_account, dest_device, type, source_account, source_device, client_ts, server_ts, content, urgent
+    FROM envelopes ORDER BY seq;
+  DELETE FROM sqlite_sequence WHERE name = 'envelopes_v4';
+  INSERT INTO sqlite_sequence (name, seq) SELECT 'envelopes_v4', seq FROM sqlite_sequence WHERE name = 'envelopes';
+  DROP TABLE envelopes;
+  ALTER TABLE envelopes_v4 RENAME TO envelopes;
+  CREATE INDEX envelopes_queue ON envelopes (dest_account, dest_device, seq);
+  CREATE INDEX envelopes_age ON envelopes (server_ts);
+  `,
 ];
 
 type Row = Record<string, unknown>;
@@ -174,12 +217,12 @@ function strOf(row: Row, col: string): string {
   return v;
 }
 
-/** Apply pending migrations; returns the resulting schema version. */
-export function migrate(db: Database): number {
+/** Apply pending migrations (up to `target`, for tests of a migration); returns the resulting schema version. */
+export function migrate(db: Database, target = MIGRATIONS.length): number {
   db.exec('CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)');
   const row = db.prepare('SELECT MAX(version) AS v FROM schema_version').get() as Row | undefined;
   let version = typeof row?.v === 'number' ? row.v : 0;
-  for (; version < MIGRATIONS.length; version++) {
+  for (; version < Math.min(target, MIGRATIONS.length); version++) {
     const sql = MIGRATIONS[version] as string;
     const next = version + 1;
     db.transaction(() => {
@@ -579,8 +622,8 @@ export class SqliteStore implements Store {
       takeKyber:
         p(`DELETE FROM kyber_prekeys WHERE rowid = (SELECT rowid FROM kyber_prekeys WHERE account_id = ? AND device_id = ?
           ORDER BY key_id LIMIT 1) RETURNING key_id, public_key, signature`),
-      insertSent: p(`INSERT INTO sent_messages (sender_account, sender_device, destination, message_id, created_at)
-          VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`),
+      insertKey: p(`INSERT INTO idempotency_keys (client_ts, message_id, destination, sender_account, sender_device, created_at)
+          VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`),
       insertEnvelope: p(`INSERT INTO envelopes (guid, dest_account, dest_device, type, source_account, source_device,
           client_ts, server_ts, content, urgent) VALUES ($guid, $da, $dd, $type, $sa, $sd, $cts, $sts, $content, $urgent)`),
       fetch: p(`SELECT seq, guid, dest_account, dest_device, type, source_account, source_device, client_ts, server_ts,
@@ -588,7 +631,7 @@ export class SqliteStore implements Store {
       deleteEnvelope: p(`DELETE FROM envelopes WHERE seq = ? AND dest_account = ? AND dest_device = ? AND guid = ?
           RETURNING type, source_account, source_device, client_ts`),
       purgeEnvelopes: p('DELETE FROM envelopes WHERE server_ts < ?'),
-      purgeSent: p('DELETE FROM sent_messages WHERE created_at < ?'),
+      purgeKeys: p('DELETE FROM idempotency_keys WHERE created_at < ?'),
       deviceDetails: p(
         'SELECT device_id, registration_id, created_at, MAX(last_seen, created_at) AS last_seen FROM devices WHERE account_id = ? ORDER BY device_id',
       ),
@@ -835,7 +878,7 @@ export class SqliteStore implements Store {
   #enqueueOne(batch: EnqueueBatch): EnqueueResult {
     const k = batch.idempotencyKey;
     if (k) {
-      const res = this.#s.insertSent.run([k.senderAccount, k.senderDevice, k.destination, blob(k.messageId), batch.now]);
+      const res = this.#s.insertKey.run([k.timestamp, blob(k.messageId), k.destination, k.senderAccount, k.senderDevice, batch.now]);
       if (res.changes === 0) return { kind: 'duplicate' };
     }
     for (const e of batch.envelopes) {
@@ -924,7 +967,7 @@ export class SqliteStore implements Store {
     return this.#durable(
       this.#db.transaction(() => ({
         envelopes: this.#s.purgeEnvelopes.run([before]).changes,
-        idempotencyKeys: this.#s.purgeSent.run([before]).changes,
+        idempotencyKeys: this.#s.purgeKeys.run([before]).changes,
       })),
     );
   }
