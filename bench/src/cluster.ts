@@ -36,10 +36,10 @@ export interface ClusterRow {
   natsMicros: number;
 }
 
-/** utime + stime of a process, in microseconds; 0 when it has gone. */
-export function cpuMicros(pid: number): number {
+/** utime + stime of a process (or with `tid`, of one of its threads), in microseconds; 0 when it has gone. */
+export function cpuMicros(pid: number, tid?: number): number {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return ((Number(fields[11]) + Number(fields[12])) * 1e6) / TICKS_PER_SECOND;
   } catch {

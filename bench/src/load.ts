@@ -27,6 +27,8 @@ export interface LoadStep {
   p999Ms: number;
   /** Server CPU over the step, in cores (1.0 = one core busy). */
   serverCores: number;
+  /** The server's main thread alone (Node's event loop; for ejabberd, its first thread), in cores. */
+  mainThreadCores: number;
   generatorCores: number;
   /** Delivered messages per second per core of server CPU. */
   perCore: number;
@@ -100,7 +102,7 @@ export async function runLadder(
       latencies = [];
       const total = Math.round(rate * opts.stepSeconds);
       const errors0 = fleet.errors;
-      const cpu0 = { s: cpuMicros(server.pid), g: process.cpuUsage() };
+      const cpu0 = { s: cpuMicros(server.pid), m: cpuMicros(server.pid, server.pid), g: process.cpuUsage() };
       const t0 = performance.now();
       windowStart = t0;
       windowEnd = Infinity;
@@ -109,6 +111,7 @@ export async function runLadder(
       windowEnd = performance.now();
       const elapsed = (windowEnd - t0) / 1000;
       const cpuS = cpuMicros(server.pid) - cpu0.s;
+      const cpuM = cpuMicros(server.pid, server.pid) - cpu0.m;
       const g = process.cpuUsage(cpu0.g);
       // Grace: wait for stragglers until everything arrived or time is up.
       const graceEnd = performance.now() + opts.graceSeconds * 1000;
@@ -136,6 +139,7 @@ export async function runLadder(
         p99Ms: p99,
         p999Ms: percentile(latencies, 0.999),
         serverCores,
+        mainThreadCores: cpuM / 1e6 / elapsed,
         generatorCores: (g.user + g.system) / 1e6 / elapsed,
         perCore: serverCores > 0 ? deliveredPerSecond / serverCores : NaN,
         serverMicrosPerMessage: delivered > 0 ? (serverCores * 1e6) / deliveredPerSecond : NaN,
@@ -145,7 +149,7 @@ export async function runLadder(
       });
       const s = steps[steps.length - 1] as LoadStep;
       console.log(
-        `  ${label}: offered ${rate}/s → ${s.deliveredPerSecond.toFixed(0)}/s, p50 ${s.p50Ms.toFixed(1)} p99 ${s.p99Ms.toFixed(1)} p99.9 ${s.p999Ms.toFixed(1)} ms, server ${s.serverCores.toFixed(2)} cores (${s.serverMicrosPerMessage.toFixed(0)} µs/msg), generator ${s.generatorCores.toFixed(2)}${s.errors ? `, ${s.errors} error answers` : ''}${why ? ` — saturated: ${why}` : ''}`,
+        `  ${label}: offered ${rate}/s → ${s.deliveredPerSecond.toFixed(0)}/s, p50 ${s.p50Ms.toFixed(1)} p99 ${s.p99Ms.toFixed(1)} p99.9 ${s.p999Ms.toFixed(1)} ms, server ${s.serverCores.toFixed(2)} cores (main thread ${s.mainThreadCores.toFixed(2)}, ${s.serverMicrosPerMessage.toFixed(0)} µs/msg), generator ${s.generatorCores.toFixed(2)}${s.errors ? `, ${s.errors} error answers` : ''}${why ? ` — saturated: ${why}` : ''}`,
       );
       if (s.saturated) break;
       // Let the server drain before the next step.

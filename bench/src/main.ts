@@ -18,11 +18,12 @@ import type { ParleyMix } from './clients.js';
 import { type LoadResult, ladderLabel, runLadder } from './load.js';
 import { type MemoryRow, measureIdle } from './memory.js';
 import { type SdkReceiveResult, measureSdkReceive } from './sdk-receive.js';
+import { type StoreResult, measureStore } from './store.js';
 import { type ServerHandle, clusterServicesUp, ejabberdMissing, startEjabberd, startFloor, startParley } from './servers.js';
 import { lineChart } from './svg.js';
 
 const quick = process.env.BENCH_QUICK === '1';
-const only = new Set((process.env.BENCH_ONLY ?? 'libsignal,sdk,groups,load,memory,drain,cluster').split(','));
+const only = new Set((process.env.BENCH_ONLY ?? 'libsignal,sdk,groups,load,memory,store,drain,cluster').split(','));
 const OUT =
   process.env.BENCH_OUT ??
   (quick ? join(tmpdir(), 'parley-bench-quick') + sep : fileURLToPath(new URL('../results/', import.meta.url)));
@@ -69,6 +70,9 @@ else starters.push({ label: 'ejabberd 23.01 (Debian, XMPP)', start: startEjabber
 // BENCH_SERVERS=embedded,floor keeps only the servers whose label contains one of the words (for profiling one of them).
 const pick = process.env.BENCH_SERVERS?.toLowerCase().split(',');
 if (pick) starters.splice(0, starters.length, ...starters.filter((s) => pick.some((w) => s.label.toLowerCase().includes(w))));
+// BENCH_MIXES=sealed keeps only those Parley traffic mixes (for A/B runs of one path).
+const mixPick = process.env.BENCH_MIXES?.split(',');
+if (mixPick) for (const s of starters) if (s.mixes) s.mixes = s.mixes.filter((m) => mixPick.includes(m));
 
 /** Raw libsignal rates of this run, by operation name (the SDK receive rows compare against them). */
 const raw = new Map<string, number>();
@@ -157,10 +161,10 @@ if (only.has('load')) {
   md +=
     'Parley mixes: sealed = type-6 sends over an anonymous socket with the access key, no receipt (what the SDK sends between contacts); identified = type-1 sends over the device socket, with a delivery receipt back to the sender.\n\n';
   md +=
-    '| server | offered/s | delivered/s | lost | p50 ms | p99 ms | p99.9 ms | server cores | server µs/msg | generator cores | msg/s per server core | saturated |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n';
+    '| server | offered/s | delivered/s | lost | p50 ms | p99 ms | p99.9 ms | server cores | main thread cores | server µs/msg | generator cores | msg/s per server core | saturated |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n';
   for (const r of results)
     for (const s of r.steps)
-      md += `| ${r.server} | ${s.offered} | ${f(s.deliveredPerSecond)} | ${s.lost} | ${f(s.p50Ms, 1)} | ${f(s.p99Ms, 1)} | ${f(s.p999Ms, 1)} | ${f(s.serverCores, 2)} | ${f(s.serverMicrosPerMessage)} | ${f(s.generatorCores, 2)} | ${f(s.perCore)} | ${s.why || 'no'} |\n`;
+      md += `| ${r.server} | ${s.offered} | ${f(s.deliveredPerSecond)} | ${s.lost} | ${f(s.p50Ms, 1)} | ${f(s.p99Ms, 1)} | ${f(s.p999Ms, 1)} | ${f(s.serverCores, 2)} | ${f(s.mainThreadCores, 2)} | ${f(s.serverMicrosPerMessage)} | ${f(s.generatorCores, 2)} | ${f(s.perCore)} | ${s.why || 'no'} |\n`;
   md += '\n| server | highest unsaturated delivered/s | best msg/s per server core (≥ 2k offered) |\n|---|---:|---:|\n';
   for (const r of results) md += `| ${r.server} | ${f(best(r))} | ${f(bestPerCore(r))} |\n`;
   console.log(`\n${md}`);
@@ -203,6 +207,25 @@ if (only.has('memory')) {
     }
   const md = `| server | idle connections | RSS before MiB | RSS after MiB | KiB per connection |\n|---|---:|---:|---:|---:|\n${rows.map((r) => `| ${r.server} | ${r.connections} | ${f(r.rssBeforeKiB / 1024, 1)} | ${f(r.rssAfterKiB / 1024, 1)} | ${f(r.perConnectionKiB, 1)} |`).join('\n')}\n`;
   save('memory', rows, md);
+}
+
+if (only.has('store')) {
+  // The embedded store alone: SQLite cost per message (send + ack) in group commits, after a history of kept keys.
+  console.log('\nEmbedded store alone (SQLite group commits of sends and acks)');
+  const rows: StoreResult[] = [];
+  for (const history of quick ? [0, 20_000] : [0, 300_000])
+    rows.push(await measureStore({ history, rounds: quick ? 20 : 100, group: 1024 }));
+  for (const r of rows)
+    console.log(
+      `  ${f(r.history).padStart(8)} keys kept: ${r.mainThreadMicrosPerMessage.toFixed(1)} µs/msg main thread CPU, ${r.cpuMicrosPerMessage.toFixed(1)} µs/msg process CPU`,
+    );
+  save(
+    'store',
+    rows,
+    `| idempotency keys kept before | messages measured (groups of ${rows[0]?.group ?? 0} sends + acks) | main thread CPU µs per message | process CPU µs per message |\n|---:|---:|---:|---:|\n${rows
+      .map((r) => `| ${f(r.history)} | ${f(r.messages)} | ${r.mainThreadMicrosPerMessage.toFixed(1)} | ${r.cpuMicrosPerMessage.toFixed(1)} |`)
+      .join('\n')}\n`,
+  );
 }
 
 if (only.has('drain')) {
