@@ -19,6 +19,17 @@ export function publishOnline(bus: Bus, envelopes: readonly StoredEnvelope[]): v
   }
 }
 
+/**
+ * The `onCommit` of a stored batch: wake every destination device once the
+ * envelopes are committed, without waiting for the disk flush that the
+ * sender's answer waits for.
+ */
+export function wakeOnCommit(bus: Bus, envelopes: readonly StoredEnvelope[]): () => void {
+  return () => {
+    for (const e of envelopes) bus.publish(deviceKey(e.destination.account, e.destination.device));
+  };
+}
+
 /** The envelope bytes inside an `online:` signal, or null when it is not one. */
 export function onlineEnvelope(signal: string): Uint8Array | null {
   if (!signal.startsWith(ONLINE_PREFIX)) return null;

@@ -187,6 +187,14 @@ export interface EnqueueBatch {
   /** Null for relay-made envelopes (delivery receipts). */
   idempotencyKey: IdempotencyKey | null;
   now: number;
+  /**
+   * Called once when the batch's envelopes have committed and `fetchQueue`
+   * returns them, which may be before they are flushed to disk; the promise of
+   * `enqueue` resolves only after the flush. Not called for a duplicate or a
+   * failed transaction. The relay wakes the destination devices here, so a
+   * push does not wait for the disk (why that is safe: docs/ARCHITECTURE.md).
+   */
+  onCommit?: () => void;
 }
 
 /**

@@ -26,7 +26,7 @@ import { plainBytes } from './bytes.js';
 import type { RelayConfig } from './config.js';
 import { RelayError } from './errors.js';
 import type { RelayMetrics } from './metrics.js';
-import { publishOnline } from './online.js';
+import { publishOnline, wakeOnCommit } from './online.js';
 import {
   type Bus,
   type Clock,
@@ -292,10 +292,10 @@ export class Relay {
       envelopes,
       idempotencyKey: { senderAccount: me.account, senderDevice: me.device, destination, messageId: req.messageId, timestamp: req.timestamp },
       now,
+      onCommit: wakeOnCommit(this.deps.bus, envelopes),
     });
     this.deps.metrics.sendCommitSeconds.observe((performance.now() - started) / 1000);
     this.deps.metrics.sends.inc({ result: res.kind });
-    if (res.kind === 'stored') for (const e of envelopes) this.deps.bus.publish(deviceKey(destination, e.destination.device));
     return res;
   }
 
@@ -326,24 +326,17 @@ export class Relay {
     this.deps.metrics.acks.inc();
     if (!res.source || res.type === EnvelopeType.ServerDeliveryReceipt) return;
     const now = this.deps.clock.now();
-    const source = res.source;
-    await this.deps.store.enqueue({
-      envelopes: [
-        {
-          guid: newGuid(),
-          type: EnvelopeType.ServerDeliveryReceipt,
-          source: { account: me.account, device: me.device },
-          destination: source,
-          clientTimestamp: res.clientTimestamp,
-          serverTimestamp: now,
-          content: new Uint8Array(0),
-          urgent: false,
-        },
-      ],
-      idempotencyKey: null,
-      now,
-    });
-    this.deps.bus.publish(deviceKey(source.account, source.device));
+    const receipt: StoredEnvelope = {
+      guid: newGuid(),
+      type: EnvelopeType.ServerDeliveryReceipt,
+      source: { account: me.account, device: me.device },
+      destination: res.source,
+      clientTimestamp: res.clientTimestamp,
+      serverTimestamp: now,
+      content: new Uint8Array(0),
+      urgent: false,
+    };
+    await this.deps.store.enqueue({ envelopes: [receipt], idempotencyKey: null, now, onCommit: wakeOnCommit(this.deps.bus, [receipt]) });
   }
 
   /** Delete envelopes and idempotency keys older than the retention period. */

@@ -31,9 +31,9 @@ import type { Logger } from 'pino';
 import { plainBytes } from './bytes.js';
 import type { RelayConfig } from './config.js';
 import { RelayError } from './errors.js';
-import { publishOnline } from './online.js';
+import { publishOnline, wakeOnCommit } from './online.js';
 import type { RelayMetrics } from './metrics.js';
-import { type Bus, type Clock, type StoredEnvelope, type Store, deviceKey } from './ports.js';
+import type { Bus, Clock, StoredEnvelope, Store } from './ports.js';
 import { type DeviceRef, type Relay, assertDeviceList, deviceProblems, newGuid } from './relay.js';
 
 /** Sender certificates live this long unless configured otherwise. */
@@ -323,10 +323,9 @@ export class SealedSender {
   }
 
   async #commit(envelopes: StoredEnvelope[], idempotencyKey: Parameters<Store['enqueue']>[0]['idempotencyKey']): Promise<void> {
-    const res = await this.deps.store.enqueue({ envelopes, idempotencyKey, now: this.deps.clock.now() });
+    const onCommit = wakeOnCommit(this.deps.bus, envelopes);
+    const res = await this.deps.store.enqueue({ envelopes, idempotencyKey, now: this.deps.clock.now(), onCommit });
     this.deps.metrics.sends.inc({ result: res.kind });
-    if (res.kind === 'stored')
-      for (const e of envelopes) this.deps.bus.publish(deviceKey(e.destination.account, e.destination.device));
   }
 
   /**

@@ -868,6 +868,8 @@ export class SqliteStore implements Store {
       this.#pendingInserts = [];
       this.#pendingDeletes = [];
     }
+    // Committed and readable: the destinations may be woken before the flush (the senders are answered after it).
+    writes.forEach((w, i) => w.kind === 'send' && out[i]?.kind === 'stored' && w.batch.onCommit?.());
     if (sends === 0) return out;
     if (sends < writes.length) writes.forEach((w, i) => w.kind === 'ack' && settle(i, out[i] as WriteResult));
     await this.#flushed();
