@@ -23,6 +23,11 @@
  * grouped the same way into one DELETE. These and the other hot-path reads
  * (credentials, device list, queue page) run as named prepared statements,
  * so the server parses and plans them once per connection.
+ *
+ * Account rows and device lists, read by every send, are cached in memory and
+ * invalidated on every node through LISTEN/NOTIFY (postgres-cache.ts): each
+ * write that changes them notifies inside its transaction, and each node
+ * holds one extra connection (beyond `maxConnections`) that listens.
  */
 import {
   type AccountId,
@@ -53,6 +58,7 @@ import type {
   Store,
 } from '../../ports.js';
 import { Batcher, DELETE_GROUP, ENQUEUE_GROUP } from '../../batching.js';
+import { AccountCaches, CacheListener, type ListenerStatus, type PgListenClient, cacheChannel } from './postgres-cache.js';
 import { POSTGRES_MIGRATIONS } from './postgres-migrations.js';
 
 /** The small part of a `pg` query result this adapter reads. */
@@ -179,8 +185,25 @@ export async function openPostgresStore(url: string, opts: PostgresStoreOptions 
     await pool.end();
     throw err;
   }
-  return new PostgresStore(pool);
+  const store = new PostgresStore(pool, {
+    channel: cacheChannel(schema),
+    // Keepalive: a connection that dies silently is noticed, which stops the caching (see postgres-cache.ts).
+    listener: () => new pg.Client({ connectionString: url, keepAlive: true, connectionTimeoutMillis: 10_000 }),
+  });
+  // The first attempt only: if it fails the store works uncached and keeps retrying in the background.
+  await store.startListening();
+  return store;
 }
+
+export interface PostgresCacheOptions {
+  /** The notification channel shared by every node on the same schema (see `cacheChannel`). */
+  channel?: string;
+  /** A new, unconnected client for the LISTEN connection; without it nothing is cached. */
+  listener?: () => PgListenClient;
+}
+
+/** Sent inside a write's transaction: delivered to every listening node once it commits. */
+const NOTIFY_SQL = 'SELECT pg_notify($1, $2)';
 
 const ENVELOPE_COLUMNS =
   'seq, guid, dest_account, dest_device, type, source_account, source_device, client_ts, server_ts, content, urgent';
@@ -275,8 +298,43 @@ export class PostgresStore implements Store {
     run: (requests) => this.deleteEnvelopes(requests),
   });
 
-  constructor(pool: PgPool) {
+  readonly #channel: string;
+  /** Account rows and device lists; served only while the listener is up. */
+  readonly #caches = new AccountCaches();
+  readonly #listener: CacheListener | null;
+
+  constructor(pool: PgPool, cache: PostgresCacheOptions = {}) {
     this.#pool = pool;
+    this.#channel = cache.channel ?? cacheChannel(undefined);
+    this.#listener = cache.listener ? new CacheListener(this.#caches, this.#channel, cache.listener) : null;
+  }
+
+  /** Try once to establish the cache listener; later attempts happen on their own. */
+  async startListening(): Promise<void> {
+    await this.#listener?.start();
+  }
+
+  /** Whether the caches are in use, and how often the listener connected and was lost (diagnostics and tests). */
+  cacheStatus(): ListenerStatus {
+    return this.#listener?.status() ?? { listening: false, connects: 0, losses: 0 };
+  }
+
+  /**
+   * A transaction that changes what getAccount or listDevices return for
+   * `account`: it notifies every node before committing, and this node drops
+   * its own entries as soon as the outcome is known (committed, rolled back
+   * or unknown), so a read that follows the write never sees the old value.
+   */
+  async #txChanging<T>(account: AccountId, fn: (c: PgClient) => Promise<T>): Promise<T> {
+    try {
+      return await this.#tx(async (c) => {
+        const out = await fn(c);
+        await c.query(NOTIFY_SQL, [this.#channel, account]);
+        return out;
+      });
+    } finally {
+      this.#caches.invalidate(account);
+    }
   }
 
   /** Run `fn` in a transaction on one connection; rolls back when it throws. */
@@ -303,7 +361,8 @@ export class PostgresStore implements Store {
   async createAccount(a: NewAccount): Promise<{ kind: 'created' } | { kind: 'usernameTaken' }> {
     const username = normalizeUsername(a.username);
     const d = a.device;
-    return this.#tx(async (c) => {
+    // Another node may have cached "no such account" for this id.
+    return this.#txChanging(a.accountId, async (c) => {
       const res = await c.query(
         `INSERT INTO accounts (account_id, username, identity_key, created_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (username) DO NOTHING RETURNING account_id`,
@@ -343,22 +402,38 @@ export class PostgresStore implements Store {
   }
 
   async getAccount(account: AccountId): Promise<AccountRecord | null> {
+    const cached = this.#caches.accounts.get(account);
+    if (cached !== undefined) return cached;
+    const token = this.#caches.begin();
     const res = await this.#pool.query(
       'SELECT account_id, username, identity_key, access_key FROM accounts WHERE account_id = $1',
       [account],
     );
     const row = res.rows[0];
-    if (!row) return null;
-    return {
-      accountId: strOf(row, 'account_id') as AccountId,
-      username: strOf(row, 'username'),
-      identityKey: bytesOf(row, 'identity_key'),
-      accessKey: row.access_key === null || row.access_key === undefined ? null : bytesOf(row, 'access_key'),
-    };
+    // Frozen: the same object is handed to every later caller.
+    const record: AccountRecord | null = row
+      ? Object.freeze({
+          accountId: strOf(row, 'account_id') as AccountId,
+          username: strOf(row, 'username'),
+          identityKey: bytesOf(row, 'identity_key'),
+          accessKey: row.access_key === null || row.access_key === undefined ? null : bytesOf(row, 'access_key'),
+        })
+      : null;
+    this.#caches.accounts.fill(account, token, record);
+    return record;
   }
 
   async setAccessKey(account: AccountId, accessKey: Uint8Array | null): Promise<void> {
-    await this.#pool.query('UPDATE accounts SET access_key = $1 WHERE account_id = $2', [accessKey ? buf(accessKey) : null, account]);
+    try {
+      // One statement, one implicit transaction: the notification goes out with its commit.
+      await this.#pool.query('WITH u AS (UPDATE accounts SET access_key = $1 WHERE account_id = $2) SELECT pg_notify($3, $2)', [
+        accessKey ? buf(accessKey) : null,
+        account,
+        this.#channel,
+      ]);
+    } finally {
+      this.#caches.invalidate(account);
+    }
   }
 
   async lookupUsername(username: string): Promise<AccountId | null> {
@@ -368,12 +443,19 @@ export class PostgresStore implements Store {
   }
 
   async listDevices(account: AccountId): Promise<DeviceSummary[]> {
+    const cached = this.#caches.deviceLists.get(account);
+    if (cached !== undefined) return cached as DeviceSummary[];
+    const token = this.#caches.begin();
     const res = await this.#pool.query({
       name: 'parley_list_devices',
       text: 'SELECT device_id, registration_id FROM devices WHERE account_id = $1 ORDER BY device_id',
       values: [account],
     });
-    return res.rows.map((r) => ({ deviceId: numOf(r, 'device_id') as DeviceId, registrationId: numOf(r, 'registration_id') }));
+    const list = Object.freeze(
+      res.rows.map((r) => Object.freeze({ deviceId: numOf(r, 'device_id') as DeviceId, registrationId: numOf(r, 'registration_id') })),
+    );
+    this.#caches.deviceLists.fill(account, token, list);
+    return list as DeviceSummary[];
   }
 
   async storeKeys(account: AccountId, device: DeviceId, keys: KeyUpload): Promise<void> {
@@ -608,7 +690,7 @@ export class PostgresStore implements Store {
   }
 
   async addDevice(req: NewDevice): Promise<AddDeviceResult> {
-    return this.#tx(async (c): Promise<AddDeviceResult> => {
+    return this.#txChanging(req.account, async (c): Promise<AddDeviceResult> => {
       // The account row lock serializes concurrent links of one account, so two never pick the same id.
       const acct = await c.query('SELECT 1 FROM accounts WHERE account_id = $1 FOR UPDATE', [req.account]);
       if (acct.rows.length === 0) return { kind: 'notFound' };
@@ -646,7 +728,7 @@ export class PostgresStore implements Store {
   }
 
   async removeDevice(account: AccountId, device: DeviceId): Promise<boolean> {
-    return this.#tx(async (c) => {
+    return this.#txChanging(account, async (c) => {
       const res = await c.query('DELETE FROM devices WHERE account_id = $1 AND device_id = $2', [account, device]);
       await c.query('DELETE FROM ec_prekeys WHERE account_id = $1 AND device_id = $2', [account, device]);
       await c.query('DELETE FROM kyber_prekeys WHERE account_id = $1 AND device_id = $2', [account, device]);
@@ -712,7 +794,7 @@ export class PostgresStore implements Store {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await Promise.all([this.#enqueues.drain(), this.#deletes.drain()]);
+    await Promise.all([this.#enqueues.drain(), this.#deletes.drain(), this.#listener?.close()]);
     await this.#pool.end();
   }
 }
