@@ -205,6 +205,8 @@ export class CacheListener {
   #losses = 0;
 
   constructor(caches: AccountCaches, channel: string, newClient: () => PgListenClient) {
+    // LISTEN takes an identifier, not a parameter: only names that need no quoting rules.
+    if (!/^[a-z0-9_]{1,63}$/.test(channel)) throw new RangeError('channel: must match [a-z0-9_]{1,63}');
     this.#caches = caches;
     this.#channel = channel;
     this.#newClient = newClient;

@@ -187,8 +187,10 @@ export async function openPostgresStore(url: string, opts: PostgresStoreOptions 
   }
   const store = new PostgresStore(pool, {
     channel: cacheChannel(schema),
-    // Keepalive: a connection that dies silently is noticed, which stops the caching (see postgres-cache.ts).
-    listener: () => new pg.Client({ connectionString: url, keepAlive: true, connectionTimeoutMillis: 10_000 }),
+    // Keepalive: a listener connection that dies silently is eventually noticed and caching stops; until then
+    // CACHE_MAX_AGE_MS bounds what a missed notification can cost.
+    listener: () =>
+      new pg.Client({ connectionString: url, keepAlive: true, keepAliveInitialDelayMillis: 10_000, connectionTimeoutMillis: 10_000 }),
   });
   // The first attempt only: if it fails the store works uncached and keeps retrying in the background.
   await store.startListening();
