@@ -20,11 +20,11 @@ export function publishOnline(bus: Bus, envelopes: readonly StoredEnvelope[]): v
 }
 
 /**
- * The `onCommit` of a stored batch: wake every destination device once the
- * envelopes are committed, without waiting for the disk flush that the
- * sender's answer waits for.
+ * The `onReadable` of a batch: wake every destination device as soon as the
+ * store can hand its envelopes out, without waiting for the disk flush that
+ * the sender's answer waits for.
  */
-export function wakeOnCommit(bus: Bus, envelopes: readonly StoredEnvelope[]): () => void {
+export function wakeOnReadable(bus: Bus, envelopes: readonly StoredEnvelope[]): () => void {
   return () => {
     for (const e of envelopes) bus.publish(deviceKey(e.destination.account, e.destination.device));
   };

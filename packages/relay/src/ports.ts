@@ -188,13 +188,17 @@ export interface EnqueueBatch {
   idempotencyKey: IdempotencyKey | null;
   now: number;
   /**
-   * Called once when the batch's envelopes have committed and `fetchQueue`
-   * returns them, which may be before they are flushed to disk; the promise of
-   * `enqueue` resolves only after the flush. Not called for a duplicate or a
-   * failed transaction. The relay wakes the destination devices here, so a
-   * push does not wait for the disk (why that is safe: docs/ARCHITECTURE.md).
+   * Called at most once, before `enqueue` resolves, when the batch's
+   * envelopes can be read through `fetchQueue`: at the latest when they
+   * commit, and with SQLite as soon as the batch is submitted (they are then
+   * pushed to an online device while their group waits for the disk, and an
+   * ack that arrives first means they are never written). Only the promise
+   * of `enqueue` waits for the flush. A batch that turns out to be a repeat,
+   * or whose group fails, is no longer readable once `enqueue` has settled.
+   * The relay wakes the destination devices here (why that is safe:
+   * docs/ARCHITECTURE.md).
    */
-  onCommit?: () => void;
+  onReadable?: () => void;
 }
 
 /**

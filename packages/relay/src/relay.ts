@@ -26,7 +26,7 @@ import { plainBytes } from './bytes.js';
 import type { RelayConfig } from './config.js';
 import { RelayError } from './errors.js';
 import type { RelayMetrics } from './metrics.js';
-import { publishOnline, wakeOnCommit } from './online.js';
+import { publishOnline, wakeOnReadable } from './online.js';
 import {
   type Bus,
   type Clock,
@@ -292,7 +292,7 @@ export class Relay {
       envelopes,
       idempotencyKey: { senderAccount: me.account, senderDevice: me.device, destination, messageId: req.messageId, timestamp: req.timestamp },
       now,
-      onCommit: wakeOnCommit(this.deps.bus, envelopes),
+      onReadable: wakeOnReadable(this.deps.bus, envelopes),
     });
     this.deps.metrics.sendCommitSeconds.observe((performance.now() - started) / 1000);
     this.deps.metrics.sends.inc({ result: res.kind });
@@ -336,7 +336,7 @@ export class Relay {
       content: new Uint8Array(0),
       urgent: false,
     };
-    await this.deps.store.enqueue({ envelopes: [receipt], idempotencyKey: null, now, onCommit: wakeOnCommit(this.deps.bus, [receipt]) });
+    await this.deps.store.enqueue({ envelopes: [receipt], idempotencyKey: null, now, onReadable: wakeOnReadable(this.deps.bus, [receipt]) });
   }
 
   /** Delete envelopes and idempotency keys older than the retention period. */

@@ -31,7 +31,7 @@ import type { Logger } from 'pino';
 import { plainBytes } from './bytes.js';
 import type { RelayConfig } from './config.js';
 import { RelayError } from './errors.js';
-import { publishOnline, wakeOnCommit } from './online.js';
+import { publishOnline, wakeOnReadable } from './online.js';
 import type { RelayMetrics } from './metrics.js';
 import type { Bus, Clock, StoredEnvelope, Store } from './ports.js';
 import { type DeviceRef, type Relay, assertDeviceList, deviceProblems, newGuid } from './relay.js';
@@ -323,8 +323,8 @@ export class SealedSender {
   }
 
   async #commit(envelopes: StoredEnvelope[], idempotencyKey: Parameters<Store['enqueue']>[0]['idempotencyKey']): Promise<void> {
-    const onCommit = wakeOnCommit(this.deps.bus, envelopes);
-    const res = await this.deps.store.enqueue({ envelopes, idempotencyKey, now: this.deps.clock.now(), onCommit });
+    const onReadable = wakeOnReadable(this.deps.bus, envelopes);
+    const res = await this.deps.store.enqueue({ envelopes, idempotencyKey, now: this.deps.clock.now(), onReadable });
     this.deps.metrics.sends.inc({ result: res.kind });
   }
 

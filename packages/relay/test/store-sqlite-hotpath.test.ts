@@ -204,3 +204,81 @@ describe('sqlite store hot path', () => {
     expect(queued.map((e) => text(e.content))).toEqual(bodies);
   });
 });
+
+describe('sqlite: envelopes readable while their group waits for the disk', () => {
+  it('an ack that arrives before the commit cancels the insert; the idempotency key is still kept', async () => {
+    const dir = tempDataDir();
+    const s = open(dir);
+    const bob = await accountIn(s, 'early.bob');
+    const e = { ...envelopeFor(bob, 'early'), source: { account: bob, device: D1 } };
+    const key = { senderAccount: bob, senderDevice: D1, destination: bob, messageId: new Uint8Array(randomBytes(16)), timestamp: 7 };
+    let readable = 0;
+    const sent = s.enqueue({ envelopes: [e], idempotencyKey: key, now: 1, onReadable: () => readable++ });
+    // Submitted, not committed yet (the group starts on a later turn): a woken device already reads it.
+    expect(readable).toBe(1);
+    const [pushed] = await s.fetchQueue(bob, D1, 0, 10);
+    expect(pushed && text(pushed.content)).toBe('early');
+    const ack = await s.deleteEnvelope({ account: bob, device: D1, cursor: pushed!.cursor, guid: pushed!.guid });
+    // The receipt needs what the row would have held.
+    expect(ack).toEqual({ kind: 'deleted', type: e.type, source: e.source, clientTimestamp: e.clientTimestamp });
+    expect(await s.deleteEnvelope({ account: bob, device: D1, cursor: pushed!.cursor, guid: pushed!.guid })).toEqual({ kind: 'notFound' });
+    expect(await sent).toEqual({ kind: 'stored' });
+    expect(await s.fetchQueue(bob, D1, 0, 10)).toEqual([]);
+    // Nothing was written, but the key was: a retry is still a repeat, also after a reopen.
+    await s.close();
+    const again = open(dir);
+    expect(await again.fetchQueue(bob, D1, 0, 10)).toEqual([]);
+    expect(await again.enqueue({ envelopes: [envelopeFor(bob, 'retry')], idempotencyKey: key, now: 2 })).toEqual({ kind: 'duplicate' });
+  });
+
+  it('an ack naming a waiting cursor with another device or guid deletes nothing', async () => {
+    const s = open(tempDataDir());
+    const bob = await accountIn(s, 'early.guid');
+    const sent = s.enqueue({ envelopes: [envelopeFor(bob, 'keep')], idempotencyKey: null, now: 1 });
+    const [pushed] = await s.fetchQueue(bob, D1, 0, 10);
+    expect(await s.deleteEnvelope({ account: bob, device: D1, cursor: pushed!.cursor, guid: new Uint8Array(16) })).toEqual({ kind: 'notFound' });
+    expect(await s.deleteEnvelope({ account: bob, device: 2 as DeviceId, cursor: pushed!.cursor, guid: pushed!.guid })).toEqual({
+      kind: 'notFound',
+    });
+    await sent;
+    expect((await s.fetchQueue(bob, D1, 0, 10)).map((q) => text(q.content))).toEqual(['keep']);
+  });
+
+  it('keeps queue order when a tail is built from the file while newer envelopes wait', async () => {
+    const dir = tempDataDir();
+    const s = open(dir);
+    const bob = await accountIn(s, 'early.order');
+    await send(s, bob, 'one');
+    // No tail yet for bob (nothing read): 'two' and 'three' wait for their group; the first read builds the tail.
+    const waiting = [s.enqueue({ envelopes: [envelopeFor(bob, 'two')], idempotencyKey: null, now: 1 }), s.enqueue({ envelopes: [envelopeFor(bob, 'three')], idempotencyKey: null, now: 1 })];
+    const first = await s.fetchQueue(bob, D1, 0, 2);
+    expect(first.map((q) => text(q.content))).toEqual(['one', 'two']);
+    const all = await s.fetchQueue(bob, D1, 0, 10);
+    expect(all.map((q) => text(q.content))).toEqual(['one', 'two', 'three']);
+    await Promise.all(waiting);
+    await send(s, bob, 'four');
+    const after = await s.fetchQueue(bob, D1, 0, 10);
+    expect(after.map((q) => text(q.content))).toEqual(['one', 'two', 'three', 'four']);
+    // The same cursors and order as the file holds.
+    await s.close();
+    const again = open(dir);
+    expect(await again.fetchQueue(bob, D1, 0, 10)).toEqual(after);
+  });
+
+  it('a repeat or a failed group is no longer readable once its send has settled', async () => {
+    const s = open(tempDataDir());
+    const bob = await accountIn(s, 'early.fail');
+    const key = { senderAccount: bob, senderDevice: D1, destination: bob, messageId: new Uint8Array(randomBytes(16)), timestamp: 9 };
+    await s.enqueue({ envelopes: [envelopeFor(bob, 'original')], idempotencyKey: key, now: 1 });
+    const repeat = s.enqueue({ envelopes: [envelopeFor(bob, 'repeat')], idempotencyKey: key, now: 2 });
+    expect((await s.fetchQueue(bob, D1, 0, 10)).map((q) => text(q.content))).toEqual(['original', 'repeat']);
+    expect(await repeat).toEqual({ kind: 'duplicate' });
+    expect((await s.fetchQueue(bob, D1, 0, 10)).map((q) => text(q.content))).toEqual(['original']);
+    // A group the database refuses (an envelope without a type): its envelopes leave the reads too.
+    const broken = { ...envelopeFor(bob, 'broken'), type: null as unknown as ReturnType<typeof envelopeFor>['type'] };
+    const failing = s.enqueue({ envelopes: [envelopeFor(bob, 'good'), broken], idempotencyKey: null, now: 3 });
+    expect((await s.fetchQueue(bob, D1, 0, 10)).map((q) => text(q.content))).toEqual(['original', 'good', 'broken']);
+    await expect(failing).rejects.toThrow();
+    expect((await s.fetchQueue(bob, D1, 0, 10)).map((q) => text(q.content))).toEqual(['original']);
+  });
+});

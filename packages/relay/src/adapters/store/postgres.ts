@@ -615,7 +615,7 @@ export class PostgresStore implements Store {
       const proceeded = new Set(res.rows.map((r) => numOf(r, 'b')));
       batches.forEach((_, b) => (results[b] ??= proceeded.has(b) ? { kind: 'stored' } : { kind: 'duplicate' }));
       // The statement committed durably (synchronous_commit on): committed and flushed are the same moment here.
-      batches.forEach((batch, b) => results[b]?.kind === 'stored' && batch.onCommit?.());
+      batches.forEach((batch, b) => results[b]?.kind === 'stored' && batch.onReadable?.());
     }
     return results.map((r) => r ?? { kind: 'duplicate' });
   }

@@ -411,6 +411,20 @@ class QueueTails {
     if (this.#bytes > TAIL_MAX_BYTES) this.clear();
   }
 
+  /**
+   * A committed insert that should already be in its tail (it was appended
+   * when submitted, or merged in when the tail was built): append it if it is
+   * the newest, else drop a tail that lacks it (read from SQLite again).
+   */
+  ensure(e: QueuedEnvelope): void {
+    const key = QueueTails.key(e.destination.account, e.destination.device);
+    const t = this.#tails.get(key);
+    if (!t || e.cursor <= t.base) return;
+    const last = t.entries.at(-1);
+    if (!last || last.cursor < e.cursor) return this.append(e);
+    if (!this.read(key, e.cursor - 1, 1)?.some((x) => x.cursor === e.cursor)) this.drop(key);
+  }
+
   /** A committed delete of the envelope at `cursor` (cursors are never reused: AUTOINCREMENT). */
   remove(key: string, cursor: number): void {
     const t = this.#tails.get(key);
@@ -455,7 +469,20 @@ class QueueTails {
 const SQLITE_WRITE_GROUP = { maxItems: 2048, maxWeight: 4096 } as const;
 
 /** One write of a group commit: a send (`enqueue`) or an acknowledgement delete. */
-type Write = { kind: 'send'; batch: EnqueueBatch } | { kind: 'ack'; request: DeleteRequest };
+type Write = { kind: 'send'; batch: EnqueueBatch; staged: Waiting[] } | { kind: 'ack'; request: DeleteRequest };
+
+/**
+ * A submitted envelope whose group has not committed yet. It already has its
+ * cursor and is readable (queue tails, fetchQueue), so an online device is
+ * pushed it while the group waits for the disk; an ack that arrives before
+ * the commit cancels its insert.
+ */
+interface Waiting {
+  env: QueuedEnvelope;
+  /** QueueTails.key of its device. */
+  key: string;
+  cancelled: boolean;
+}
 type WriteResult = EnqueueResult | DeleteResult;
 
 /** How often the checkpoint worker copies the WAL into the database file. */
@@ -541,9 +568,18 @@ export class SqliteStore implements Store {
   readonly #wal: WalSync | null = null;
   readonly #checkpointer: Worker | null = null;
   readonly #tails = new QueueTails();
-  /** Inserts and deletes of the running transaction, applied to the tails only once it commits. */
-  #pendingInserts: QueuedEnvelope[] = [];
+  /** Deletes of the running transaction, applied to the tails only once it commits. */
   #pendingDeletes: Array<{ key: string; cursor: number }> = [];
+  /**
+   * The last cursor handed out. Cursors are assigned when a send is submitted,
+   * not by the insert, so an envelope can be pushed before its group commits.
+   * Groups commit in submission order, so cursors still grow in commit order;
+   * the inserts name them explicitly (AUTOINCREMENT keeps sqlite_sequence at
+   * the largest, so a cursor is never reused, also across restarts).
+   */
+  #lastSeq = 0;
+  /** Submitted envelopes whose group has not committed yet, by cursor (in cursor order). */
+  readonly #waiting = new Map<number, Waiting>();
   /** `PRAGMA data_version` when the in-memory caches were last known to match the file. */
   #dataVersion = 0;
   #externalChecked = false;
@@ -624,8 +660,9 @@ export class SqliteStore implements Store {
           ORDER BY key_id LIMIT 1) RETURNING key_id, public_key, signature`),
       insertKey: p(`INSERT INTO idempotency_keys (client_ts, message_id, destination, sender_account, sender_device, created_at)
           VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`),
-      insertEnvelope: p(`INSERT INTO envelopes (guid, dest_account, dest_device, type, source_account, source_device,
-          client_ts, server_ts, content, urgent) VALUES ($guid, $da, $dd, $type, $sa, $sd, $cts, $sts, $content, $urgent)`),
+      insertEnvelope: p(`INSERT INTO envelopes (seq, guid, dest_account, dest_device, type, source_account, source_device,
+          client_ts, server_ts, content, urgent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+      sequence: db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'envelopes'", { pluck: true }),
       fetch: p(`SELECT seq, guid, dest_account, dest_device, type, source_account, source_device, client_ts, server_ts,
           content, urgent FROM envelopes WHERE dest_account = ? AND dest_device = ? AND seq > ? ORDER BY seq LIMIT ?`),
       deleteEnvelope: p(`DELETE FROM envelopes WHERE seq = ? AND dest_account = ? AND dest_device = ? AND guid = ?
@@ -650,6 +687,13 @@ export class SqliteStore implements Store {
       dataVersion: db.prepare('PRAGMA data_version', { pluck: true }),
     };
     this.#dataVersion = this.#readDataVersion();
+    this.#lastSeq = this.#readSequence();
+  }
+
+  /** The largest cursor ever used in the file (0 before the first envelope). */
+  #readSequence(): number {
+    const v = this.#s.sequence.get();
+    return typeof v === 'number' ? v : 0;
   }
 
   /** Resolves once every commit made before this call is on disk (no-op without a WAL file). */
@@ -685,6 +729,7 @@ export class SqliteStore implements Store {
     const v = this.#readDataVersion();
     if (v === this.#dataVersion) return;
     this.#dataVersion = v;
+    this.#lastSeq = Math.max(this.#lastSeq, this.#readSequence());
     this.#tails.clear();
     this.#deviceLists.clear();
     this.#accounts.clear();
@@ -827,19 +872,74 @@ export class SqliteStore implements Store {
     );
   }
 
-  /** Joins the current group commit; resolves after the group's transaction is on disk. */
+  /**
+   * Readable at once (see Waiting), then joins the current group commit;
+   * resolves after the group's transaction is on disk.
+   */
   async enqueue(batch: EnqueueBatch): Promise<EnqueueResult> {
-    const r = await this.#writes.submit({ kind: 'send', batch });
+    const write = this.#stage(batch);
+    const r = await this.#writes.submit(write);
     if (r.kind === 'stored' || r.kind === 'duplicate') return r;
     throw new Error('a send was answered with a delete result');
   }
 
   async enqueueMany(batches: readonly EnqueueBatch[]): Promise<EnqueueResult[]> {
     const out = await this.#commitGroup(
-      batches.map((batch): Write => ({ kind: 'send', batch })),
+      batches.map((batch) => this.#stage(batch)),
       () => undefined,
     );
     return out as EnqueueResult[];
+  }
+
+  /** Give the batch's envelopes their cursors and make them readable; its group commits them later. */
+  #stage(batch: EnqueueBatch): Write & { kind: 'send' } {
+    if (this.#closed) throw new Error('store closed');
+    this.#checkExternalWrites();
+    const staged = batch.envelopes.map((e): Waiting => {
+      const env: QueuedEnvelope = {
+        ...e,
+        guid: new Uint8Array(e.guid.buffer, e.guid.byteOffset, e.guid.byteLength),
+        content: ownBytes(e.content),
+        cursor: ++this.#lastSeq,
+      };
+      const w = { env, key: QueueTails.key(e.destination.account, e.destination.device), cancelled: false };
+      this.#waiting.set(env.cursor, w);
+      this.#tails.append(env);
+      return w;
+    });
+    batch.onReadable?.();
+    return { kind: 'send', batch, staged };
+  }
+
+  /** After the group's transaction: its envelopes stop waiting; a repeat's or a failed group's leave the tails. */
+  #settleStaged(writes: readonly Write[], out: readonly WriteResult[] | null): void {
+    writes.forEach((w, i) => {
+      if (w.kind !== 'send') return;
+      const stored = out?.[i]?.kind === 'stored';
+      for (const s of w.staged) {
+        this.#waiting.delete(s.env.cursor);
+        if (!stored) this.#tails.remove(s.key, s.env.cursor);
+        else if (!s.cancelled) this.#tails.ensure(s.env);
+      }
+    });
+  }
+
+  /** The envelopes of a device still waiting for their group, after `after` (cursor order). */
+  #waitingFor(key: string, after: number): QueuedEnvelope[] {
+    const out: QueuedEnvelope[] = [];
+    for (const w of this.#waiting.values()) if (w.key === key && !w.cancelled && w.env.cursor > after) out.push(w.env);
+    return out;
+  }
+
+  /** An ack of an envelope whose group has not committed: it is never written. */
+  #cancel(w: Waiting, req: DeleteRequest): DeleteResult {
+    const e = w.env;
+    if (w.cancelled || e.destination.account !== req.account || e.destination.device !== req.device) return { kind: 'notFound' };
+    if (Buffer.compare(Buffer.from(e.guid.buffer, e.guid.byteOffset, e.guid.byteLength), Buffer.from(req.guid)) !== 0)
+      return { kind: 'notFound' };
+    w.cancelled = true;
+    this.#tails.remove(w.key, e.cursor);
+    return { kind: 'deleted', type: e.type, source: e.source, clientTimestamp: e.clientTimestamp };
   }
 
   /**
@@ -848,28 +948,27 @@ export class SqliteStore implements Store {
    * resolves (answering the sends) once that flush has finished.
    */
   async #commitGroup(writes: readonly Write[], settle: (index: number, result: WriteResult) => void): Promise<WriteResult[]> {
-    if (this.#wal?.failed) throw this.#wal.failed;
-    this.#checkExternalWrites();
-    this.#pendingInserts = [];
-    this.#pendingDeletes = [];
     let out: WriteResult[];
     let sends = 0;
     try {
+      if (this.#wal?.failed) throw this.#wal.failed;
+      this.#checkExternalWrites();
+      this.#pendingDeletes = [];
       out = this.#db.transaction((): WriteResult[] =>
         writes.map((w) => {
           if (w.kind === 'ack') return this.#deleteOne(w.request);
           sends++;
-          return this.#enqueueOne(w.batch);
+          return this.#enqueueOne(w.batch, w.staged);
         }),
       )();
       for (const d of this.#pendingDeletes) this.#tails.remove(d.key, d.cursor);
-      for (const e of this.#pendingInserts) this.#tails.append(e);
+      this.#settleStaged(writes, out);
+    } catch (err) {
+      this.#settleStaged(writes, null);
+      throw err;
     } finally {
-      this.#pendingInserts = [];
       this.#pendingDeletes = [];
     }
-    // Committed and readable: the destinations may be woken before the flush (the senders are answered after it).
-    writes.forEach((w, i) => w.kind === 'send' && out[i]?.kind === 'stored' && w.batch.onCommit?.());
     if (sends === 0) return out;
     if (sends < writes.length) writes.forEach((w, i) => w.kind === 'ack' && settle(i, out[i] as WriteResult));
     await this.#flushed();
@@ -877,31 +976,28 @@ export class SqliteStore implements Store {
   }
 
   /** One batch inside the caller's transaction. A key seen before (also earlier in the same group) is a duplicate. */
-  #enqueueOne(batch: EnqueueBatch): EnqueueResult {
+  #enqueueOne(batch: EnqueueBatch, staged: readonly Waiting[]): EnqueueResult {
     const k = batch.idempotencyKey;
     if (k) {
       const res = this.#s.insertKey.run([k.timestamp, blob(k.messageId), k.destination, k.senderAccount, k.senderDevice, batch.now]);
       if (res.changes === 0) return { kind: 'duplicate' };
     }
-    for (const e of batch.envelopes) {
-      const { lastInsertRowid } = this.#s.insertEnvelope.run({
-        guid: blob(e.guid),
-        da: e.destination.account,
-        dd: e.destination.device,
-        type: e.type,
-        sa: e.source?.account ?? null,
-        sd: e.source?.device ?? null,
-        cts: e.clientTimestamp,
-        sts: e.serverTimestamp,
-        content: blob(e.content),
-        urgent: e.urgent ? 1 : 0,
-      });
-      this.#pendingInserts.push({
-        ...e,
-        guid: new Uint8Array(e.guid.buffer, e.guid.byteOffset, e.guid.byteLength),
-        content: ownBytes(e.content),
-        cursor: lastInsertRowid,
-      });
+    for (const { env: e, cancelled } of staged) {
+      // Acknowledged while it waited: delivered, nothing to keep.
+      if (cancelled) continue;
+      this.#s.insertEnvelope.run([
+        e.cursor,
+        blob(e.guid),
+        e.destination.account,
+        e.destination.device,
+        e.type,
+        e.source?.account ?? null,
+        e.source?.device ?? null,
+        e.clientTimestamp,
+        e.serverTimestamp,
+        blob(e.content),
+        e.urgent ? 1 : 0,
+      ]);
     }
     return { kind: 'stored' };
   }
@@ -912,8 +1008,11 @@ export class SqliteStore implements Store {
     const cached = this.#tails.read(key, after, limit);
     if (cached) return cached;
     const rows = this.#selectQueue(account, device, after, limit);
-    if (rows.length < limit) this.#tails.complete(key, after, rows);
-    return rows;
+    if (rows.length === limit) return rows;
+    // The end of what has committed: the envelopes still waiting for their group come after it (larger cursors).
+    const all = rows.concat(this.#waitingFor(key, rows.at(-1)?.cursor ?? after));
+    this.#tails.complete(key, after, all);
+    return all.slice(0, limit);
   }
 
   #selectQueue(account: AccountId, device: DeviceId, after: number, limit: number): QueuedEnvelope[] {
@@ -936,6 +1035,8 @@ export class SqliteStore implements Store {
 
   /** Joins the current group commit (with the sends); resolves once the group's transaction has committed. */
   async deleteEnvelope(request: DeleteRequest): Promise<DeleteResult> {
+    const waiting = this.#waiting.get(request.cursor);
+    if (waiting) return this.#cancel(waiting, request);
     const r = await this.#writes.submit({ kind: 'ack', request });
     if (r.kind === 'deleted' || r.kind === 'notFound') return r;
     throw new Error('an ack was answered with a send result');
@@ -943,11 +1044,19 @@ export class SqliteStore implements Store {
 
   async deleteEnvelopes(requests: readonly DeleteRequest[]): Promise<DeleteResult[]> {
     // No flush of its own (see the file comment): it reaches the disk with the next durable write.
-    const out = await this.#commitGroup(
-      requests.map((request): Write => ({ kind: 'ack', request })),
-      () => undefined,
-    );
-    return out as DeleteResult[];
+    const results: Array<DeleteResult | undefined> = requests.map((r) => {
+      const waiting = this.#waiting.get(r.cursor);
+      return waiting ? this.#cancel(waiting, r) : undefined;
+    });
+    const rest = requests.filter((_, i) => results[i] === undefined);
+    const out = rest.length
+      ? await this.#commitGroup(
+          rest.map((request): Write => ({ kind: 'ack', request })),
+          () => undefined,
+        )
+      : [];
+    let j = 0;
+    return results.map((r) => r ?? (out[j++] as DeleteResult));
   }
 
   /** Deletes by queue position (the rowid); the device and guid must match too. */
