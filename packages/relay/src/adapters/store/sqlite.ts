@@ -884,6 +884,8 @@ export class SqliteStore implements Store {
   }
 
   async enqueueMany(batches: readonly EnqueueBatch[]): Promise<EnqueueResult[]> {
+    // Groups commit in cursor order: let every earlier submission commit first, then stage and commit in one go.
+    await this.#writes.drain();
     const out = await this.#commitGroup(
       batches.map((batch) => this.#stage(batch)),
       () => undefined,
