@@ -10,11 +10,35 @@
 import { randomBytes, scrypt as scryptCb, type ScryptOptions } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Database, setLogger } from '@signalapp/sqlcipher';
+import { Database, type StatementOptions, setLogger } from '@signalapp/sqlcipher';
 import { SdkError } from './errors.js';
 import { MIGRATIONS } from './migrations.js';
 
 export type Db = Database;
+
+type PlainStatement = ReturnType<Database['prepare']>;
+
+/**
+ * Makes `db.prepare(sql)` without options (nearly every call) find its
+ * compiled statement by the SQL text alone. The library's own cache key joins
+ * the options and the SQL into a new string on every call, which the receive
+ * pipeline paid several times per message (a string to build, flatten and
+ * hash each time; SQL literals are hashed once). Statements are never closed
+ * before the database, so entries cannot go stale.
+ */
+function cachePlainStatements(db: Database): void {
+  const plain = new Map<string, PlainStatement>();
+  const prepare: (query: string, options?: StatementOptions) => PlainStatement = db.prepare.bind(db);
+  db.prepare = (query: string, options?: StatementOptions): PlainStatement => {
+    if (options !== undefined) return prepare(query, options);
+    let st = plain.get(query);
+    if (st === undefined) {
+      st = prepare(query);
+      plain.set(query, st);
+    }
+    return st;
+  };
+}
 
 const SCRYPT = { N: 2 ** 15, r: 8, p: 1 } as const;
 const KEY_BYTES = 32;
@@ -127,6 +151,7 @@ function openDatabase(file: string, key: Buffer): Db {
     if ((err as { code?: string }).code === 'SQLITE_NOTADB') throw new SdkError('BAD_PASSPHRASE', 'cannot decrypt the profile database');
     throw err;
   }
+  cachePlainStatements(db);
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = FULL');
   db.pragma('foreign_keys = ON');

@@ -59,4 +59,24 @@ describe('profile database', () => {
     expect(readFileSync(join(d, ProfileFiles.lock), 'utf8')).toBe(String(process.pid));
     q.close();
   });
+
+  it('reuses one compiled statement per SQL text, and keeps statements with options apart', async () => {
+    const p = await createProfile(dir(), null);
+    try {
+      const sql = 'SELECT value FROM meta WHERE key = ?';
+      const plain = p.db.prepare(sql);
+      expect(p.db.prepare(sql)).toBe(plain);
+      p.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run(['k', 'v1']);
+      p.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run(['k2', 'v2']);
+      expect(plain.get(['k'])).toEqual({ value: 'v1' });
+      expect(p.db.prepare(sql).get(['k2'])).toEqual({ value: 'v2' });
+      // The same SQL with options is its own statement: pluck returns the column, not a row.
+      const plucked = p.db.prepare(sql, { pluck: true });
+      expect(plucked).not.toBe(plain);
+      expect(plucked.get(['k'])).toBe('v1');
+      expect(p.db.prepare(sql).get(['k'])).toEqual({ value: 'v1' });
+    } finally {
+      p.close();
+    }
+  });
 });
