@@ -100,6 +100,7 @@ export async function uploadFile(ctx: UploadCtx, o: SendFileOptions): Promise<At
 
 /** Records the pointers of a received message (inside the receive transaction). */
 export function storeReceived(db: Db, messageId: string, attachments: readonly Attachment[]): AttachmentInfo[] {
+  if (attachments.length === 0) return []; // nearly every message: no statement to look up
   const insert = db.prepare(
     "INSERT OR IGNORE INTO attachments (message_id, idx, blob_id, key, digest, size, content_type, file_name, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
   );

@@ -96,7 +96,7 @@ import { DeliveryReceipts } from './receipts.js';
 import { SeenFilter } from './seen-filter.js';
 import { ReceiveQueue } from './receive-queue.js';
 import { Serial } from './serial.js';
-import { IdentityStatus, Stores, ab, receivedMessageId } from './stores.js';
+import { IdentityStatus, Stores, ab, abView, receivedMessageId } from './stores.js';
 import { checkSafetyNumber, safetyNumber } from './trust.js';
 import { AnonymousTransport, HttpTransport, RelaySocket, type Body, type Reply, type RequestResult, basicAuth, errorBody, expectOk, replyError, replyJson } from './transport.js';
 
@@ -201,7 +201,8 @@ function isSignalError(err: unknown, code: ErrorCode): boolean {
 }
 
 function hex(b: Uint8Array): string {
-  return Buffer.from(b).toString('hex');
+  // A view, not a copy: this runs several times per received envelope.
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
 }
 
 // ---------------------------------------------------------------- client
@@ -1409,7 +1410,7 @@ export class ParleyClient {
       plaintext =
         env.type === EnvelopeType.PreKeyMessage
           ? await signalDecryptPreKey(
-              PreKeySignalMessage.deserialize(ab(env.content)),
+              PreKeySignalMessage.deserialize(abView(env.content)),
               address,
               this.localAddress,
               this.stores.session,
@@ -1418,7 +1419,7 @@ export class ParleyClient {
               this.stores.signedPreKey,
               this.stores.kyberPreKey,
             )
-          : await signalDecrypt(SignalMessage.deserialize(ab(env.content)), address, this.localAddress, this.stores.session, this.stores.identity);
+          : await signalDecrypt(SignalMessage.deserialize(abView(env.content)), address, this.localAddress, this.stores.session, this.stores.identity);
     } catch (err) {
       this.stores.rollback();
       this.markSeen(env, false);
@@ -1437,8 +1438,7 @@ export class ParleyClient {
 
     if (certificateKey) {
       // libsignal binds the certificate to the outer layer only; make sure it names the identity of the session that decrypted.
-      const sessionIdentity = await this.stores.identity.getIdentity(address);
-      if (!sessionIdentity || !sessionIdentity.equals(certificateKey)) return this.rejectSealed(env, 'identity mismatch');
+      if (!this.stores.identity.isKey(source.account, certificateKey)) return this.rejectSealed(env, 'identity mismatch');
     }
 
     let decoded;

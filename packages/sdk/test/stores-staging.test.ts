@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { IdentityKeyPair } from '@signalapp/libsignal-client';
 import { createProfile, type Profile } from '../src/db.js';
-import { Stores } from '../src/stores.js';
+import { Stores, abView } from '../src/stores.js';
 import { tempDir } from './helpers.js';
 
 const tmp = tempDir('parley-staging-');
@@ -80,5 +80,34 @@ describe('staged store writes', () => {
     expect(flushes).toEqual([true]);
     stores.commit(); // nothing staged: no report
     expect(flushes).toEqual([true]);
+  });
+});
+
+describe('abView', () => {
+  it('passes bytes over a plain ArrayBuffer through and copies bytes over a shared one', () => {
+    const frame = Buffer.from('0123456789abcdef', 'hex');
+    const part = frame.subarray(2, 6);
+    expect(abView(part)).toBe(part);
+    const shared = new Uint8Array(new SharedArrayBuffer(4));
+    shared.set([1, 2, 3, 4]);
+    const copy = abView(shared);
+    expect(copy).not.toBe(shared);
+    expect(copy.buffer).toBeInstanceOf(ArrayBuffer);
+    expect([...copy]).toEqual([1, 2, 3, 4]);
+  });
+});
+
+describe('identity key check', () => {
+  it('isKey matches the stored key (committed or pending) and nothing else', async () => {
+    const { stores } = await setup();
+    const alice = IdentityKeyPair.generate().publicKey;
+    const other = IdentityKeyPair.generate().publicKey;
+    expect(stores.identity.isKey('alice', alice)).toBe(false);
+    stores.identity.recordKey('alice', alice.serialize());
+    expect(stores.identity.isKey('alice', alice)).toBe(true); // pending write, not committed yet
+    stores.commit();
+    expect(stores.identity.isKey('alice', alice)).toBe(true);
+    expect(stores.identity.isKey('alice', other)).toBe(false);
+    expect(stores.identity.isKey('bob', alice)).toBe(false);
   });
 });
