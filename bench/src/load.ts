@@ -139,7 +139,8 @@ export async function runLadder(
         p99Ms: p99,
         p999Ms: percentile(latencies, 0.999),
         serverCores,
-        mainThreadCores: cpuM / 1e6 / elapsed,
+        // BEAM runs its schedulers on other threads: ejabberd's first thread says nothing.
+        mainThreadCores: server.kind === 'xmpp' ? NaN : cpuM / 1e6 / elapsed,
         generatorCores: (g.user + g.system) / 1e6 / elapsed,
         perCore: serverCores > 0 ? deliveredPerSecond / serverCores : NaN,
         serverMicrosPerMessage: delivered > 0 ? (serverCores * 1e6) / deliveredPerSecond : NaN,
@@ -149,7 +150,7 @@ export async function runLadder(
       });
       const s = steps[steps.length - 1] as LoadStep;
       console.log(
-        `  ${label}: offered ${rate}/s → ${s.deliveredPerSecond.toFixed(0)}/s, p50 ${s.p50Ms.toFixed(1)} p99 ${s.p99Ms.toFixed(1)} p99.9 ${s.p999Ms.toFixed(1)} ms, server ${s.serverCores.toFixed(2)} cores (main thread ${s.mainThreadCores.toFixed(2)}, ${s.serverMicrosPerMessage.toFixed(0)} µs/msg), generator ${s.generatorCores.toFixed(2)}${s.errors ? `, ${s.errors} error answers` : ''}${why ? ` — saturated: ${why}` : ''}`,
+        `  ${label}: offered ${rate}/s → ${s.deliveredPerSecond.toFixed(0)}/s, p50 ${s.p50Ms.toFixed(1)} p99 ${s.p99Ms.toFixed(1)} p99.9 ${s.p999Ms.toFixed(1)} ms, server ${s.serverCores.toFixed(2)} cores (main thread ${Number.isFinite(s.mainThreadCores) ? s.mainThreadCores.toFixed(2) : '—'}, ${s.serverMicrosPerMessage.toFixed(0)} µs/msg), generator ${s.generatorCores.toFixed(2)}${s.errors ? `, ${s.errors} error answers` : ''}${why ? ` — saturated: ${why}` : ''}`,
       );
       if (s.saturated) break;
       // Let the server drain before the next step.
