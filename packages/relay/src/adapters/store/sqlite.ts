@@ -400,29 +400,14 @@ class QueueTails {
     if (this.#bytes > TAIL_MAX_BYTES) this.clear();
   }
 
-  /** A committed insert. */
-  append(e: QueuedEnvelope): void {
-    const key = QueueTails.key(e.destination.account, e.destination.device);
+  /** A submitted insert (the newest cursor of its device); `key` is its device's. */
+  append(key: string, e: QueuedEnvelope): void {
     const t = this.#tails.get(key);
     if (!t) return;
     if (t.entries.length >= TAIL_MAX_ENVELOPES) return this.drop(key);
     t.entries.push(e);
     this.#bytes += e.content.length;
     if (this.#bytes > TAIL_MAX_BYTES) this.clear();
-  }
-
-  /**
-   * A committed insert that should already be in its tail (it was appended
-   * when submitted, or merged in when the tail was built): append it if it is
-   * the newest, else drop a tail that lacks it (read from SQLite again).
-   */
-  ensure(e: QueuedEnvelope): void {
-    const key = QueueTails.key(e.destination.account, e.destination.device);
-    const t = this.#tails.get(key);
-    if (!t || e.cursor <= t.base) return;
-    const last = t.entries.at(-1);
-    if (!last || last.cursor < e.cursor) return this.append(e);
-    if (!this.read(key, e.cursor - 1, 1)?.some((x) => x.cursor === e.cursor)) this.drop(key);
   }
 
   /** A committed delete of the envelope at `cursor` (cursors are never reused: AUTOINCREMENT). */
@@ -906,14 +891,19 @@ export class SqliteStore implements Store {
       };
       const w = { env, key: QueueTails.key(e.destination.account, e.destination.device), cancelled: false };
       this.#waiting.set(env.cursor, w);
-      this.#tails.append(env);
+      this.#tails.append(w.key, env);
       return w;
     });
     batch.onReadable?.();
     return { kind: 'send', batch, staged };
   }
 
-  /** After the group's transaction: its envelopes stop waiting; a repeat's or a failed group's leave the tails. */
+  /**
+   * After the group's transaction: its envelopes stop waiting, and a repeat's
+   * or a failed group's leave the tails. Stored ones are in their tail already
+   * (appended when submitted, or merged into a tail built since), or their
+   * device has no tail.
+   */
   #settleStaged(writes: readonly Write[], out: readonly WriteResult[] | null): void {
     writes.forEach((w, i) => {
       if (w.kind !== 'send') return;
@@ -921,7 +911,6 @@ export class SqliteStore implements Store {
       for (const s of w.staged) {
         this.#waiting.delete(s.env.cursor);
         if (!stored) this.#tails.remove(s.key, s.env.cursor);
-        else if (!s.cancelled) this.#tails.ensure(s.env);
       }
     });
   }
@@ -936,9 +925,8 @@ export class SqliteStore implements Store {
   /** An ack of an envelope whose group has not committed: it is never written. */
   #cancel(w: Waiting, req: DeleteRequest): DeleteResult {
     const e = w.env;
-    if (w.cancelled || e.destination.account !== req.account || e.destination.device !== req.device) return { kind: 'notFound' };
-    if (Buffer.compare(Buffer.from(e.guid.buffer, e.guid.byteOffset, e.guid.byteLength), Buffer.from(req.guid)) !== 0)
-      return { kind: 'notFound' };
+    const same = e.destination.account === req.account && e.destination.device === req.device && Buffer.compare(e.guid, req.guid) === 0;
+    if (w.cancelled || !same) return { kind: 'notFound' };
     w.cancelled = true;
     this.#tails.remove(w.key, e.cursor);
     return { kind: 'deleted', type: e.type, source: e.source, clientTimestamp: e.clientTimestamp };
