@@ -19,10 +19,10 @@ import {
   type WhoAmIResponse,
   EnvelopeType,
   accountIdFromBytes,
+  plainBytes,
 } from '@parley/wire';
 import type { Logger } from 'pino';
 import { type BasicCredentials, checkPassword, decoyCredentials, hashPassword, secretEquals } from './auth.js';
-import { plainBytes } from './bytes.js';
 import type { RelayConfig } from './config.js';
 import { RelayError } from './errors.js';
 import type { RelayMetrics } from './metrics.js';

@@ -26,9 +26,9 @@ import {
   Limits,
   SealedSizes,
   parseAccountId,
+  plainBytes,
 } from '@parley/wire';
 import type { Logger } from 'pino';
-import { plainBytes } from './bytes.js';
 import type { RelayConfig } from './config.js';
 import { RelayError } from './errors.js';
 import { publishOnline, wakeOnReadable } from './online.js';

@@ -66,6 +66,7 @@ import {
   type DeviceId,
   type KeyUploadRequest,
   Limits,
+  plainBytes,
 } from '@parley/wire';
 import { type AttachmentInfo, type SendFileOptions, downloadReceived, pendingDownloads, storeReceived, uploadFile } from './attachment-flow.js';
 import { type PendingLink, parseLink, registerLinkedDevice, sealProvision, startLinking } from './linking.js';
@@ -96,7 +97,7 @@ import { DeliveryReceipts } from './receipts.js';
 import { SeenFilter } from './seen-filter.js';
 import { ReceiveQueue } from './receive-queue.js';
 import { Serial } from './serial.js';
-import { IdentityStatus, Stores, ab, abView, receivedMessageId } from './stores.js';
+import { IdentityStatus, Stores, ab, receivedMessageId } from './stores.js';
 import { checkSafetyNumber, safetyNumber } from './trust.js';
 import { AnonymousTransport, HttpTransport, RelaySocket, type Body, type Reply, type RequestResult, basicAuth, errorBody, expectOk, replyError, replyJson } from './transport.js';
 
@@ -1410,7 +1411,7 @@ export class ParleyClient {
       plaintext =
         env.type === EnvelopeType.PreKeyMessage
           ? await signalDecryptPreKey(
-              PreKeySignalMessage.deserialize(abView(env.content)),
+              PreKeySignalMessage.deserialize(plainBytes(env.content)),
               address,
               this.localAddress,
               this.stores.session,
@@ -1419,7 +1420,7 @@ export class ParleyClient {
               this.stores.signedPreKey,
               this.stores.kyberPreKey,
             )
-          : await signalDecrypt(SignalMessage.deserialize(abView(env.content)), address, this.localAddress, this.stores.session, this.stores.identity);
+          : await signalDecrypt(SignalMessage.deserialize(plainBytes(env.content)), address, this.localAddress, this.stores.session, this.stores.identity);
     } catch (err) {
       this.stores.rollback();
       this.markSeen(env, false);

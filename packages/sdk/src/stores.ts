@@ -64,15 +64,6 @@ export function ab(u: Uint8Array): Uint8Array<ArrayBuffer> {
 }
 
 /**
- * `u` itself when it is over a plain ArrayBuffer (as socket data is), else a
- * copy. For bytes that are only read at once (parsed by libsignal, which
- * copies them), where `ab` would copy a whole message for nothing.
- */
-export function abView(u: Uint8Array): Uint8Array<ArrayBuffer> {
-  return u.buffer instanceof ArrayBuffer ? (u as Uint8Array<ArrayBuffer>) : new Uint8Array(u);
-}
-
-/**
  * The id of a received message: the relay's timestamp (12 hex digits) and
  * then its guid. Ids of a burst grow with the relay's queue order, so their
  * rows append to the messages id index instead of each landing on a random

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { IdentityKeyPair } from '@signalapp/libsignal-client';
 import { createProfile, type Profile } from '../src/db.js';
-import { Stores, abView } from '../src/stores.js';
+import { Stores } from '../src/stores.js';
 import { tempDir } from './helpers.js';
 
 const tmp = tempDir('parley-staging-');
@@ -83,19 +83,6 @@ describe('staged store writes', () => {
   });
 });
 
-describe('abView', () => {
-  it('passes bytes over a plain ArrayBuffer through and copies bytes over a shared one', () => {
-    const frame = Buffer.from('0123456789abcdef', 'hex');
-    const part = frame.subarray(2, 6);
-    expect(abView(part)).toBe(part);
-    const shared = new Uint8Array(new SharedArrayBuffer(4));
-    shared.set([1, 2, 3, 4]);
-    const copy = abView(shared);
-    expect(copy).not.toBe(shared);
-    expect(copy.buffer).toBeInstanceOf(ArrayBuffer);
-    expect([...copy]).toEqual([1, 2, 3, 4]);
-  });
-});
 
 describe('identity key check', () => {
   it('isKey matches the stored key (committed or pending) and nothing else', async () => {

@@ -52,6 +52,7 @@ import {
   type PreKey,
   type SignedPreKey,
   normalizeUsername,
+  plainBytes,
 } from '@parley/wire';
 import type {
   AccountRecord,
@@ -73,7 +74,6 @@ import type {
   Store,
 } from '../../ports.js';
 import { Batcher } from '../../batching.js';
-import { plainBytes } from '../../bytes.js';
 
 /** Numbered migrations; version N is `MIGRATIONS[N - 1]`. Never edit a shipped one. */
 const MIGRATIONS: readonly string[] = [

@@ -1,4 +1,0 @@
-/** A view typed over a plain ArrayBuffer (copied only when it is not already one). */
-export function plainBytes(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
-  return bytes.buffer instanceof ArrayBuffer ? (bytes as Uint8Array<ArrayBuffer>) : new Uint8Array(bytes);
-}
