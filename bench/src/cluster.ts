@@ -48,7 +48,7 @@ export function cpuMicros(pid: number, tid?: number): number {
 }
 
 /** Summed CPU of every process whose command name is `comm` (PostgreSQL backends, nats-server). */
-function cpuOfCommand(comm: string): number {
+export function cpuOfCommand(comm: string): number {
   let total = 0;
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;

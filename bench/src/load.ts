@@ -25,8 +25,10 @@ export interface LoadStep {
   p50Ms: number;
   p99Ms: number;
   p999Ms: number;
-  /** Server CPU over the step, in cores (1.0 = one core busy). */
+  /** Server CPU over the step, in cores (1.0 = one core busy), its services' included. */
   serverCores: number;
+  /** Of that, the services a cluster node needs (PostgreSQL and NATS), in cores; 0 for the others. */
+  serviceCores: number;
   /** The server's main thread alone (Node's event loop; for ejabberd, its first thread), in cores. */
   mainThreadCores: number;
   generatorCores: number;
@@ -102,7 +104,8 @@ export async function runLadder(
       latencies = [];
       const total = Math.round(rate * opts.stepSeconds);
       const errors0 = fleet.errors;
-      const cpu0 = { s: cpuMicros(server.pid), m: cpuMicros(server.pid, server.pid), g: process.cpuUsage() };
+      const services = server.servicesCpuMicros ?? (() => 0);
+      const cpu0 = { s: cpuMicros(server.pid), m: cpuMicros(server.pid, server.pid), x: services(), g: process.cpuUsage() };
       const t0 = performance.now();
       windowStart = t0;
       windowEnd = Infinity;
@@ -112,13 +115,15 @@ export async function runLadder(
       const elapsed = (windowEnd - t0) / 1000;
       const cpuS = cpuMicros(server.pid) - cpu0.s;
       const cpuM = cpuMicros(server.pid, server.pid) - cpu0.m;
+      const cpuX = services() - cpu0.x;
       const g = process.cpuUsage(cpu0.g);
       // Grace: wait for stragglers until everything arrived or time is up.
       const graceEnd = performance.now() + opts.graceSeconds * 1000;
       while (latencies.length < sent && performance.now() < graceEnd) await sleep(20);
       const delivered = latencies.length;
       latencies.sort((a, b) => a - b);
-      const serverCores = cpuS / 1e6 / elapsed;
+      const serviceCores = cpuX / 1e6 / elapsed;
+      const serverCores = cpuS / 1e6 / elapsed + serviceCores;
       const lost = sent - delivered;
       const p99 = percentile(latencies, 0.99);
       const why =
@@ -139,6 +144,7 @@ export async function runLadder(
         p99Ms: p99,
         p999Ms: percentile(latencies, 0.999),
         serverCores,
+        serviceCores,
         // BEAM runs its schedulers on other threads: ejabberd's first thread says nothing.
         mainThreadCores: server.kind === 'xmpp' ? NaN : cpuM / 1e6 / elapsed,
         generatorCores: (g.user + g.system) / 1e6 / elapsed,
@@ -150,7 +156,7 @@ export async function runLadder(
       });
       const s = steps[steps.length - 1] as LoadStep;
       console.log(
-        `  ${label}: offered ${rate}/s → ${s.deliveredPerSecond.toFixed(0)}/s, p50 ${s.p50Ms.toFixed(1)} p99 ${s.p99Ms.toFixed(1)} p99.9 ${s.p999Ms.toFixed(1)} ms, server ${s.serverCores.toFixed(2)} cores (main thread ${Number.isFinite(s.mainThreadCores) ? s.mainThreadCores.toFixed(2) : '—'}, ${s.serverMicrosPerMessage.toFixed(0)} µs/msg), generator ${s.generatorCores.toFixed(2)}${s.errors ? `, ${s.errors} error answers` : ''}${why ? ` — saturated: ${why}` : ''}`,
+        `  ${label}: offered ${rate}/s → ${s.deliveredPerSecond.toFixed(0)}/s, p50 ${s.p50Ms.toFixed(1)} p99 ${s.p99Ms.toFixed(1)} p99.9 ${s.p999Ms.toFixed(1)} ms, server ${s.serverCores.toFixed(2)} cores (${s.serviceCores ? `PostgreSQL + NATS ${s.serviceCores.toFixed(2)}, ` : ''}main thread ${Number.isFinite(s.mainThreadCores) ? s.mainThreadCores.toFixed(2) : '—'}, ${s.serverMicrosPerMessage.toFixed(0)} µs/msg), generator ${s.generatorCores.toFixed(2)}${s.errors ? `, ${s.errors} error answers` : ''}${why ? ` — saturated: ${why}` : ''}`,
       );
       if (s.saturated) break;
       // Let the server drain before the next step.

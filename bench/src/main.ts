@@ -161,10 +161,10 @@ if (only.has('load')) {
   md +=
     'Parley mixes: sealed = type-6 sends over an anonymous socket with the access key, no receipt (what the SDK sends between contacts); identified = type-1 sends over the device socket, with a delivery receipt back to the sender.\n\n';
   md +=
-    '| server | offered/s | delivered/s | lost | p50 ms | p99 ms | p99.9 ms | server cores | main thread cores | server µs/msg | generator cores | msg/s per server core | saturated |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n';
+    '| server | offered/s | delivered/s | lost | p50 ms | p99 ms | p99.9 ms | server cores | of which PostgreSQL + NATS | main thread cores | server µs/msg | generator cores | msg/s per server core | saturated |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n';
   for (const r of results)
     for (const s of r.steps)
-      md += `| ${r.server} | ${s.offered} | ${f(s.deliveredPerSecond)} | ${s.lost} | ${f(s.p50Ms, 1)} | ${f(s.p99Ms, 1)} | ${f(s.p999Ms, 1)} | ${f(s.serverCores, 2)} | ${f(s.mainThreadCores, 2)} | ${f(s.serverMicrosPerMessage)} | ${f(s.generatorCores, 2)} | ${f(s.perCore)} | ${s.why || 'no'} |\n`;
+      md += `| ${r.server} | ${s.offered} | ${f(s.deliveredPerSecond)} | ${s.lost} | ${f(s.p50Ms, 1)} | ${f(s.p99Ms, 1)} | ${f(s.p999Ms, 1)} | ${f(s.serverCores, 2)} | ${s.serviceCores ? f(s.serviceCores, 2) : '—'} | ${f(s.mainThreadCores, 2)} | ${f(s.serverMicrosPerMessage)} | ${f(s.generatorCores, 2)} | ${f(s.perCore)} | ${s.why || 'no'} |\n`;
   md += '\n| server | highest unsaturated delivered/s | best msg/s per server core (≥ 2k offered) |\n|---|---:|---:|\n';
   for (const r of results) md += `| ${r.server} | ${f(best(r))} | ${f(bestPerCore(r))} |\n`;
   console.log(`\n${md}`);

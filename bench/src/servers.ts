@@ -10,7 +10,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { relayEnv, startNode } from './cluster.js';
+import { cpuOfCommand, relayEnv, startNode } from './cluster.js';
 export { clusterServicesUp } from './cluster.js';
 
 export interface ServerHandle {
@@ -18,6 +18,11 @@ export interface ServerHandle {
   label: string;
   pid: number;
   port: number;
+  /**
+   * CPU of the services the server needs that run as processes of their own
+   * (a cluster node's PostgreSQL and NATS), in µs; counted as server CPU.
+   */
+  servicesCpuMicros?: () => number;
   stop(): Promise<void>;
 }
 
@@ -50,6 +55,7 @@ export async function startParley(mode: 'sqlite' | 'postgres'): Promise<ServerHa
     label: mode === 'sqlite' ? 'Parley embedded (SQLite)' : 'Parley cluster, 1 node (PostgreSQL + NATS)',
     pid: child.pid ?? 0,
     port,
+    ...(mode === 'postgres' ? { servicesCpuMicros: () => cpuOfCommand('postgres') + cpuOfCommand('nats-server') } : {}),
     async stop() {
       await stopChild(child);
       await dispose();
