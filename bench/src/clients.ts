@@ -240,6 +240,7 @@ async function parleyFleet(server: ServerHandle, n: number, mix: ParleyMix): Pro
 
 async function floorFleet(server: ServerHandle, n: number): Promise<Fleet> {
   const fleet: Fleet = { size: n, send: () => undefined, onDeliver: () => undefined, errors: 0, close: async () => undefined };
+  const four = server.floorFrames === 4;
   const sockets = await pool(
     Array.from({ length: n }, (_, i) => i),
     64,
@@ -247,16 +248,26 @@ async function floorFleet(server: ServerHandle, n: number): Promise<Fleet> {
       new Promise<WebSocket>((resolve, reject) => {
         const ws = new WebSocket(`ws://127.0.0.1:${server.port}/?id=${i}`, { perMessageDeflate: false });
         ws.on('message', (d: Buffer) => {
-          if (d.length >= 12) fleet.onDeliver(d.readDoubleLE(4));
+          if (!four) {
+            if (d.length >= 12) fleet.onDeliver(d.readDoubleLE(4));
+          } else if (d.length >= 12) {
+            // A push [u32 push id][payload]: deliver, then acknowledge it.
+            fleet.onDeliver(d.readDoubleLE(4));
+            ws.send(d.subarray(0, 4));
+          }
+          // Four frames: a 4-byte frame answers one of our sends.
         });
         ws.once('open', () => resolve(ws));
         ws.once('error', reject);
       }),
   );
+  let nextId = 0;
   fleet.send = (from, to) => {
-    const frame = Buffer.alloc(4 + PAYLOAD);
+    const head = four ? 8 : 4;
+    const frame = Buffer.alloc(head + PAYLOAD);
     frame.writeUInt32BE(to, 0);
-    frame.writeDoubleLE(performance.now(), 4);
+    if (four) frame.writeUInt32BE((nextId = (nextId + 1) >>> 0), 4);
+    frame.writeDoubleLE(performance.now(), head);
     (sockets[from] as WebSocket).send(frame);
   };
   fleet.close = async () => {

@@ -52,8 +52,10 @@ async function withServer<T>(start: () => Promise<ServerHandle>, fn: (s: ServerH
 type Starter = { label: string; start: () => Promise<ServerHandle>; mixes?: ParleyMix[] };
 const starters: Starter[] = [
   { label: 'Parley embedded (SQLite)', start: () => startParley('sqlite'), mixes: ['sealed', 'identified'] },
-  { label: 'bare ws relay (floor)', start: startFloor },
+  { label: 'bare ws relay (floor)', start: () => startFloor(2) },
 ];
+// The floor with Parley's frame pattern bounds what any relay could do with that pattern here (full runs only).
+if (!quick) starters.push({ label: 'bare ws relay, four frames (request, answer, push, ack)', start: () => startFloor(4) });
 const clusterDown = await clusterServicesUp();
 if (clusterDown) skipped.push(`Parley cluster mode: ${clusterDown}`);
 else
@@ -197,7 +199,7 @@ if (only.has('memory')) {
   console.log('\nMemory per idle connection (server RSS before/after)');
   const counts = quick ? [1000] : [10_000];
   const rows: MemoryRow[] = [];
-  for (const s of starters.filter((x) => !x.label.includes('cluster')))
+  for (const s of starters.filter((x) => !x.label.includes('cluster') && !x.label.includes('four frames')))
     for (const n of counts) {
       try {
         rows.push(await withServer(s.start, (srv) => measureIdle(srv, n)));

@@ -23,6 +23,8 @@ export interface ServerHandle {
    * (a cluster node's PostgreSQL and NATS), in µs; counted as server CPU.
    */
   servicesCpuMicros?: () => number;
+  /** The floor's frame pattern (floor-server.ts): 2 frames a message, or Parley's 4. */
+  floorFrames?: 2 | 4;
   stop(): Promise<void>;
 }
 
@@ -63,9 +65,9 @@ export async function startParley(mode: 'sqlite' | 'postgres'): Promise<ServerHa
   };
 }
 
-export async function startFloor(): Promise<ServerHandle> {
+export async function startFloor(frames: 2 | 4 = 2): Promise<ServerHandle> {
   const main = fileURLToPath(new URL('./floor-server.js', import.meta.url));
-  const child = spawn(process.execPath, [main], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [main, String(frames)], { stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await new Promise<number>((resolve, reject) => {
     let buf = '';
     child.stdout?.on('data', (d: Buffer) => {
@@ -75,7 +77,8 @@ export async function startFloor(): Promise<ServerHandle> {
     });
     child.once('exit', (code) => reject(new Error(`floor exited with ${code}`)));
   });
-  return { kind: 'floor', label: 'bare ws relay (floor)', pid: child.pid ?? 0, port, stop: () => stopChild(child) };
+  const label = frames === 2 ? 'bare ws relay (floor)' : 'bare ws relay, four frames (request, answer, push, ack)';
+  return { kind: 'floor', floorFrames: frames, label, pid: child.pid ?? 0, port, stop: () => stopChild(child) };
 }
 
 /** Why ejabberd cannot run here, or null when `erl` and the ejabberd libraries are installed. */
