@@ -35,6 +35,7 @@ import {
   processEnvelope,
 } from '@parley/wire';
 import WebSocket from 'ws';
+import { FIRST_FAST_ID, FrameReader, MessageIds, SendTemplate, ackFrame } from './fast-frames.js';
 import type { ServerHandle } from './servers.js';
 
 export const PAYLOAD = 1024;
@@ -181,7 +182,13 @@ export function parleySocket(
  * type 1, or with `accessKey` (the recipient's, as its header value) a sealed
  * send of a type-6 envelope, which goes over the anonymous socket.
  */
-export function parleySendFrame(id: bigint, to: Creds, content: Uint8Array, accessKey?: string): Uint8Array {
+export function parleySendFrame(
+  id: bigint,
+  to: Creds,
+  content: Uint8Array,
+  accessKey?: string,
+  fixed?: { timestamp: number; messageId: Uint8Array },
+): Uint8Array {
   const body = encodeSendRequestBinary({
     messages: [
       {
@@ -191,9 +198,9 @@ export function parleySendFrame(id: bigint, to: Creds, content: Uint8Array, acce
         content,
       },
     ],
-    timestamp: Date.now(),
+    timestamp: fixed?.timestamp ?? Date.now(),
     urgent: true,
-    messageId: new Uint8Array(randomBytes(16)),
+    messageId: fixed?.messageId ?? new Uint8Array(randomBytes(16)),
   });
   return encodeRequest({
     id,
@@ -211,26 +218,40 @@ async function parleyFleet(server: ServerHandle, n: number, mix: ParleyMix): Pro
   const creds = await registerMany(server.port, n, `load${Date.now().toString(36)}_`);
   const accessKeys = mix === 'sealed' ? await publishAccessKeys(server.port, creds) : null;
   const fleet: Fleet = { size: n, send: () => undefined, onDeliver: () => undefined, errors: 0, close: async () => undefined };
-  const content = Buffer.alloc(PAYLOAD);
-  const onStatus = (status: number) => {
-    if (status !== 200) fleet.errors++;
-  };
-  const sockets = await pool(creds, 64, (c) =>
-    parleySocket(
-      server.port,
-      c,
-      (body) => {
-        if (body.byteLength >= 8) fleet.onDeliver(Buffer.from(body.buffer, body.byteOffset, body.byteLength).readDoubleLE(0));
-      },
-      onStatus,
-    ),
-  );
+  // The generator's own frames skip the generic protobuf code (fast-frames.ts checks they are the same bytes).
+  const reader = new FrameReader();
+  const open = (c: Creds | null) =>
+    new Promise<WebSocket>((resolve, reject) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${server.port}/v1/websocket${c ? '' : '/anonymous'}`, {
+        headers: c ? { authorization: c.auth } : {},
+        perMessageDeflate: false,
+      });
+      ws.on('message', (data: Buffer) => {
+        const f = reader.read(data);
+        if (f.kind === 'response') {
+          if (f.status !== 200) fleet.errors++;
+          return;
+        }
+        if (f.kind === 'push' && f.sentAt !== null) fleet.onDeliver(f.sentAt);
+        ws.send(ackFrame(f.id));
+      });
+      ws.once('open', () => resolve(ws));
+      ws.once('error', reject);
+    });
+  const sockets = await pool(creds, 64, open);
   // Sealed: each client sends over its own anonymous socket and receives on its device socket.
-  const senders = accessKeys ? await pool(creds, 64, () => parleySocket(server.port, null, () => undefined, onStatus)) : sockets;
-  let nextId = 1n;
+  const senders = accessKeys ? await pool(creds, 64, () => open(null)) : sockets;
+  const templates = creds.map(
+    (to, i) =>
+      new SendTemplate(
+        (id, timestamp, messageId, content) => parleySendFrame(id, to, content, accessKeys?.[i], { timestamp, messageId }),
+        PAYLOAD,
+      ),
+  );
+  const ids = new MessageIds();
+  let nextId = FIRST_FAST_ID;
   fleet.send = (from, to) => {
-    content.writeDoubleLE(performance.now(), 0);
-    (senders[from] as WebSocket).send(parleySendFrame(nextId++, creds[to] as Creds, content, accessKeys?.[to]));
+    (senders[from] as WebSocket).send((templates[to] as SendTemplate).frame(nextId++, performance.now(), ids));
   };
   fleet.close = async () => {
     for (const ws of senders === sockets ? sockets : [...sockets, ...senders]) ws.terminate();
