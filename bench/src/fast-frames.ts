@@ -111,16 +111,14 @@ export class SendTemplate {
 
 /** `encodeResponse({ id, status: 200, message: 'OK', headers: {}, body: empty })`: the ack of a push. */
 export function ackFrame(id: number): Buffer {
-  const idv = varint(id);
-  const inner = [0x08, ...idv, 0x10, 0xc8, 0x01, 0x1a, 0x02, 0x4f, 0x4b];
+  // proto3 leaves out a zero id.
+  const inner = [...(id === 0 ? [] : [0x08, ...varint(id)]), 0x10, 0xc8, 0x01, 0x1a, 0x02, 0x4f, 0x4b];
   return Buffer.from([0x08, 0x02, 0x1a, inner.length, ...inner]);
 }
 
 /** What the generator needs of a frame from the relay. */
 export type Incoming =
-  | { kind: 'push'; id: number; sentAt: number | null }
-  | { kind: 'response'; status: number }
-  | { kind: 'other'; id: number };
+  { kind: 'push'; id: number; sentAt: number | null } | { kind: 'response'; status: number } | { kind: 'other'; id: number };
 
 const PUSH_PATH = Buffer.from('/api/v1/message');
 

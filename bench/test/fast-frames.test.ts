@@ -1,0 +1,114 @@
+/**
+ * The load generator's hand-built frames (bench/src/fast-frames.ts) against
+ * the generic @parley/wire encoders and decoders they stand in for.
+ */
+import { randomBytes } from 'node:crypto';
+import {
+  type DeviceId,
+  EnvelopeType,
+  decodeFrame,
+  encodeEnvelope,
+  encodeRequest,
+  encodeResponse,
+  processSendRequestBinary,
+} from '@parley/wire';
+import { describe, expect, it } from 'vitest';
+import { type Creds, parleySendFrame } from '../src/clients.js';
+import { FIRST_FAST_ID, FrameReader, MessageIds, SendTemplate, ackFrame } from '../src/fast-frames.js';
+
+const to = { accountId: '0b7cbd6c-5d8b-4ad1-9c1e-8d0c2a4e9f11', registrationId: 4242 } as unknown as Creds;
+
+function push(id: bigint, content: Uint8Array): Uint8Array {
+  const body = encodeEnvelope({
+    type: EnvelopeType.UnidentifiedSender,
+    source: null,
+    destination: { account: to.accountId, device: 1 as DeviceId },
+    clientTimestamp: Date.now(),
+    serverTimestamp: Date.now(),
+    serverGuid: randomBytes(16),
+    content,
+    urgent: true,
+  });
+  return encodeRequest({ id, verb: 'PUT', path: '/api/v1/message', headers: { 'content-type': 'application/x-protobuf' }, body });
+}
+
+describe('SendTemplate', () => {
+  for (const sealed of [false, true]) {
+    it(`patches each send to the generic encoding of its values (${sealed ? 'sealed' : 'identified'})`, () => {
+      const key = sealed ? randomBytes(16).toString('base64') : undefined;
+      const t = new SendTemplate(
+        (id, timestamp, messageId, content) => parleySendFrame(id, to, content, key, { timestamp, messageId }),
+        1024,
+      );
+      const ids = new MessageIds();
+      const messageIds = new Set<string>();
+      for (let i = 0; i < 300; i++) {
+        const id = FIRST_FAST_ID + Math.floor(Math.random() * (2 ** 35 - FIRST_FAST_ID));
+        const sentAt = Math.random() * 1e7;
+        const frame = Buffer.from(t.frame(id, sentAt, ids));
+        // Read back with the generic decoders, then encode those values generically: the same bytes.
+        const f = decodeFrame(new Uint8Array(frame));
+        if (f.kind !== 'request') throw new Error('not a request');
+        expect(f.id).toBe(BigInt(id));
+        const send = processSendRequestBinary(f.body);
+        const content = send.messages[0]?.content ?? new Uint8Array(0);
+        expect(content.length).toBe(1024);
+        expect(Buffer.from(content.buffer, content.byteOffset, 8).readDoubleLE(0)).toBe(sentAt);
+        expect(Math.abs(send.timestamp - Date.now())).toBeLessThan(60_000);
+        const want = parleySendFrame(BigInt(id), to, content, key, { timestamp: send.timestamp, messageId: send.messageId });
+        expect(frame.equals(Buffer.from(want))).toBe(true);
+        messageIds.add(Buffer.from(send.messageId).toString('hex'));
+      }
+      expect(messageIds.size).toBe(300);
+    });
+  }
+
+  it('refuses frame ids outside the fixed-width range', () => {
+    const t = new SendTemplate((id, ts, mid, c) => parleySendFrame(id, to, c, undefined, { timestamp: ts, messageId: mid }), 64);
+    expect(() => t.frame(FIRST_FAST_ID - 1, 1, new MessageIds())).toThrow(RangeError);
+    expect(() => t.frame(2 ** 35, 1, new MessageIds())).toThrow(RangeError);
+  });
+
+  it('throws when the encoder is not what the template assumes', () => {
+    // A frame whose content is not sent as given cannot be patched.
+    expect(
+      () =>
+        new SendTemplate(
+          (id, ts, mid) => parleySendFrame(id, to, new Uint8Array(8), undefined, { timestamp: ts, messageId: mid }),
+          64,
+        ),
+    ).toThrow(/send template/);
+  });
+});
+
+describe('FrameReader and ackFrame', () => {
+  it('read pushes, other requests and responses as the generic decoder does', () => {
+    const reader = new FrameReader(10_000);
+    for (let i = 0; i < 500; i++) {
+      const id = BigInt(Math.floor(Math.random() * 2 ** (1 + (i % 40))));
+      const content = randomBytes(i % 3 === 0 ? 4 : 64);
+      // read() compares with decodeFrame/processEnvelope/encodeResponse and throws on any difference.
+      const r = reader.read(Buffer.from(push(id, content)));
+      expect(r.kind).toBe('push');
+      if (r.kind !== 'push') continue;
+      expect(r.id).toBe(Number(id));
+      expect(r.sentAt).toBe(content.length >= 8 ? content.readDoubleLE(0) : null);
+      expect(
+        ackFrame(r.id).equals(encodeResponse({ id, status: 200, message: 'OK', headers: {}, body: new Uint8Array(0) })),
+      ).toBe(true);
+    }
+    const other = reader.read(
+      Buffer.from(encodeRequest({ id: 7n, verb: 'PUT', path: '/api/v1/queue/empty', headers: {}, body: new Uint8Array(0) })),
+    );
+    expect(other).toEqual({ kind: 'other', id: 7 });
+    const res = reader.read(
+      Buffer.from(encodeResponse({ id: 9n, status: 429, message: 'Too Many', headers: {}, body: new Uint8Array(3) })),
+    );
+    expect(res).toEqual({ kind: 'response', status: 429 });
+  });
+
+  it('throws on a truncated frame', () => {
+    const bytes = Buffer.from(push(5n, randomBytes(64)));
+    expect(() => new FrameReader(0).read(bytes.subarray(0, bytes.length - 10))).toThrow(/truncated/);
+  });
+});
