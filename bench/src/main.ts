@@ -167,8 +167,14 @@ if (only.has('load')) {
   for (const r of results)
     for (const s of r.steps)
       md += `| ${r.server} | ${s.offered} | ${f(s.deliveredPerSecond)} | ${s.lost} | ${f(s.p50Ms, 1)} | ${f(s.p99Ms, 1)} | ${f(s.p999Ms, 1)} | ${f(s.serverCores, 2)} | ${s.serviceCores ? f(s.serviceCores, 2) : '—'} | ${f(s.mainThreadCores, 2)} | ${f(s.serverMicrosPerMessage)} | ${f(s.generatorCores, 2)} | ${f(s.perCore)} | ${s.why || 'no'} |\n`;
-  md += '\n| server | highest unsaturated delivered/s | best msg/s per server core (≥ 2k offered) |\n|---|---:|---:|\n';
-  for (const r of results) md += `| ${r.server} | ${f(best(r))} | ${f(bestPerCore(r))} |\n`;
+  // The same figure where delivery was still quick: what an operator would run at.
+  const bestPerCoreQuick = (r: LoadResult) => {
+    const quickSteps = r.steps.filter((s) => !s.saturated && s.offered >= 2000 && s.p99Ms <= 50);
+    return quickSteps.length > 0 ? Math.max(...quickSteps.map((s) => s.perCore)) : NaN;
+  };
+  md +=
+    '\n| server | highest unsaturated delivered/s | best msg/s per server core (≥ 2k offered) | the same, steps with p99 ≤ 50 ms |\n|---|---:|---:|---:|\n';
+  for (const r of results) md += `| ${r.server} | ${f(best(r))} | ${f(bestPerCore(r))} | ${f(bestPerCoreQuick(r))} |\n`;
   console.log(`\n${md}`);
   save('relay-load', results, md);
   writeFileSync(
@@ -225,7 +231,10 @@ if (only.has('store')) {
     'store',
     rows,
     `| idempotency keys kept before | messages measured (groups of ${rows[0]?.group ?? 0} sends + acks) | main thread CPU µs per message | process CPU µs per message |\n|---:|---:|---:|---:|\n${rows
-      .map((r) => `| ${f(r.history)} | ${f(r.messages)} | ${r.mainThreadMicrosPerMessage.toFixed(1)} | ${r.cpuMicrosPerMessage.toFixed(1)} |`)
+      .map(
+        (r) =>
+          `| ${f(r.history)} | ${f(r.messages)} | ${r.mainThreadMicrosPerMessage.toFixed(1)} | ${r.cpuMicrosPerMessage.toFixed(1)} |`,
+      )
       .join('\n')}\n`,
   );
 }
