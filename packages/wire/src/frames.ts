@@ -4,7 +4,8 @@
  */
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { fail, WireError, WireErrorCode } from './errors.js';
-import { WebSocketMessageSchema, WebSocketMessage_Type } from './gen/parley/v1/websocket_pb.js';
+import { type RawFrame, decodeFrameFast } from './fast-decode.js';
+import { type WebSocketMessage, WebSocketMessageSchema, WebSocketMessage_Type } from './gen/parley/v1/websocket_pb.js';
 import { Limits } from './limits.js';
 
 export interface RequestFrame {
@@ -41,19 +42,23 @@ const formatHeaders = (h: Record<string, string>) => Object.entries(h).map(([k, 
 
 export function decodeFrame(bytes: Uint8Array): Frame {
   if (bytes.length > Limits.maxFrameBytes) throw new WireError(WireErrorCode.TooLarge, `frame: at most ${Limits.maxFrameBytes} bytes`);
-  let raw;
-  try {
-    raw = fromBinary(WebSocketMessageSchema, bytes);
-  } catch {
-    throw new WireError(WireErrorCode.Malformed, 'frame: not a valid protobuf message');
+  // The plain encoding both sides write is read by hand; anything else by the generic decoder (fast-decode.ts).
+  let raw: RawFrame | WebSocketMessage | null = decodeFrameFast(bytes);
+  if (raw === null) {
+    try {
+      raw = fromBinary(WebSocketMessageSchema, bytes);
+    } catch {
+      throw new WireError(WireErrorCode.Malformed, 'frame: not a valid protobuf message');
+    }
   }
-  if (raw.type === WebSocketMessage_Type.REQUEST && raw.request) {
+  const type: number = raw.type;
+  if (type === (WebSocketMessage_Type.REQUEST as number) && raw.request) {
     const r = raw.request;
     if (!VERBS.has(r.verb)) fail('frame.verb', 'unknown verb');
     if (!r.path.startsWith('/') || r.path.length > Limits.maxPathBytes) fail('frame.path', 'must be an absolute path');
     return { kind: 'request', id: r.id, verb: r.verb, path: r.path, headers: parseHeaders(r.headers), body: r.body };
   }
-  if (raw.type === WebSocketMessage_Type.RESPONSE && raw.response) {
+  if (type === (WebSocketMessage_Type.RESPONSE as number) && raw.response) {
     const r = raw.response;
     if (r.status < 100 || r.status > 599) fail('frame.status', 'must be an HTTP status');
     return {

@@ -4,6 +4,7 @@
  * plain HTTP, JSON.
  */
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
+import { decodeEnvelopeFast } from './fast-decode.js';
 import { fail, WireError, WireErrorCode } from './errors.js';
 import {
   EnvelopeSchema,
@@ -87,7 +88,8 @@ export function encodeEnvelope(e: Envelope): Uint8Array {
 
 export function processEnvelope(bytes: Uint8Array): Envelope {
   if (bytes.length > Limits.maxFrameBytes) throw new WireError(WireErrorCode.TooLarge, 'envelope too large');
-  const raw = decode('envelope', () => fromBinary(EnvelopeSchema, bytes));
+  // The relay's plain encoding is read by hand; anything else by the generic decoder (fast-decode.ts).
+  const raw = decodeEnvelopeFast(bytes) ?? decode('envelope', () => fromBinary(EnvelopeSchema, bytes));
   const type = parseEnvelopeType(raw.type, 'envelope.type', false);
   const sealed = raw.sourceAccount.length === 0;
   if (sealed !== (type === EnvelopeType.UnidentifiedSender)) fail('envelope.sourceAccount', 'must be empty exactly when sealed');
