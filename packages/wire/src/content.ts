@@ -6,6 +6,7 @@
 import { create, fromBinary, type MessageInitShape, toBinary } from '@bufbuild/protobuf';
 import { type Attachment, AttachmentLimits, parseBlobId } from './attachments.js';
 import { fail, WireError, WireErrorCode } from './errors.js';
+import { decodeDataContentFast } from './fast-decode.js';
 import { type GroupUpdate, GroupLimits, processGroupUpdate } from './groups.js';
 import {
   type AttachmentPointer as PbAttachmentPointer,
@@ -74,7 +75,7 @@ function processAttachment(a: PbAttachmentPointer, field: string): Attachment {
   };
 }
 
-function processData(m: PbDataMessage, field: string): DataMessage {
+function processData(m: Pick<PbDataMessage, 'body' | 'timestamp' | 'attachments' | 'profileKey' | 'group'>, field: string): DataMessage {
   if (Buffer.byteLength(m.body) > Limits.maxBodyTextBytes) fail(`${field}.body`, `at most ${Limits.maxBodyTextBytes} bytes`);
   const out: DataMessage = { body: m.body, timestamp: ts(m.timestamp, `${field}.timestamp`) };
   if (m.attachments.length > AttachmentLimits.maxPerMessage) fail(`${field}.attachments`, `at most ${AttachmentLimits.maxPerMessage}`);
@@ -97,6 +98,14 @@ export interface DecodedContent {
 }
 
 export function processContent(bytes: Uint8Array): DecodedContent {
+  if (bytes.length > Limits.maxContentBytes) throw new WireError(WireErrorCode.TooLarge, 'content too large');
+  // A plain data message (nearly every received Content) is read by hand; anything else by fromBinary (fast-decode.ts).
+  const fast = decodeDataContentFast(bytes);
+  if (fast !== null) {
+    const senderUsername = fast.senderUsername !== '' ? normalizeUsername(fast.senderUsername, 'content.senderUsername') : null;
+    const message = processData({ ...fast, attachments: [], group: undefined }, 'dataMessage');
+    return { content: { kind: 'data', message }, senderUsername };
+  }
   const raw = decodeContent(bytes);
   let senderUsername: string | null = null;
   if (raw.senderUsername !== '') senderUsername = normalizeUsername(raw.senderUsername, 'content.senderUsername');

@@ -1,18 +1,21 @@
 /**
- * Hand-written decoders for the two messages a client reads per received
- * envelope: the WebSocketMessage frame around it and the Envelope itself.
+ * Hand-written decoders for the messages a client reads per received
+ * envelope: the WebSocketMessage frame around it, the Envelope itself, and
+ * (after decryption) a Content that is a plain data message.
  * The reflection-based `fromBinary` builds a message object per nesting
  * level, a tag tuple per field and a reader per call; these read the fields
  * straight into the plain objects the `process*` functions check.
  *
- * They only take the shape the relay writes: known field numbers with their
- * declared wire types, varints that fit the field, ASCII strings, and each
- * nested message at most once. Anything else (unknown or repeated
- * sub-messages, wrong wire types, truncation, UTF-8 text, huge varints)
+ * They only take the shape the relay and the SDK write: known field numbers
+ * with their declared wire types, varints that fit the field, ASCII strings
+ * in frames and valid UTF-8 in Content, and each nested message at most
+ * once. Anything else (unknown or repeated sub-messages, wrong wire types,
+ * truncation, non-ASCII frame text, huge varints)
  * makes them return `null`, and the caller decodes with `fromBinary`, so the
  * result is always the generic decoder's. test/fast-decode.test.ts checks
  * that, field by field, on random and mutated inputs.
  */
+import { getTextEncoding } from '@bufbuild/protobuf/wire';
 
 /** Envelope fields as `fromBinary(EnvelopeSchema)` gives them, timestamps as numbers. */
 export interface RawEnvelope {
@@ -310,4 +313,97 @@ export function decodeFrameFast(bytes: Uint8Array): RawFrame | null {
     return null;
   }
   return f;
+}
+
+/** A Content carrying only a DataMessage without attachments or group (the common 1:1 text message). */
+export interface RawDataContent {
+  body: string;
+  timestamp: bigint;
+  expireTimer: number;
+  profileKey: Uint8Array;
+  senderUsername: string;
+}
+
+/** A proto3 string as the generic decoder reads it (valid UTF-8 only), or null. */
+function utf8(c: Cursor): string | null {
+  const b = c.bytes();
+  if (b === null) return null;
+  if (b.length <= 32) {
+    let s = '';
+    for (let i = 0; i < b.length; i++) {
+      const x = b[i]!;
+      if (x > 0x7f) return strictUtf8(b);
+      s += String.fromCharCode(x);
+    }
+    return s;
+  }
+  return strictUtf8(b);
+}
+
+function strictUtf8(b: Uint8Array): string | null {
+  try {
+    return getTextEncoding().decodeUtf8(b, true);
+  } catch {
+    return null;
+  }
+}
+
+function decodeData(c: Cursor, out: RawDataContent): boolean {
+  while (c.pos < c.end) {
+    const tag = c.tag();
+    if (tag < 0) return false;
+    switch (tag) {
+      case 0x0a: {
+        const s = utf8(c);
+        if (s === null) return false;
+        out.body = s;
+        break;
+      }
+      case 0x10: {
+        const v = c.varint();
+        if (v < 0) return false;
+        out.timestamp = BigInt(v);
+        break;
+      }
+      case 0x28: {
+        const v = c.varint();
+        if (v < 0 || v >= TWO_32) return false;
+        out.expireTimer = v;
+        break;
+      }
+      case 0x32: {
+        const b = c.bytes();
+        if (b === null) return false;
+        out.profileKey = b;
+        break;
+      }
+      default:
+        return false; // attachments, group, anything else: the generic decoder
+    }
+  }
+  return true;
+}
+
+/** The Content in `bytes` if it is a plain data message (see RawDataContent), else null (decode it with `fromBinary` then). */
+export function decodeDataContentFast(bytes: Uint8Array): RawDataContent | null {
+  const c = new Cursor(bytes, 0, bytes.length);
+  const out: RawDataContent = { body: '', timestamp: 0n, expireTimer: 0, profileKey: EMPTY, senderUsername: '' };
+  let data = false;
+  while (c.pos < c.end) {
+    const tag = c.tag();
+    if (tag === 0x0a && !data) {
+      const b = c.bytes();
+      if (b === null || !decodeData(new Cursor(b, 0, b.length), out)) return null;
+      data = true;
+      continue;
+    }
+    if (tag === 0x42) {
+      const s = utf8(c);
+      if (s === null) return null;
+      out.senderUsername = s;
+      continue;
+    }
+    return null;
+  }
+  return data ? out : null;
 }

@@ -1,10 +1,20 @@
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { decodeEnvelopeFast, decodeFrameFast, type RawEnvelope, type RawFrame } from '../src/fast-decode.js';
+import { decodeDataContentFast, decodeEnvelopeFast, decodeFrameFast, type RawEnvelope, type RawFrame } from '../src/fast-decode.js';
+import { type Content as PbContent, ContentSchema } from '../src/gen/parley/v1/content_pb.js';
 import { type Envelope as PbEnvelope, EnvelopeSchema } from '../src/gen/parley/v1/envelope_pb.js';
 import { type WebSocketMessage, WebSocketMessageSchema } from '../src/gen/parley/v1/websocket_pb.js';
-import { EnvelopeType, decodeFrame, encodeEnvelope, encodeRequest, encodeResponse, processEnvelope } from '../src/index.js';
+import {
+  EnvelopeType,
+  decodeFrame,
+  encodeContent,
+  encodeEnvelope,
+  encodeRequest,
+  encodeResponse,
+  processContent,
+  processEnvelope,
+} from '../src/index.js';
 
 // The hand-written decoders must give exactly what fromBinary gives, or decline (null) so the caller uses fromBinary.
 
@@ -53,6 +63,13 @@ function mutated(encoded: fc.Arbitrary<Uint8Array>): fc.Arbitrary<Uint8Array> {
     fc.tuple(encoded, fc.nat()).map(([b, n]) => b.subarray(0, b.length === 0 ? 0 : n % b.length)),
     fc.tuple(encoded, fc.uint8Array({ minLength: 1, maxLength: 12 })).map(([b, tail]) => Uint8Array.from([...b, ...tail])),
     fc.tuple(encoded, encoded).map(([a, b]) => Uint8Array.from([...a, ...b])),
+    // A varint field of any number with a value of up to 64 bits (wider than most fields hold).
+    fc.tuple(encoded, fc.integer({ min: 1, max: 12 }), fc.bigInt({ min: 0n, max: 2n ** 64n - 1n })).map(([b, field, v]) => {
+      const out = [...b, field << 3];
+      for (; v >= 0x80n; v >>= 7n) out.push(Number(v & 0x7fn) | 0x80);
+      out.push(Number(v));
+      return Uint8Array.from(out);
+    }),
     fc.uint8Array({ maxLength: 64 }),
   );
 }
@@ -170,5 +187,66 @@ describe('hand-written WebSocketMessage decoder', () => {
       headers: { 'content-type': 'application/x-protobuf' },
       body,
     });
+  });
+});
+
+// Data messages, sometimes with what the fast path leaves to fromBinary (attachments, a group, another kind beside it).
+const pbData = fc.record({
+  body: fc.oneof(fc.string({ maxLength: 40 }), fc.string({ unit: 'grapheme', maxLength: 1200 }), fc.string({ unit: 'binary', maxLength: 20 })),
+  timestamp: u64,
+  expireTimer: u32,
+  profileKey: bytes(40),
+  attachments: fc.oneof(
+    fc.constant([]),
+    fc.array(fc.record({ blobId: text, key: bytes(64), digest: bytes(32), size: u64, contentType: text, fileName: text }), { maxLength: 2 }),
+  ),
+  group: fc.option(fc.record({ id: bytes(16) }), { nil: undefined }),
+});
+const pbContent = fc.record({
+  dataMessage: fc.option(pbData, { freq: 8, nil: undefined }),
+  nullMessage: fc.option(fc.constant({}), { freq: 8, nil: undefined }),
+  decryptionErrorMessage: fc.oneof(fc.constant(new Uint8Array(0)), bytes(10)),
+  senderUsername: fc.oneof(fc.constant(''), fc.constantFrom('alice', 'bob_1'), text),
+});
+const encodedContent = pbContent.map((c) => toBinary(ContentSchema, create(ContentSchema, c as Partial<PbContent>)));
+
+describe('hand-written data-message Content decoder', () => {
+  it('gives what fromBinary gives, or declines', () => {
+    fc.assert(
+      fc.property(mutated(encodedContent), (b) => {
+        const fast = decodeDataContentFast(b);
+        if (fast === null) return;
+        const g = generic(() => fromBinary(ContentSchema, b));
+        expect(g).not.toBe('error');
+        const c = g as PbContent;
+        // Only a data message: nothing else the fast path would have dropped.
+        expect(c.syncMessage ?? c.receiptMessage ?? c.typingMessage ?? c.nullMessage ?? c.groupUpdate).toBeUndefined();
+        expect(c.decryptionErrorMessage.length + c.senderKeyDistributionMessage.length).toBe(0);
+        expect(c.$unknown).toBeUndefined();
+        const d = c.dataMessage!;
+        expect(d.attachments).toEqual([]);
+        expect(d.group).toBeUndefined();
+        expect(d.$unknown).toBeUndefined();
+        expect(fast).toEqual({
+          body: d.body,
+          timestamp: d.timestamp,
+          expireTimer: d.expireTimer,
+          profileKey: d.profileKey,
+          senderUsername: c.senderUsername,
+        });
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it('takes the data messages the SDK writes, with any text', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'grapheme', maxLength: 2000 }), fc.integer({ min: 0, max: 2 ** 53 - 1 }), fc.boolean(), (body, timestamp, withKey) => {
+        const message = withKey ? { body, timestamp, profileKey: new Uint8Array(32).fill(3) } : { body, timestamp };
+        const b = encodeContent({ kind: 'data', message }, 'alice');
+        expect(decodeDataContentFast(b)).not.toBeNull();
+        expect(processContent(b)).toEqual({ content: { kind: 'data', message }, senderUsername: 'alice' });
+      }),
+    );
   });
 });
