@@ -103,7 +103,7 @@ export function processContent(bytes: Uint8Array): DecodedContent {
   const fast = decodeDataContentFast(bytes);
   if (fast !== null) {
     const senderUsername = fast.senderUsername !== '' ? normalizeUsername(fast.senderUsername, 'content.senderUsername') : null;
-    const message = processData({ ...fast, attachments: [], group: undefined }, 'dataMessage');
+    const message = processData({ body: fast.body, timestamp: fast.timestamp, attachments: [], profileKey: fast.profileKey, group: undefined }, 'dataMessage');
     return { content: { kind: 'data', message }, senderUsername };
   }
   const raw = decodeContent(bytes);
