@@ -249,7 +249,7 @@ export class ParleyClient {
     identityKeyPair: IdentityKeyPair,
   ) {
     this.db = profile.db;
-    this.seenFilter = new SeenFilter(this.db);
+    this.seenFilter = new SeenFilter(this.db, SEEN_TTL_MS);
     this.identity = Object.freeze({
       username: account.username,
       accountId: account.accountId,
@@ -1249,7 +1249,9 @@ export class ParleyClient {
   /** Which seen_envelopes keys certainly do not exist, so most checks skip the table (seen-filter.ts). */
   private readonly seenFilter: SeenFilter;
 
-  // Seen checks also see envelopes staged for the next group commit (stageSeen).
+  // Seen checks also see envelopes staged for the next group commit (stageSeen). An envelope counts as
+  // processed when seen_envelopes has it or, for text messages kept without a seen row (stageSeen),
+  // when messages has its id (relay timestamp + guid) or its (sender, device, timestamp).
   private seenGuid(env: Envelope): boolean {
     const guid = ab(env.serverGuid);
     this.tripleHint = null;
@@ -1261,12 +1263,14 @@ export class ParleyClient {
       if (!s)
         return (
           mayGuid &&
-          this.db
+          (this.db
             .prepare('SELECT 1 FROM seen_envelopes WHERE (server_ts = ? AND server_guid = ?) OR (server_ts IS NULL AND server_guid = ?)')
-            .get([ts, guid, guid]) !== undefined
+            .get([ts, guid, guid]) !== undefined ||
+            this.keptMessage(env))
         );
       const tripleKey = `seen:t:${s.account}:${s.device}:${env.clientTimestamp}`;
-      if (!mayGuid && !this.seenFilter.mayHaveTriple(s.account, s.device, env.clientTimestamp)) {
+      const mayTriple = this.seenFilter.mayHaveTriple(s.account, s.device, env.clientTimestamp);
+      if (!mayGuid && !mayTriple) {
         this.tripleHint = { key: tripleKey, seen: false };
         return false;
       }
@@ -1277,8 +1281,9 @@ export class ParleyClient {
             'WHERE (server_ts = ? AND server_guid = ?) OR (server_ts IS NULL AND server_guid = ?) OR (account = ? AND device = ? AND client_ts = ?)',
         )
         .all([guid, ts, ts, guid, guid, s.account, s.device, env.clientTimestamp]);
-      this.tripleHint = { key: tripleKey, seen: rows.length > 0 };
-      return rows.some((r) => Number(r.same) === 1);
+      if (rows.some((r) => Number(r.same) === 1) || (mayGuid && this.keptMessage(env))) return true;
+      this.tripleHint = { key: tripleKey, seen: rows.length > 0 || (mayTriple && this.keptTriple(s.account, s.device, env.clientTimestamp)) };
+      return false;
     });
   }
   private seenTriple(account: string, device: number, ts: number): boolean {
@@ -1288,12 +1293,32 @@ export class ParleyClient {
     return this.stores.read(key, () => {
       if (hint?.key === key) return hint.seen;
       if (!this.seenFilter.mayHaveTriple(account, device, ts)) return false;
-      return this.db.prepare('SELECT 1 FROM seen_envelopes WHERE account = ? AND device = ? AND client_ts = ?').get([account, device, ts]) !== undefined;
+      return (
+        this.db.prepare('SELECT 1 FROM seen_envelopes WHERE account = ? AND device = ? AND client_ts = ?').get([account, device, ts]) !== undefined ||
+        this.keptTriple(account, device, ts)
+      );
     });
   }
-  /** markSeen(env, true) as a store write, so it is staged with the rest of the envelope's work. */
-  private stageSeen(env: Envelope, source: { account: string; device: number }): void {
-    this.stores.write(`seen:g:${hex(env.serverGuid)}`, true, () => this.markSeen(env, true));
+  /** True when this envelope's message is in `messages` (kept without a seen row). */
+  private keptMessage(env: Envelope): boolean {
+    return this.db.prepare('SELECT 1 FROM messages WHERE id = ?').get([receivedMessageId(env)]) !== undefined;
+  }
+  /** True when a received message from (account, device) with this timestamp is in `messages`. */
+  private keptTriple(account: string, device: number, ts: number): boolean {
+    return (
+      this.db.prepare("SELECT 1 FROM messages WHERE account = ? AND timestamp = ? AND device = ? AND direction = 'in'").get([account, ts, device]) !==
+      undefined
+    );
+  }
+  /**
+   * markSeen(env, true) as a store write, so it is staged with the rest of the envelope's work.
+   * With `kept` (a text message whose `messages` row, written in the same commit, has this envelope's
+   * id and its timestamp is the envelope's), no seen row is written: the seen checks find that row.
+   */
+  private stageSeen(env: Envelope, source: { account: string; device: number }, kept = false): void {
+    this.stores.write(`seen:g:${hex(env.serverGuid)}`, true, () =>
+      kept ? this.seenFilter.add(env.serverGuid, { account: source.account, device: source.device, ts: env.clientTimestamp }) : this.markSeen(env, true),
+    );
     this.stores.write(`seen:t:${source.account}:${source.device}:${env.clientTimestamp}`, true, () => undefined);
   }
   /** Marks an envelope processed; with `triple`, also its (sender, device, timestamp) so a resent copy is dropped. */
@@ -1557,7 +1582,7 @@ export class ParleyClient {
     };
     if (c.kind === 'data' || c.kind === 'receipt' || c.kind === 'typing' || c.kind === 'null') {
       // Written by the next group commit, with the envelopes decrypted after it; acked after that commit.
-      this.stageSeen(env, source);
+      this.stageSeen(env, source, c.kind === 'data' && c.message.timestamp === env.clientTimestamp);
       this.stores.stage(write);
     } else {
       this.stores.commit(() => {

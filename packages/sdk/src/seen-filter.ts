@@ -1,12 +1,16 @@
 /**
- * A Bloom filter over the keys of `seen_envelopes`, so the duplicate checks
- * of an envelope that was never processed (nearly every envelope) skip the
- * database. It answers "certainly not seen" or "maybe": only "maybe" goes to
- * the table, so an answer is never wrong, only sometimes slower. Keys are the
- * server guid and the (sender, device, client timestamp) triple, in two
- * filters. Every row the client inserts has its keys added first (an insert
- * whose transaction then fails leaves a harmless "maybe"); rows pruned later
- * stay "maybe" until the filter is rebuilt.
+ * A Bloom filter over the keys of processed envelopes, so the duplicate
+ * checks of an envelope that was never processed (nearly every envelope)
+ * skip the database. It answers "certainly not seen" or "maybe": only "maybe"
+ * goes to the tables, so an answer is never wrong, only sometimes slower.
+ * Keys are the server guid and the (sender, device, client timestamp) triple,
+ * in two filters. They come from `seen_envelopes` and from the received
+ * messages of the last `keepMs` (a text message is kept in `messages` under
+ * an id made of its relay timestamp and guid, with its sender, device and
+ * timestamp, and has no seen row of its own; see client.ts). Every row the
+ * client inserts has its keys added first (an insert whose transaction then
+ * fails leaves a harmless "maybe"); rows pruned later stay "maybe" until the
+ * filter is rebuilt.
  */
 import type { Db } from './db.js';
 
@@ -64,6 +68,9 @@ function hashBytes(b: Uint8Array): [number, number] {
   return hashString(Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1'));
 }
 
+/** A receivedMessageId: 12 hex digits of relay timestamp, then the 16-byte guid in hex. */
+const RECEIVED_ID = /^[0-9a-f]{44}$/;
+
 function tripleKey(account: string, device: number, ts: number): string {
   return `${account}:${device}:${ts}`;
 }
@@ -78,19 +85,34 @@ export class SeenFilter {
   private guids: Bloom | null = null;
   private triples: Bloom | null = null;
 
-  constructor(private readonly db: Db) {}
+  constructor(
+    private readonly db: Db,
+    private readonly keepMs: number = Number.POSITIVE_INFINITY,
+    private readonly now: () => number = Date.now,
+  ) {}
 
-  /** Loads every key of the table (once, and again when a filter fills up). */
+  /** Loads every key of the tables (once, and again when a filter fills up). */
   private load(): { guids: Bloom; triples: Bloom } {
     if (this.guids && this.triples && this.guids.count < this.guids.capacity && this.triples.count < this.triples.capacity)
       return { guids: this.guids, triples: this.triples };
     const rows = this.db.prepare('SELECT server_guid, account, device, client_ts FROM seen_envelopes').all();
-    const guids = new Bloom(sizeFor(rows.length));
-    const triples = new Bloom(sizeFor(rows.length));
+    // Ids of received messages start with the relay timestamp in 12 hex digits (receivedMessageId), so a range of the key finds the recent ones.
+    const since = Math.max(0, this.now() - this.keepMs);
+    const from = Number.isFinite(since) ? Math.floor(since).toString(16).padStart(12, '0') : '';
+    const kept = this.db
+      .prepare("SELECT id, account, device, timestamp FROM messages WHERE id >= ? AND direction = 'in'")
+      .all([from]);
+    const guids = new Bloom(sizeFor(rows.length + kept.length));
+    const triples = new Bloom(sizeFor(rows.length + kept.length));
     for (const r of rows) {
       if (r.server_guid instanceof Uint8Array) guids.add(...hashBytes(r.server_guid));
       if (typeof r.account === 'string' && r.device !== null && r.client_ts !== null)
         triples.add(...hashString(tripleKey(r.account, Number(r.device), Number(r.client_ts))));
+    }
+    for (const r of kept) {
+      if (typeof r.id !== 'string' || !RECEIVED_ID.test(r.id)) continue;
+      guids.add(...hashBytes(Buffer.from(r.id.slice(12), 'hex')));
+      if (typeof r.account === 'string') triples.add(...hashString(tripleKey(r.account, Number(r.device), Number(r.timestamp))));
     }
     this.guids = guids;
     this.triples = triples;

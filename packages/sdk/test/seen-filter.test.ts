@@ -10,6 +10,7 @@ import Database from '@signalapp/sqlcipher';
 import { describe, expect, it } from 'vitest';
 import { migrate } from '../src/db.js';
 import { SeenFilter } from '../src/seen-filter.js';
+import { receivedMessageId } from '../src/stores.js';
 
 function freshDb(): Database {
   const db = new Database(':memory:');
@@ -75,6 +76,28 @@ describe('SeenFilter', () => {
     // Another filter over the same table (the next time the profile is opened) knows them too.
     const reopened = new SeenFilter(db);
     for (const r of added) expect(reopened.mayHaveGuid(r.guid) && reopened.mayHaveTriple(r.account, r.device, r.ts)).toBe(true);
+    db.close();
+  });
+
+  it('also knows the received messages kept in `messages` within its window', () => {
+    const db = freshDb();
+    const now = 1_700_000_000_000;
+    const day = 24 * 3600 * 1000;
+    const kept = Array.from({ length: 500 }, (_, i) => ({ ...row(i), serverTs: now - (i % 10) * day }));
+    db.transaction(() => {
+      for (const r of kept)
+        db.prepare(
+          "INSERT INTO messages (id, account, device, direction, timestamp, server_timestamp, body, status) VALUES (?, ?, ?, 'in', ?, ?, 'x', 'received')",
+        ).run([receivedMessageId({ serverTimestamp: r.serverTs, serverGuid: r.guid }), r.account, r.device, r.ts, r.serverTs]);
+    })();
+    const f = new SeenFilter(db, 30 * day, () => now);
+    for (const r of kept) {
+      expect(f.mayHaveGuid(r.guid)).toBe(true);
+      expect(f.mayHaveTriple(r.account, r.device, r.ts)).toBe(true);
+    }
+    let maybes = 0;
+    for (let i = 0; i < 2000; i++) if (f.mayHaveGuid(row(10_000 + i).guid)) maybes++;
+    expect(maybes).toBeLessThan(20);
     db.close();
   });
 });
