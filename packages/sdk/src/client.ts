@@ -221,7 +221,8 @@ export class ParleyClient {
   private readonly receiver = new ReceiveQueue({
     handle: (req) => this.onRelayRequest(req),
     staged: () => this.stores.stagedCount,
-    onIdle: () => this.receipts.kick(),
+    // Between group commits of the backlog the queue often runs dry for a moment; receipts wait for queue/empty then.
+    onIdle: () => !this.backlog && this.receipts.kick(),
     onError: (err) => this.emit('error', err instanceof Error ? err : new Error('envelope processing failed')),
     flush: () => this.crypto.run(async () => void (this.stores.stagedCount > 0 && this.stores.commit())),
   });
@@ -235,12 +236,18 @@ export class ParleyClient {
         withReceive: true,
       }),
     run: (task) => this.spawn(task),
-    busy: () => this.receiver.busy,
+    busy: () => this.receiver.busy || this.backlog,
   });
   private readonly listeners = new Map<keyof ParleyEvents, Set<(...args: never[]) => void>>();
   private readonly background = new Set<Promise<unknown>>();
   private lastTimestamp = 0;
   private closed = false;
+  /**
+   * True from a connect until the relay's queue/empty: the relay is still pushing what it queued while we
+   * were away, so delivery receipts wait to fill up (receipts.ts) instead of leaving each time the receive
+   * queue runs dry between group commits. They still leave when full or at the latest RECEIPT_MAX_DELAY_MS.
+   */
+  private backlog = false;
   private readonly localAddress: ProtocolAddress;
 
   private constructor(
@@ -394,6 +401,8 @@ export class ParleyClient {
         creds: { accountId: this.identity.accountId, deviceId: this.identity.deviceId, password: this.password() },
         onRequest: (req) => this.receiver.push(req),
         onState: (state) => {
+          // The relay pushes what it queued while we were away, then queue/empty (onRelayRequest).
+          this.backlog = state === 'open';
           this.emit('connection', state);
           if (state === 'open') this.spawn(() => this.maintenance());
         },
@@ -1235,7 +1244,16 @@ export class ParleyClient {
         return { status: 500 };
       }
     }
-    if (req.verb === 'PUT' && req.path === '/api/v1/queue/empty') return { status: 200, after: () => this.emit('queueEmpty') };
+    if (req.verb === 'PUT' && req.path === '/api/v1/queue/empty') {
+      this.backlog = false;
+      return {
+        status: 200,
+        after: () => {
+          this.receipts.kick(); // the backlog is handled: the receipts it left waiting go now
+          this.emit('queueEmpty');
+        },
+      };
+    }
     if (req.verb === 'PUT' && req.path === '/api/v1/keys/low') {
       // The notice's counts may be stale by the time we act; refillKeys asks again.
       return { status: 200, after: () => this.spawn(() => this.refillKeys()) };
