@@ -68,7 +68,7 @@ describe('text messages kept without a seen row', () => {
       const r = inside(reopened);
       // The message row is there, the seen row is not.
       expect(r.db.prepare('SELECT count(*) AS n FROM messages WHERE id = ?').get([receivedMessageId(text)])).toEqual({ n: 1 });
-      expect(r.db.prepare('SELECT count(*) AS n FROM seen_envelopes WHERE server_guid = ?').get([text.serverGuid])).toEqual({ n: 0 });
+      expect(r.db.prepare('SELECT count(*) AS n FROM seen_envelopes WHERE server_guid = ?').get([new Uint8Array(text.serverGuid)])).toEqual({ n: 0 });
 
       // The same envelope again: seen before any decryption, acked, no second event.
       expect(r.seenGuid(text)).toBe(true);

@@ -1,4 +1,4 @@
-import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
+import { type MessageInitShape, create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { decodeDataContentFast, decodeEnvelopeFast, decodeFrameFast, type RawEnvelope, type RawFrame } from '../src/fast-decode.js';
@@ -6,6 +6,9 @@ import { type Content as PbContent, ContentSchema } from '../src/gen/parley/v1/c
 import { type Envelope as PbEnvelope, EnvelopeSchema } from '../src/gen/parley/v1/envelope_pb.js';
 import { type WebSocketMessage, WebSocketMessageSchema } from '../src/gen/parley/v1/websocket_pb.js';
 import {
+  type AccountId,
+  type DeviceId,
+  type Envelope,
   EnvelopeType,
   decodeFrame,
   encodeContent,
@@ -74,8 +77,8 @@ function mutated(encoded: fc.Arbitrary<Uint8Array>): fc.Arbitrary<Uint8Array> {
   );
 }
 
-const encodedEnvelope = pbEnvelope.map((e) => toBinary(EnvelopeSchema, create(EnvelopeSchema, e as Partial<PbEnvelope>)));
-const encodedFrame = pbFrame.map((f) => toBinary(WebSocketMessageSchema, create(WebSocketMessageSchema, f as Partial<WebSocketMessage>)));
+const encodedEnvelope = pbEnvelope.map((e) => toBinary(EnvelopeSchema, create(EnvelopeSchema, e as MessageInitShape<typeof EnvelopeSchema>)));
+const encodedFrame = pbFrame.map((f) => toBinary(WebSocketMessageSchema, create(WebSocketMessageSchema, f as MessageInitShape<typeof WebSocketMessageSchema>)));
 
 function generic<T>(f: () => T): T | 'error' {
   try {
@@ -136,10 +139,10 @@ describe('hand-written Envelope decoder', () => {
     const guid = Uint8Array.from({ length: 16 }, (_, i) => i + 1);
     fc.assert(
       fc.property(fc.integer({ min: 0, max: 2 ** 53 - 1 }), fc.integer({ min: 1, max: 127 }), fc.boolean(), (ts, device, sealed) => {
-        const env = {
+        const env: Envelope = {
           type: sealed ? EnvelopeType.UnidentifiedSender : EnvelopeType.PreKeyMessage,
-          source: sealed ? null : { account: '0d1d2e3f-4a5b-4c6d-8e7f-8091a2b3c4d5', device },
-          destination: { account: 'a0b1c2d3-e4f5-4607-8819-2a3b4c5d6e7f', device: 1 },
+          source: sealed ? null : { account: '0d1d2e3f-4a5b-4c6d-8e7f-8091a2b3c4d5' as AccountId, device: device as DeviceId },
+          destination: { account: 'a0b1c2d3-e4f5-4607-8819-2a3b4c5d6e7f' as AccountId, device: 1 as DeviceId },
           clientTimestamp: ts,
           serverTimestamp: ts,
           serverGuid: guid,
@@ -208,7 +211,7 @@ const pbContent = fc.record({
   decryptionErrorMessage: fc.oneof(fc.constant(new Uint8Array(0)), bytes(10)),
   senderUsername: fc.oneof(fc.constant(''), fc.constantFrom('alice', 'bob_1'), text),
 });
-const encodedContent = pbContent.map((c) => toBinary(ContentSchema, create(ContentSchema, c as Partial<PbContent>)));
+const encodedContent = pbContent.map((c) => toBinary(ContentSchema, create(ContentSchema, c as MessageInitShape<typeof ContentSchema>)));
 
 describe('hand-written data-message Content decoder', () => {
   it('gives what fromBinary gives, or declines', () => {
