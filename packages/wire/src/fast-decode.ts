@@ -103,15 +103,18 @@ class Cursor {
   /** A length-delimited ASCII string, or null (truncated, or not ASCII: the generic decoder handles UTF-8). */
   ascii(): string | null {
     const b = this.bytes();
-    if (b === null) return null;
-    let s = '';
-    for (let i = 0; i < b.length; i++) {
-      const c = b[i]!;
-      if (c > 0x7f) return null;
-      s += String.fromCharCode(c);
-    }
-    return s;
+    return b === null || !isAscii(b) ? null : asciiString(b);
   }
+}
+
+function isAscii(b: Uint8Array): boolean {
+  for (let i = 0; i < b.length; i++) if (b[i]! > 0x7f) return false;
+  return true;
+}
+
+/** One string from ASCII bytes (no intermediate string per character). */
+function asciiString(b: Uint8Array): string {
+  return String.fromCharCode.apply(null, b as unknown as number[]);
 }
 
 /** `int32` as the generic decoder reads an enum: kept only when it is a non-negative 32-bit value. */
@@ -328,16 +331,7 @@ export interface RawDataContent {
 function utf8(c: Cursor): string | null {
   const b = c.bytes();
   if (b === null) return null;
-  if (b.length <= 32) {
-    let s = '';
-    for (let i = 0; i < b.length; i++) {
-      const x = b[i]!;
-      if (x > 0x7f) return strictUtf8(b);
-      s += String.fromCharCode(x);
-    }
-    return s;
-  }
-  return strictUtf8(b);
+  return b.length <= 32 && isAscii(b) ? asciiString(b) : strictUtf8(b);
 }
 
 function strictUtf8(b: Uint8Array): string | null {
