@@ -1317,7 +1317,11 @@ export class ParleyClient {
       );
     });
   }
-  /** True when this envelope's message is in `messages` (kept without a seen row). */
+  /**
+   * True when this envelope's message is in `messages` (kept without a seen row). That row is then the
+   * only record that the envelope was processed: anything that ever deletes a received message must
+   * first write its seen row (markSeen), or a redelivered copy would show the message again.
+   */
   private keptMessage(env: Envelope): boolean {
     return this.db.prepare('SELECT 1 FROM messages WHERE id = ?').get([receivedMessageId(env)]) !== undefined;
   }
