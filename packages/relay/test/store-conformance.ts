@@ -190,6 +190,74 @@ export function describeStoreConformance(name: string, makeStore: () => Promise<
       expect(sealed.map((e) => e.source)).toEqual([null]);
     });
 
+    it('answers concurrent queue reads of different devices each with its own queue, in order', async () => {
+      const s = await open();
+      const from = newAccount('cq.from');
+      await s.createAccount(from);
+      const owners = [newAccount('cq.a'), newAccount('cq.b'), newAccount('cq.c'), newAccount('cq.empty')];
+      for (const o of owners) await s.createAccount(o);
+      // Interleaved sends, so one device's envelopes are not contiguous in the table.
+      const sent = new Map<AccountId, StoredEnvelope[]>(owners.map((o) => [o.accountId, []]));
+      for (let i = 0; i < 4; i++)
+        for (const o of owners.slice(0, 3)) {
+          const e = envelope(o.accountId, D1, 100 + i, from.accountId);
+          sent.get(o.accountId)?.push(e);
+          await s.enqueue({ envelopes: [e], idempotencyKey: null, now: e.serverTimestamp });
+        }
+      const pages = await Promise.all(owners.map((o) => s.fetchQueue(o.accountId, D1, 0, 10)));
+      pages.forEach((page, i) => {
+        const owner = owners[i]?.accountId as AccountId;
+        expect(page.map((e) => e.guid)).toEqual((sent.get(owner) ?? []).map((e) => e.guid));
+        expect(page.every((e) => e.destination.account === owner)).toBe(true);
+        expect(page.map((e) => e.cursor)).toEqual([...page.map((e) => e.cursor)].sort((x, y) => x - y));
+      });
+      expect(pages[3]).toEqual([]);
+      // Another device of the same account has its own, empty queue.
+      expect(
+        await Promise.all([
+          s.fetchQueue(owners[0]?.accountId as AccountId, 2 as DeviceId, 0, 10),
+          s.fetchQueue(owners[0]?.accountId as AccountId, D1, 0, 1),
+        ]),
+      ).toEqual([[], pages[0]?.slice(0, 1)]);
+    });
+
+    it('answers concurrent reads of the same device with different cursors and limits each as if it ran alone', async () => {
+      const s = await open();
+      const a = newAccount('cs.a');
+      const b = newAccount('cs.b');
+      await s.createAccount(a);
+      await s.createAccount(b);
+      const sent = Array.from({ length: 6 }, (_, i) => envelope(b.accountId, D1, 500 + i, a.accountId));
+      for (const e of sent) await s.enqueue({ envelopes: [e], idempotencyKey: null, now: e.serverTimestamp });
+      const all = await s.fetchQueue(b.accountId, D1, 0, 100);
+      expect(all.map((e) => e.guid)).toEqual(sent.map((e) => e.guid));
+      const cursor = (i: number) => (all[i] as QueuedEnvelope).cursor;
+      const asks: Array<[after: number, limit: number]> = [
+        [0, 2],
+        [cursor(1), 3],
+        [0, 100],
+        [cursor(2), 100],
+        [cursor(4), 1],
+        [cursor(5), 10],
+        [0, 2],
+      ];
+      const pages = await Promise.all(asks.map(([after, limit]) => s.fetchQueue(b.accountId, D1, after, limit)));
+      const guids = (page: QueuedEnvelope[]) => page.map((e) => e.guid);
+      expect(pages.map(guids)).toEqual([
+        guids(all.slice(0, 2)),
+        guids(all.slice(2, 5)),
+        guids(all),
+        guids(all.slice(3)),
+        guids(all.slice(5, 6)),
+        [],
+        guids(all.slice(0, 2)),
+      ]);
+      // Each caller owns its result: changing one page leaves the others alone.
+      (pages[0] as QueuedEnvelope[]).length = 0;
+      expect(guids(pages[6] as QueuedEnvelope[])).toEqual(guids(all.slice(0, 2)));
+      expect(pages[2]).toEqual(all);
+    });
+
     it('round-trips an envelope with empty content (delivery receipts)', async () => {
       const s = await open();
       const a = newAccount('nora');

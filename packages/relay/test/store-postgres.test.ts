@@ -5,10 +5,10 @@ import type { AccountId, DeviceId } from '@parley/wire';
 import { afterAll, describe, expect, it } from 'vitest';
 import { AccountCaches, CACHE_MAX_AGE_MS, cacheChannel } from '../src/adapters/store/postgres-cache.js';
 import { POSTGRES_MIGRATIONS } from '../src/adapters/store/postgres-migrations.js';
-import { PostgresStore, migratePostgres, openPostgresStore } from '../src/adapters/store/postgres.js';
+import { type PgNamedQuery, type PgPool, PostgresStore, migratePostgres, openPostgresStore } from '../src/adapters/store/postgres.js';
 import type { AccountRecord, DeviceSummary, NewDevice } from '../src/ports.js';
 import { describeStoreConformance } from './store-conformance.js';
-import { newAccountFor } from './store-fixtures.js';
+import { envelopeFor, newAccountFor } from './store-fixtures.js';
 import { signedEc, signedKyber } from './helpers.js';
 import { PG_URL, servicesAvailable, uniqueName } from './services.js';
 
@@ -112,6 +112,66 @@ describe.skipIf(!available)('postgres', () => {
         await store.close();
       }
     });
+  });
+});
+
+describe.skipIf(!available)('postgres queue reads', () => {
+  /** A store over a real pool that counts each named statement it runs. */
+  async function countingStore(): Promise<{ store: PostgresStore; runs: Map<string, number> }> {
+    const schema = fresh();
+    const pool = new pg.Pool({ connectionString: PG_URL, max: 4, options: `-c search_path=${schema}` });
+    pool.on('error', () => undefined);
+    await migratePostgres(pool, schema);
+    const runs = new Map<string, number>();
+    const counted: PgPool = {
+      query: (q: string | PgNamedQuery, values?: unknown[]) => {
+        if (typeof q === 'string') return pool.query(q, values);
+        runs.set(q.name, (runs.get(q.name) ?? 0) + 1);
+        return pool.query(q);
+      },
+      connect: () => pool.connect(),
+      end: () => pool.end(),
+    };
+    return { store: new PostgresStore(counted), runs };
+  }
+
+  it('reads the queues of devices woken together with one statement, each caller getting its own page', async () => {
+    const { store, runs } = await countingStore();
+    try {
+      const owners = Array.from({ length: 40 }, (_, i) => newAccountFor(`qr${i}`));
+      for (const o of owners) await store.createAccount(o);
+      for (const [i, o] of owners.entries())
+        for (let k = 0; k <= i % 3; k++)
+          await store.enqueue({ envelopes: [envelopeFor(o.accountId, `${i}:${k}`)], idempotencyKey: null, now: 1 });
+      runs.clear();
+      const pages = await Promise.all(owners.map((o, i) => store.fetchQueue(o.accountId, 1 as DeviceId, 0, 1 + (i % 2))));
+      expect(runs.get('parley_fetch_queues')).toBe(1);
+      pages.forEach((page, i) => {
+        const want = Math.min(1 + (i % 3), 1 + (i % 2));
+        expect(page.map((e) => Buffer.from(e.content).toString())).toEqual(Array.from({ length: want }, (_, k) => `${i}:${k}`));
+      });
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('fails a malformed read alone, not the reads grouped with it', async () => {
+    const { store } = await countingStore();
+    try {
+      const o = newAccountFor('qr.bad');
+      await store.createAccount(o);
+      await store.enqueue({ envelopes: [envelopeFor(o.accountId, 'x')], idempotencyKey: null, now: 1 });
+      const [good, negative, fractional] = await Promise.allSettled([
+        store.fetchQueue(o.accountId, 1 as DeviceId, 0, 5),
+        store.fetchQueue(o.accountId, 1 as DeviceId, 0, -1),
+        store.fetchQueue(o.accountId, 1 as DeviceId, 0.5, 5),
+      ]);
+      expect(good.status === 'fulfilled' && good.value.map((e) => Buffer.from(e.content).toString())).toEqual(['x']);
+      expect(negative.status === 'rejected' && negative.reason).toBeInstanceOf(RangeError);
+      expect(fractional.status === 'rejected' && fractional.reason).toBeInstanceOf(RangeError);
+    } finally {
+      await store.close();
+    }
   });
 });
 

@@ -20,9 +20,12 @@
  * queue up and then go out together as ONE statement (data-modifying CTEs
  * over arrays): one round trip, one transaction and one WAL flush for the
  * whole group, and each caller is answered only after that flush. Acks are
- * grouped the same way into one DELETE. These and the other hot-path reads
- * (credentials, device list, queue page) run as named prepared statements,
- * so the server parses and plans them once per connection.
+ * grouped the same way into one DELETE, and queue reads into one SELECT (a
+ * wake-up reaches every online destination device at once, and the cluster
+ * poll all of them every two seconds: one query each would queue them all
+ * for the pool's few connections, ahead of the sends and acks). These and
+ * the other hot-path reads (credentials, device list) run as named prepared
+ * statements, so the server parses and plans them once per connection.
  *
  * Account rows and device lists, read by every send, are cached in memory and
  * invalidated on every node through LISTEN/NOTIFY (postgres-cache.ts): each
@@ -57,7 +60,7 @@ import type {
   QueuedEnvelope,
   Store,
 } from '../../ports.js';
-import { Batcher, DELETE_GROUP, ENQUEUE_GROUP } from '../../batching.js';
+import { Batcher, type BatcherOptions, DELETE_GROUP, ENQUEUE_GROUP } from '../../batching.js';
 import { AccountCaches, CacheListener, type ListenerStatus, type PgListenClient, cacheChannel } from './postgres-cache.js';
 import { POSTGRES_MIGRATIONS } from './postgres-migrations.js';
 
@@ -268,6 +271,56 @@ DELETE FROM envelopes e USING unnest($1::text[], $2::integer[], $3::bigint[], $4
 WHERE e.dest_account = t.da AND e.dest_device = t.dd AND e.seq = t.seq AND e.guid = t.guid
 RETURNING e.dest_account, e.dest_device, e.seq, e.guid, e.type, e.source_account, e.source_device, e.client_ts`;
 
+/** One device's queue page, as asked for by `fetchQueue`. */
+export interface FetchRequest {
+  account: AccountId;
+  device: DeviceId;
+  /** Only envelopes with a cursor (seq) greater than this. */
+  after: number;
+  limit: number;
+}
+
+/**
+ * One statement for a group of queue reads: each request (numbered by
+ * ordinality, 1-based) runs the single-device page query on its own through
+ * the lateral join, so it gets exactly the rows it would have got alone, and
+ * all of them from the same snapshot, taken after every request of the group
+ * was made. Requests for the same device are independent of each other.
+ */
+const FETCH_MANY_SQL = `
+SELECT r.ord, e.* FROM unnest($1::text[], $2::integer[], $3::bigint[], $4::integer[]) WITH ORDINALITY AS r(da, dd, after, lim, ord)
+CROSS JOIN LATERAL (
+  SELECT ${ENVELOPE_COLUMNS} FROM envelopes
+  WHERE dest_account = r.da AND dest_device = r.dd AND seq > r.after ORDER BY seq LIMIT r.lim
+) e`;
+
+/**
+ * Group caps for queue reads: 128 requests, or 4096 rows asked for (64 full
+ * push windows), whichever comes first, which bounds the size of one result.
+ * Two groups may run at once, so a large group (the poll) does not hold up
+ * the next wake-ups for a whole round trip.
+ */
+const FETCH_GROUP: Pick<BatcherOptions<FetchRequest, unknown>, 'maxItems' | 'maxWeight' | 'concurrency'> = {
+  maxItems: 128,
+  maxWeight: 4096,
+  concurrency: 2,
+};
+
+function queuedEnvelope(r: Row): QueuedEnvelope {
+  const sa = r.source_account;
+  return {
+    cursor: numOf(r, 'seq'),
+    guid: bytesOf(r, 'guid'),
+    type: numOf(r, 'type') as EnvelopeType,
+    source: typeof sa === 'string' ? { account: sa as AccountId, device: numOf(r, 'source_device') as DeviceId } : null,
+    destination: { account: strOf(r, 'dest_account') as AccountId, device: numOf(r, 'dest_device') as DeviceId },
+    clientTimestamp: numOf(r, 'client_ts'),
+    serverTimestamp: numOf(r, 'server_ts'),
+    content: bytesOf(r, 'content'),
+    urgent: r.urgent === true,
+  };
+}
+
 const TAKE_EC_SQL = `
 DELETE FROM ec_prekeys WHERE (account_id, device_id, key_id) = (
   SELECT account_id, device_id, key_id FROM ec_prekeys WHERE account_id = $1 AND device_id = $2
@@ -298,6 +351,13 @@ export class PostgresStore implements Store {
   readonly #deletes = new Batcher<DeleteRequest, DeleteResult>({
     ...DELETE_GROUP,
     run: (requests) => this.deleteEnvelopes(requests),
+  });
+
+  // Reads need no order between groups; FETCH_GROUP says why two at a time.
+  readonly #fetches = new Batcher<FetchRequest, QueuedEnvelope[]>({
+    ...FETCH_GROUP,
+    weight: (r) => r.limit,
+    run: (requests) => this.fetchQueues(requests),
   });
 
   readonly #channel: string;
@@ -620,26 +680,40 @@ export class PostgresStore implements Store {
     return results.map((r) => r ?? { kind: 'duplicate' });
   }
 
+  /** Joins the current group of queue reads; see FETCH_MANY_SQL for what each caller gets. */
   async fetchQueue(account: AccountId, device: DeviceId, after: number, limit: number): Promise<QueuedEnvelope[]> {
+    // Checked here so that a request the statement would refuse fails alone rather than its whole group.
+    if (!Number.isSafeInteger(after) || after < 0) throw new RangeError('after: must be a non-negative integer');
+    if (!Number.isSafeInteger(limit) || limit < 0) throw new RangeError('limit: must be a non-negative integer');
+    if (!Number.isInteger(device) || device < 0 || device > 0x7fff_ffff) throw new RangeError('device: out of range');
+    return this.#fetches.submit({ account, device, after, limit });
+  }
+
+  /** Each request's page, in request order, read with one statement. */
+  async fetchQueues(requests: readonly FetchRequest[]): Promise<QueuedEnvelope[][]> {
+    if (requests.length === 0) return [];
     const res = await this.#pool.query({
-      name: 'parley_fetch_queue',
-      text: `SELECT ${ENVELOPE_COLUMNS} FROM envelopes WHERE dest_account = $1 AND dest_device = $2 AND seq > $3 ORDER BY seq LIMIT $4`,
-      values: [account, device, after, limit],
+      name: 'parley_fetch_queues',
+      text: FETCH_MANY_SQL,
+      values: [
+        requests.map((r) => r.account),
+        requests.map((r) => r.device),
+        requests.map((r) => r.after),
+        requests.map((r) => r.limit),
+      ],
     });
-    return res.rows.map((r) => {
-      const sa = r.source_account;
-      return {
-        cursor: numOf(r, 'seq'),
-        guid: bytesOf(r, 'guid'),
-        type: numOf(r, 'type') as EnvelopeType,
-        source: typeof sa === 'string' ? { account: sa as AccountId, device: numOf(r, 'source_device') as DeviceId } : null,
-        destination: { account: strOf(r, 'dest_account') as AccountId, device: numOf(r, 'dest_device') as DeviceId },
-        clientTimestamp: numOf(r, 'client_ts'),
-        serverTimestamp: numOf(r, 'server_ts'),
-        content: bytesOf(r, 'content'),
-        urgent: r.urgent === true,
-      };
-    });
+    const pages: QueuedEnvelope[][] = requests.map(() => []);
+    for (const r of res.rows) {
+      const page = pages[numOf(r, 'ord') - 1];
+      if (!page) throw new Error('queue read returned a row for no request');
+      page.push(queuedEnvelope(r));
+    }
+    // The join promises no row order across its output; within a page it must be queue order.
+    for (const page of pages) {
+      if (page.some((e, i) => i > 0 && (page[i - 1] as QueuedEnvelope).cursor > e.cursor))
+        page.sort((x, y) => x.cursor - y.cursor);
+    }
+    return pages;
   }
 
   /** Joins the current group of acknowledgement deletes. */
@@ -796,7 +870,7 @@ export class PostgresStore implements Store {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await Promise.all([this.#enqueues.drain(), this.#deletes.drain(), this.#listener?.close()]);
+    await Promise.all([this.#enqueues.drain(), this.#deletes.drain(), this.#fetches.drain(), this.#listener?.close()]);
     await this.#pool.end();
   }
 }
