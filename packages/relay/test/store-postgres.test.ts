@@ -5,7 +5,13 @@ import type { AccountId, DeviceId } from '@parley/wire';
 import { afterAll, describe, expect, it } from 'vitest';
 import { AccountCaches, CACHE_MAX_AGE_MS, cacheChannel } from '../src/adapters/store/postgres-cache.js';
 import { POSTGRES_MIGRATIONS } from '../src/adapters/store/postgres-migrations.js';
-import { type PgNamedQuery, type PgPool, PostgresStore, migratePostgres, openPostgresStore } from '../src/adapters/store/postgres.js';
+import {
+  type PgNamedQuery,
+  type PgPool,
+  PostgresStore,
+  migratePostgres,
+  openPostgresStore,
+} from '../src/adapters/store/postgres.js';
 import type { AccountRecord, DeviceSummary, NewDevice } from '../src/ports.js';
 import { describeStoreConformance } from './store-conformance.js';
 import { envelopeFor, newAccountFor } from './store-fixtures.js';
@@ -115,7 +121,7 @@ describe.skipIf(!available)('postgres', () => {
   });
 });
 
-describe.skipIf(!available)('postgres queue reads', () => {
+describe.skipIf(!available)('postgres grouped reads', () => {
   /** A store over a real pool that counts each named statement it runs. */
   async function countingStore(): Promise<{ store: PostgresStore; runs: Map<string, number> }> {
     const schema = fresh();
@@ -150,6 +156,33 @@ describe.skipIf(!available)('postgres queue reads', () => {
         const want = Math.min(1 + (i % 3), 1 + (i % 2));
         expect(page.map((e) => Buffer.from(e.content).toString())).toEqual(Array.from({ length: want }, (_, k) => `${i}:${k}`));
       });
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('reads the account rows and device lists of concurrent cache misses with one statement each', async () => {
+    // Without a listener the store never caches, so every call below is a miss.
+    const { store, runs } = await countingStore();
+    try {
+      const owners = Array.from({ length: 30 }, (_, i) => newAccountFor(`cm${i}`));
+      for (const o of owners) await store.createAccount(o);
+      const linked = owners[3]?.accountId as AccountId;
+      expect(await store.addDevice(linkRequest(linked))).toEqual({ kind: 'added', deviceId: 2 });
+      const unknown = 'no-such-account' as AccountId;
+      const ids = [...owners.map((o) => o.accountId), unknown, owners[0]?.accountId as AccountId];
+      runs.clear();
+      const [accounts, lists] = await Promise.all([
+        Promise.all(ids.map((id) => store.getAccount(id))),
+        Promise.all(ids.map((id) => store.listDevices(id))),
+      ]);
+      expect(runs.get('parley_accounts')).toBe(1);
+      expect(runs.get('parley_device_lists')).toBe(1);
+      expect(accounts.map((a) => a?.accountId ?? null)).toEqual([...owners.map((o) => o.accountId), null, owners[0]?.accountId]);
+      expect(accounts.map((a) => a?.username ?? null)).toEqual([...owners.map((o) => o.username), null, owners[0]?.username]);
+      expect(accounts[5]?.identityKey).toEqual(owners[5]?.identityKey);
+      expect(lists.map(idsOf)).toEqual(ids.map((id) => (id === unknown ? [] : id === linked ? [1, 2] : [1])));
+      expect(lists[3]?.map((d) => d.registrationId)).toEqual([owners[3]?.device.registrationId, 9]);
     } finally {
       await store.close();
     }

@@ -306,6 +306,9 @@ const FETCH_GROUP: Pick<BatcherOptions<FetchRequest, unknown>, 'maxItems' | 'max
   concurrency: 2,
 };
 
+/** Group caps for reads that fill the account caches: 256 accounts, two groups at a time. */
+const CACHE_MISS_GROUP = { maxItems: 256, concurrency: 2 } as const;
+
 function queuedEnvelope(r: Row): QueuedEnvelope {
   const sa = r.source_account;
   return {
@@ -353,6 +356,17 @@ export class PostgresStore implements Store {
     run: (requests) => this.deleteEnvelopes(requests),
   });
 
+  // Cache misses for the account row and device list that every send reads. The cache entries of all
+  // active accounts age out together (CACHE_MAX_AGE_MS after they were filled): one query each would
+  // queue a thousand reads for the pool at once, ahead of the sends.
+  readonly #accountReads = new Batcher<AccountId, AccountRecord | null>({
+    ...CACHE_MISS_GROUP,
+    run: (accounts) => this.#readAccounts(accounts),
+  });
+  readonly #deviceListReads = new Batcher<AccountId, readonly DeviceSummary[]>({
+    ...CACHE_MISS_GROUP,
+    run: (accounts) => this.#readDeviceLists(accounts),
+  });
   // Reads need no order between groups; FETCH_GROUP says why two at a time.
   readonly #fetches = new Batcher<FetchRequest, QueuedEnvelope[]>({
     ...FETCH_GROUP,
@@ -466,23 +480,32 @@ export class PostgresStore implements Store {
   async getAccount(account: AccountId): Promise<AccountRecord | null> {
     const cached = this.#caches.accounts.get(account);
     if (cached !== undefined) return cached;
+    // Taken before the read is even queued: an invalidation during the wait also refuses the fill.
     const token = this.#caches.begin();
-    const res = await this.#pool.query(
-      'SELECT account_id, username, identity_key, access_key FROM accounts WHERE account_id = $1',
-      [account],
-    );
-    const row = res.rows[0];
-    // Frozen: the same object is handed to every later caller.
-    const record: AccountRecord | null = row
-      ? Object.freeze({
-          accountId: strOf(row, 'account_id') as AccountId,
-          username: strOf(row, 'username'),
-          identityKey: bytesOf(row, 'identity_key'),
-          accessKey: row.access_key === null || row.access_key === undefined ? null : bytesOf(row, 'access_key'),
-        })
-      : null;
+    const record = await this.#accountReads.submit(account);
     this.#caches.accounts.fill(account, token, record);
     return record;
+  }
+
+  /** The account rows of a group of cache misses, one statement; null for an unknown account. */
+  async #readAccounts(accounts: readonly AccountId[]): Promise<Array<AccountRecord | null>> {
+    const res = await this.#pool.query({
+      name: 'parley_accounts',
+      text: 'SELECT account_id, username, identity_key, access_key FROM accounts WHERE account_id = ANY($1::text[])',
+      values: [[...new Set(accounts)]],
+    });
+    const found = new Map<string, AccountRecord>();
+    for (const row of res.rows) {
+      // Frozen: the same object is handed to every later caller.
+      const record: AccountRecord = Object.freeze({
+        accountId: strOf(row, 'account_id') as AccountId,
+        username: strOf(row, 'username'),
+        identityKey: bytesOf(row, 'identity_key'),
+        accessKey: row.access_key === null || row.access_key === undefined ? null : bytesOf(row, 'access_key'),
+      });
+      found.set(record.accountId, record);
+    }
+    return accounts.map((a) => found.get(a) ?? null);
   }
 
   async setAccessKey(account: AccountId, accessKey: Uint8Array | null): Promise<void> {
@@ -508,16 +531,28 @@ export class PostgresStore implements Store {
     const cached = this.#caches.deviceLists.get(account);
     if (cached !== undefined) return cached as DeviceSummary[];
     const token = this.#caches.begin();
-    const res = await this.#pool.query({
-      name: 'parley_list_devices',
-      text: 'SELECT device_id, registration_id FROM devices WHERE account_id = $1 ORDER BY device_id',
-      values: [account],
-    });
-    const list = Object.freeze(
-      res.rows.map((r) => Object.freeze({ deviceId: numOf(r, 'device_id') as DeviceId, registrationId: numOf(r, 'registration_id') })),
-    );
+    const list = await this.#deviceListReads.submit(account);
     this.#caches.deviceLists.fill(account, token, list);
     return list as DeviceSummary[];
+  }
+
+  /** The device lists of a group of cache misses, one statement; empty for an unknown account. */
+  async #readDeviceLists(accounts: readonly AccountId[]): Promise<Array<readonly DeviceSummary[]>> {
+    const res = await this.#pool.query({
+      name: 'parley_device_lists',
+      text: 'SELECT account_id, device_id, registration_id FROM devices WHERE account_id = ANY($1::text[]) ORDER BY account_id, device_id',
+      values: [[...new Set(accounts)]],
+    });
+    const found = new Map<string, DeviceSummary[]>();
+    for (const r of res.rows) {
+      const id = strOf(r, 'account_id');
+      let list = found.get(id);
+      if (!list) found.set(id, (list = []));
+      list.push(Object.freeze({ deviceId: numOf(r, 'device_id') as DeviceId, registrationId: numOf(r, 'registration_id') }));
+    }
+    const empty: readonly DeviceSummary[] = Object.freeze([]);
+    const lists = new Map([...found].map(([id, list]) => [id, Object.freeze(list)]));
+    return accounts.map((a) => lists.get(a) ?? empty);
   }
 
   async storeKeys(account: AccountId, device: DeviceId, keys: KeyUpload): Promise<void> {
@@ -870,7 +905,14 @@ export class PostgresStore implements Store {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await Promise.all([this.#enqueues.drain(), this.#deletes.drain(), this.#fetches.drain(), this.#listener?.close()]);
+    await Promise.all([
+      this.#enqueues.drain(),
+      this.#deletes.drain(),
+      this.#fetches.drain(),
+      this.#accountReads.drain(),
+      this.#deviceListReads.drain(),
+      this.#listener?.close(),
+    ]);
     await this.#pool.end();
   }
 }
