@@ -4,7 +4,7 @@ export interface Series {
   points: Array<[number, number]>;
 }
 
-const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b'];
+const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf'];
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
 export function lineChart(opts: { title: string; xLabel: string; yLabel: string; series: Series[]; logY?: boolean }): string {
