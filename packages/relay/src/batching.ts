@@ -130,7 +130,12 @@ export class Batcher<I, O> {
   }
 }
 
-/** Group caps for sends: 64 sends or 256 envelopes per transaction, whichever comes first. */
-export const ENQUEUE_GROUP = { maxItems: 64, maxWeight: 256 } as const;
+/**
+ * Group caps for sends on PostgreSQL: 256 sends or 1,024 envelopes per
+ * statement, whichever comes first. One group is in flight at a time, so the
+ * cap divided by a group's round trip bounds a node's sends per second; with
+ * 64 sends and ~12 ms round trips under load that bound was ~5,300/s.
+ */
+export const ENQUEUE_GROUP = { maxItems: 256, maxWeight: 1024 } as const;
 /** Group cap for acknowledgement deletes (where they are not folded into the send groups). */
 export const DELETE_GROUP = { maxItems: 256 } as const;

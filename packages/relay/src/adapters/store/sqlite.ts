@@ -445,7 +445,7 @@ class QueueTails {
 
 /**
  * Group caps for the writes (sends and acks) on SQLite, in rows. Larger than
- * the shared ENQUEUE_GROUP: a group is what arrived during one flush, so with
+ * PostgreSQL's ENQUEUE_GROUP: a group is what arrived during one flush, so with
  * a slow disk it must be big for the throughput to hold. A full group (about
  * 1,024 sends and their acks) is not cheap: under load it took 50-80 ms on
  * the relay thread (docs/BENCHMARKS.md, "Where the embedded relay's time
