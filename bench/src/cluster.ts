@@ -61,17 +61,10 @@ export function cpuOfCommand(comm: string): number {
   return total;
 }
 
-/** Node flags the relay runs with under `npm start` (docs/OPERATIONS.md), so the bench measures the same. */
-export const RELAY_NODE_FLAGS = ['--max-semi-space-size=64'];
-
 export async function startNode(env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; port: number }> {
   const child = spawn(
     process.execPath,
-    [
-      ...(process.env.PARLEY_BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.PARLEY_BENCH_PROF] : []),
-      ...RELAY_NODE_FLAGS,
-      NODE_MAIN,
-    ],
+    [...(process.env.PARLEY_BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.PARLEY_BENCH_PROF] : []), NODE_MAIN],
     { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] },
   );
   const port = await new Promise<number>((resolve, reject) => {
