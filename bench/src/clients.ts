@@ -30,12 +30,11 @@ import {
   encodeAccessKeyRequest,
   encodeRegisterRequest,
   encodeRequest,
-  encodeResponse,
   encodeSendRequestBinary,
   processEnvelope,
 } from '@parley/wire';
 import WebSocket from 'ws';
-import { FIRST_FAST_ID, FrameReader, MessageIds, SendTemplate, ackFrame } from './fast-frames.js';
+import { FIRST_FAST_ID, MessageIds, SendTemplate, ackFrame } from './fast-frames.js';
 import type { ServerHandle } from './servers.js';
 
 export const PAYLOAD = 1024;
@@ -144,9 +143,8 @@ export function publishAccessKeys(port: number, creds: Creds[]): Promise<string[
   });
 }
 
-/** Answer a pushed request with 200 (the ack). */
-export const okAck = (ws: WebSocket, id: bigint) =>
-  ws.send(encodeResponse({ id, status: 200, message: 'OK', headers: {}, body: new Uint8Array(0) }));
+/** Answer a pushed request with 200 (the ack; fast-frames.ts, the same bytes as the generic encoder). */
+export const okAck = (ws: WebSocket, id: bigint) => ws.send(ackFrame(Number(id)));
 
 /**
  * One Parley socket that acknowledges every push: a device's authenticated
@@ -165,7 +163,7 @@ export function parleySocket(
     ...(localAddress ? { localAddress } : {}),
   });
   ws.on('message', (data: Buffer) => {
-    const f = decodeFrame(new Uint8Array(data));
+    const f = decodeFrame(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
     if (f.kind === 'request') {
       if (f.path === '/api/v1/message') onEnvelope(processEnvelope(f.body).content);
       okAck(ws, f.id);
@@ -218,28 +216,21 @@ async function parleyFleet(server: ServerHandle, n: number, mix: ParleyMix): Pro
   const creds = await registerMany(server.port, n, `load${Date.now().toString(36)}_`);
   const accessKeys = mix === 'sealed' ? await publishAccessKeys(server.port, creds) : null;
   const fleet: Fleet = { size: n, send: () => undefined, onDeliver: () => undefined, errors: 0, close: async () => undefined };
-  // The generator's own frames skip the generic protobuf code (fast-frames.ts checks they are the same bytes).
-  const reader = new FrameReader();
+  const onStatus = (status: number) => {
+    if (status !== 200) fleet.errors++;
+  };
   const open = (c: Creds | null) =>
-    new Promise<WebSocket>((resolve, reject) => {
-      const ws = new WebSocket(`ws://127.0.0.1:${server.port}/v1/websocket${c ? '' : '/anonymous'}`, {
-        headers: c ? { authorization: c.auth } : {},
-        perMessageDeflate: false,
-      });
-      ws.on('message', (data: Buffer) => {
-        const f = reader.read(data);
-        if (f.kind === 'response') {
-          if (f.status !== 200) fleet.errors++;
-          return;
-        }
-        if (f.kind === 'push' && f.sentAt !== null) fleet.onDeliver(f.sentAt);
-        ws.send(ackFrame(f.id));
-      });
-      ws.once('open', () => resolve(ws));
-      ws.once('error', reject);
-    });
+    parleySocket(
+      server.port,
+      c,
+      (content) => {
+        if (content.byteLength >= 8) fleet.onDeliver(Buffer.from(content.buffer, content.byteOffset, 8).readDoubleLE(0));
+      },
+      onStatus,
+    );
   const sockets = await pool(creds, 64, open);
   // Sealed: each client sends over its own anonymous socket and receives on its device socket.
+  // Sends are patched from templates instead of encoded each time (fast-frames.ts checks they are the same bytes).
   const senders = accessKeys ? await pool(creds, 64, () => open(null)) : sockets;
   const templates = creds.map(
     (to, i) =>
