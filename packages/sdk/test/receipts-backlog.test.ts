@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultRelayConfig, startRelay, type RunningRelay } from '@parley/relay';
 import { ParleyClient } from '../src/index.js';
+import { RECEIPT_MAX_DELAY_MS } from '../src/receipts.js';
 import { tempDir } from './helpers.js';
 
 let relay: RunningRelay;
@@ -41,11 +42,16 @@ describe('delivery receipts for a backlog', () => {
       );
       let queueEmpty = false;
       bob.on('queueEmpty', () => (queueEmpty = true));
+      const t0 = performance.now();
       await bob.connect();
       await all;
+      const elapsed = performance.now() - t0;
       expect(queueEmpty).toBe(true);
       expect([...receipts.flat()].sort((a, b) => a - b)).toEqual(timestamps);
-      expect(receipts).toHaveLength(1);
+      // One receipt when the backlog drains within the receipt delay (it does here in a few ms). On a
+      // machine slow enough to take longer, the delay may send a partial one per RECEIPT_MAX_DELAY_MS;
+      // leaving each time the queue runs dry (the behaviour this replaces) sent 2 within a few ms here.
+      expect(receipts.length).toBeLessThanOrEqual(1 + Math.floor(elapsed / RECEIPT_MAX_DELAY_MS));
     } finally {
       await alice.close();
       await bob.close();
