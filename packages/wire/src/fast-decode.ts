@@ -1,6 +1,7 @@
 /**
- * Hand-written decoders for the messages a client reads per received
- * envelope: the WebSocketMessage frame around it, the Envelope itself, and
+ * Hand-written decoders for the messages read once per message: the
+ * WebSocketMessage frame around everything, the SendMessageRequest the relay
+ * reads per send, the Envelope a client reads per received message, and
  * (after decryption) a Content that is a plain data message.
  * The reflection-based `fromBinary` builds a message object per nesting
  * level, a tag tuple per field and a reader per call; these read the fields
@@ -316,6 +317,97 @@ export function decodeFrameFast(bytes: Uint8Array): RawFrame | null {
     return null;
   }
   return f;
+}
+
+/** One OutgoingMessage as `fromBinary(SendMessageRequestSchema)` gives it. */
+export interface RawOutgoing {
+  type: number;
+  destinationDevice: number;
+  destinationRegistrationId: number;
+  content: Uint8Array;
+}
+
+/** A SendMessageRequest's fields, the timestamp as a number. */
+export interface RawSendRequest {
+  messages: RawOutgoing[];
+  timestamp: number;
+  urgent: boolean;
+  messageId: Uint8Array;
+  online: boolean;
+}
+
+function decodeOutgoing(c: Cursor): RawOutgoing | null {
+  const m: RawOutgoing = { type: 0, destinationDevice: 0, destinationRegistrationId: 0, content: EMPTY };
+  while (c.pos < c.end) {
+    const tag = c.tag();
+    if (tag < 0) return null;
+    if (tag === 0x22) {
+      // 4: content
+      const b = c.bytes();
+      if (b === null) return null;
+      m.content = b;
+      continue;
+    }
+    if ((tag & 7) !== 0) return null;
+    const v = c.varint();
+    if (v < 0) return null;
+    switch (tag >>> 3) {
+      case 1:
+        if ((m.type = enumValue(v)) < 0) return null;
+        break;
+      case 2:
+        if (v >= TWO_32) return null;
+        m.destinationDevice = v;
+        break;
+      case 3:
+        if (v >= TWO_32) return null;
+        m.destinationRegistrationId = v;
+        break;
+      default:
+        return null;
+    }
+  }
+  return m;
+}
+
+/** The SendMessageRequest in `bytes` (the body of every send), or null when it is not in the plain shape. */
+export function decodeSendRequestFast(bytes: Uint8Array): RawSendRequest | null {
+  const c = new Cursor(bytes, 0, bytes.length);
+  const r: RawSendRequest = { messages: [], timestamp: 0, urgent: false, messageId: EMPTY, online: false };
+  while (c.pos < c.end) {
+    const tag = c.tag();
+    if (tag < 0) return null;
+    if (tag === 0x0a || tag === 0x22) {
+      const b = c.bytes();
+      if (b === null) return null;
+      if (tag === 0x22) {
+        r.messageId = b;
+        continue;
+      }
+      // Each element of the repeated field is its own sub-message (nothing to merge).
+      const m = decodeOutgoing(new Cursor(b, 0, b.length));
+      if (m === null) return null;
+      r.messages.push(m);
+      continue;
+    }
+    if ((tag & 7) !== 0) return null;
+    const v = c.varint();
+    if (v < 0) return null;
+    switch (tag >>> 3) {
+      case 2:
+        r.timestamp = v;
+        break;
+      case 3:
+        r.urgent = v !== 0;
+        break;
+      case 5:
+        r.online = v !== 0;
+        break;
+      default:
+        return null;
+    }
+  }
+  return r;
 }
 
 /** A Content carrying only a DataMessage without attachments or group (the common 1:1 text message). */

@@ -4,7 +4,7 @@
  * plain HTTP, JSON.
  */
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
-import { decodeEnvelopeFast } from './fast-decode.js';
+import { decodeEnvelopeFast, decodeSendRequestFast } from './fast-decode.js';
 import { fail, WireError, WireErrorCode } from './errors.js';
 import {
   EnvelopeSchema,
@@ -146,7 +146,7 @@ function checkSend(req: SendRequest): SendRequest {
 
 export function processSendRequestBinary(bytes: Uint8Array): SendRequest {
   if (bytes.length > Limits.maxFrameBytes * 8) throw new WireError(WireErrorCode.TooLarge, 'send request too large');
-  const raw = decode('send request', () => fromBinary(SendMessageRequestSchema, bytes));
+  const raw = decodeSendRequestFast(bytes) ?? decode('send request', () => fromBinary(SendMessageRequestSchema, bytes));
   if (raw.messages.length > Limits.maxDevicesPerSend) fail('messages', `at most ${Limits.maxDevicesPerSend}`);
   if (raw.messageId.length !== 16) fail('messageId', 'must be 16 bytes');
   return checkSend({

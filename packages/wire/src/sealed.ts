@@ -31,8 +31,10 @@ export const MULTI_RECIPIENT_CONTENT_TYPE = 'application/vnd.parley.multi-recipi
 
 /** Decode the access-key header (standard base64 of 16 bytes); null when absent or malformed. */
 export function parseAccessKeyHeader(v: string | undefined): Uint8Array | null {
-  if (v === undefined || v.length > 64 || !/^[A-Za-z0-9+/]+={0,2}$/.test(v.trim())) return null;
-  const bytes = new Uint8Array(Buffer.from(v.trim(), 'base64'));
+  if (v === undefined || v.length > 64) return null;
+  const t = v.trim();
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(t)) return null;
+  const bytes = new Uint8Array(Buffer.from(t, 'base64'));
   return bytes.length === SealedSizes.accessKey ? bytes : null;
 }
 

@@ -1,9 +1,22 @@
 import { type MessageInitShape, create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { decodeDataContentFast, decodeEnvelopeFast, decodeFrameFast, type RawEnvelope, type RawFrame } from '../src/fast-decode.js';
+import {
+  decodeDataContentFast,
+  decodeEnvelopeFast,
+  decodeFrameFast,
+  decodeSendRequestFast,
+  type RawEnvelope,
+  type RawFrame,
+  type RawSendRequest,
+} from '../src/fast-decode.js';
 import { type Content as PbContent, ContentSchema } from '../src/gen/parley/v1/content_pb.js';
-import { type Envelope as PbEnvelope, EnvelopeSchema } from '../src/gen/parley/v1/envelope_pb.js';
+import {
+  type Envelope as PbEnvelope,
+  EnvelopeSchema,
+  type SendMessageRequest,
+  SendMessageRequestSchema,
+} from '../src/gen/parley/v1/envelope_pb.js';
 import { type WebSocketMessage, WebSocketMessageSchema } from '../src/gen/parley/v1/websocket_pb.js';
 import {
   type AccountId,
@@ -15,8 +28,11 @@ import {
   encodeEnvelope,
   encodeRequest,
   encodeResponse,
+  encodeSendRequestBinary,
   processContent,
   processEnvelope,
+  processSendRequestBinary,
+  type SendRequest,
 } from '../src/index.js';
 
 // The hand-written decoders must give exactly what fromBinary gives, or decline (null) so the caller uses fromBinary.
@@ -77,6 +93,18 @@ function mutated(encoded: fc.Arbitrary<Uint8Array>): fc.Arbitrary<Uint8Array> {
   );
 }
 
+const pbSend = fc.record({
+  messages: fc.array(
+    fc.record({ type: enumNo, destinationDevice: u32, destinationRegistrationId: u32, content: bytes(300) }),
+    { maxLength: 4 },
+  ),
+  timestamp: u64,
+  urgent: fc.boolean(),
+  messageId: bytes(20),
+  online: fc.boolean(),
+});
+
+const encodedSend = pbSend.map((r) => toBinary(SendMessageRequestSchema, create(SendMessageRequestSchema, r as MessageInitShape<typeof SendMessageRequestSchema>)));
 const encodedEnvelope = pbEnvelope.map((e) => toBinary(EnvelopeSchema, create(EnvelopeSchema, e as MessageInitShape<typeof EnvelopeSchema>)));
 const encodedFrame = pbFrame.map((f) => toBinary(WebSocketMessageSchema, create(WebSocketMessageSchema, f as MessageInitShape<typeof WebSocketMessageSchema>)));
 
@@ -155,6 +183,67 @@ describe('hand-written Envelope decoder', () => {
         sameEnvelope(fast!, fromBinary(EnvelopeSchema, b));
         expect(processEnvelope(b)).toEqual(env);
       }),
+    );
+  });
+});
+
+function sameSend(fast: RawSendRequest, g: SendMessageRequest): void {
+  expect(fast).toEqual({
+    messages: g.messages.map(({ type, destinationDevice, destinationRegistrationId, content }) => ({
+      type,
+      destinationDevice,
+      destinationRegistrationId,
+      content,
+    })),
+    timestamp: Number(g.timestamp),
+    urgent: g.urgent,
+    messageId: g.messageId,
+    online: g.online,
+  });
+  expect(BigInt(fast.timestamp)).toBe(g.timestamp);
+}
+
+describe('hand-written SendMessageRequest decoder', () => {
+  it('gives what fromBinary gives, or declines', () => {
+    fc.assert(
+      fc.property(mutated(encodedSend), (b) => {
+        const fast = decodeSendRequestFast(b);
+        if (fast === null) return;
+        const g = generic(() => fromBinary(SendMessageRequestSchema, b));
+        expect(g).not.toBe('error');
+        sameSend(fast, g as SendMessageRequest);
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it('takes every send the SDK writes', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 2 ** 53 - 1 }),
+        fc.uniqueArray(fc.integer({ min: 1, max: 127 }), { minLength: 1, maxLength: 5 }),
+        fc.boolean(),
+        fc.boolean(),
+        (ts, devices, urgent, online) => {
+          const req: SendRequest = {
+            messages: devices.map((d, i) => ({
+              type: i % 2 ? EnvelopeType.UnidentifiedSender : EnvelopeType.Ciphertext,
+              destinationDevice: d as DeviceId,
+              destinationRegistrationId: 1 + i,
+              content: new Uint8Array(1100).fill(i + 1),
+            })),
+            timestamp: ts,
+            urgent,
+            messageId: Uint8Array.from({ length: 16 }, (_, i) => i * 3),
+            ...(online ? { online: true } : {}),
+          };
+          const b = encodeSendRequestBinary(req);
+          const fast = decodeSendRequestFast(b);
+          expect(fast).not.toBeNull();
+          sameSend(fast!, fromBinary(SendMessageRequestSchema, b));
+          expect(processSendRequestBinary(b)).toEqual(req);
+        },
+      ),
     );
   });
 });
