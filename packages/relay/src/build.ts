@@ -108,7 +108,7 @@ export function buildRelay(deps: RelayBuildDeps): BuiltRelay {
     timeoutMs: PROVISIONING_CODE_TTL_MS,
     // The registration bucket's rates, in a bucket of its own per address.
     admit: (ip) =>
-      relay.limit('register', `provisioning:${ip}`).then(
+      relay.limitAsync('register', `provisioning:${ip}`).then(
         () => ({ kind: 'allowed' as const }),
         (err: unknown) => {
           if (RelayError.is(err, 'RATE_LIMITED')) return { kind: 'limited' as const, retryAfterSeconds: err.details.retryAfterSeconds ?? 1 };

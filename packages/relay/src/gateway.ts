@@ -139,7 +139,7 @@ export class Gateway {
       return reject(socket, 400, 'BAD_REQUEST', 'the anonymous socket takes no credentials');
     const ip = req.socket.remoteAddress ?? '';
     this.#track(
-      this.deps.relay.limit('anonymousSocket', ip).then(
+      this.deps.relay.limitAsync('anonymousSocket', ip).then(
         () => {
           if (this.#draining) return reject(socket, 503, 'SHUTTING_DOWN', 'relay is shutting down');
           this.#wss.handleUpgrade(req, socket, head, (ws) => this.#openAnonymous(ws, ip));
@@ -248,6 +248,13 @@ function toBytes(data: RawData): Uint8Array {
   return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 }
 
+/** Requests read from sockets by this process (their log ids). */
+let socketRequestCount = 0;
+function withoutAuthorization(headers: Readonly<Record<string, string>>): Record<string, string> {
+  const { authorization: _ignored, ...rest } = headers;
+  return rest;
+}
+
 /** What a socket's requests are dispatched as. */
 interface Caller {
   /** The authenticated device, or null on the anonymous socket. */
@@ -341,13 +348,15 @@ abstract class Connection {
     if (frame.body.length > Limits.maxFrameBytes) {
       return this.sendResponse(frame.id, errorResponse(new RelayError('TOO_LARGE', 'body too large'), this.deps.log, ''));
     }
-    const path = frame.path.split('?')[0] ?? '';
+    const query = frame.path.indexOf('?');
+    const path = query < 0 ? frame.path : frame.path.slice(0, query);
     this.#requests.inc();
     // The socket answers its own keepalives: over HTTP the route needs credentials, which the anonymous socket never has.
     if (frame.verb === 'GET' && path === '/v1/keepalive') return this.sendResponse(frame.id, { status: 200, json: {} });
-    const requestId = randomUUID();
+    // Names the request in this process's logs only (as fastify's request ids do over HTTP).
+    const requestId = `ws-${(++socketRequestCount).toString(36)}`;
     // Credentials only ever come from the upgrade; one inside a frame is ignored.
-    const { authorization: _ignored, ...headers } = frame.headers;
+    const headers = frame.headers.authorization === undefined ? frame.headers : withoutAuthorization(frame.headers);
     const { pattern, response } = await this.deps.router.dispatch({
       verb: frame.verb,
       path,
@@ -357,10 +366,11 @@ abstract class Connection {
       device: this.#caller.device,
       requestId,
     });
-    this.deps.log.debug(
-      { requestId, transport: this.#caller.kind === 'device' ? 'ws' : 'anonymous-ws', route: pattern, status: response.status, code: response.code },
-      'request',
-    );
+    if (this.deps.log.isLevelEnabled('debug'))
+      this.deps.log.debug(
+        { requestId, transport: this.#caller.kind === 'device' ? 'ws' : 'anonymous-ws', route: pattern, status: response.status, code: response.code },
+        'request',
+      );
     this.sendResponse(frame.id, response);
   }
 }

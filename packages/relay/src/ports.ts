@@ -260,9 +260,17 @@ export interface Clock {
   now(): number;
 }
 
-/** A token-bucket limiter; an in-memory one ships, a shared one can replace it. */
+/** What a limiter answers for one token. */
+export type RateDecision = { kind: 'allowed' } | { kind: 'limited'; retryAfterMs: number };
+
+/**
+ * A token-bucket limiter; an in-memory one ships, a shared one can replace it.
+ * An in-process limiter answers synchronously (every send takes tokens, and a
+ * promise per take is measurable garbage under load); a shared one answers
+ * with a promise.
+ */
 export interface RateLimiter {
-  take(bucket: RateBucket, key: string): Promise<{ kind: 'allowed' } | { kind: 'limited'; retryAfterMs: number }>;
+  take(bucket: RateBucket, key: string): RateDecision | Promise<RateDecision>;
 }
 
 export type RateBucket = 'register' | 'send' | 'bundle' | 'lookup' | 'sealedRecipient' | 'sealedAddress' | 'anonymousSocket';

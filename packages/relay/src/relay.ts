@@ -33,6 +33,7 @@ import {
   type DeviceSummary,
   type QueuedEnvelope,
   type RateBucket,
+  type RateDecision,
   type RateLimiter,
   type StoredEnvelope,
   type Store,
@@ -50,7 +51,8 @@ export function newGuid(): Uint8Array {
     guidOffset = 0;
   }
   const out = new Uint8Array(16);
-  out.set(guidPool.subarray(guidOffset, guidOffset + 16));
+  // Byte by byte: a subarray view per guid is garbage on every send.
+  for (let i = 0; i < 16; i++) out[i] = guidPool[guidOffset + i] as number;
   guidPool.fill(0, guidOffset, guidOffset + 16);
   guidOffset += 16;
   return out;
@@ -170,15 +172,29 @@ export class Relay {
     throw new RelayError('UNAUTHORIZED', 'missing or wrong credentials');
   }
 
-  /** Take a token or throw RATE_LIMITED. */
-  async limit(bucket: RateBucket, key: string): Promise<void> {
-    const r = await this.deps.limiter.take(bucket, key);
-    if (r.kind === 'limited') {
-      this.deps.metrics.rateLimited.inc({ bucket });
-      throw new RelayError('RATE_LIMITED', `too many ${bucket} requests`, {
-        retryAfterSeconds: Math.max(1, Math.ceil(r.retryAfterMs / 1000)),
-      });
-    }
+  /**
+   * Take a token or throw RATE_LIMITED. With an in-process limiter this
+   * returns (or throws) synchronously; with a shared one it returns a promise.
+   * Hot paths skip the `await` when nothing is returned (`const p = limit(); if (p) await p;`).
+   */
+  limit(bucket: RateBucket, key: string): Promise<void> | undefined {
+    const r = this.deps.limiter.take(bucket, key);
+    if (r instanceof Promise) return r.then((d) => this.#admit(bucket, d));
+    this.#admit(bucket, r);
+    return undefined;
+  }
+
+  /** Like `limit`, always as a promise (for callers that chain with `then`). */
+  async limitAsync(bucket: RateBucket, key: string): Promise<void> {
+    await this.limit(bucket, key);
+  }
+
+  #admit(bucket: RateBucket, r: RateDecision): void {
+    if (r.kind === 'allowed') return;
+    this.deps.metrics.rateLimited.inc({ bucket });
+    throw new RelayError('RATE_LIMITED', `too many ${bucket} requests`, {
+      retryAfterSeconds: Math.max(1, Math.ceil(r.retryAfterMs / 1000)),
+    });
   }
 
   /** Create an account with its primary device. */

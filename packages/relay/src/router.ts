@@ -164,7 +164,8 @@ export class Router {
     });
     this.#add('PUT', '/v1/messages/:accountId', 'optional', async ({ me, params, req }) => {
       const destination = parseAccountId(params.accountId);
-      const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() ?? '';
+      const given = req.headers['content-type'] ?? '';
+      const type = given === 'application/x-protobuf' ? given : (given.split(';')[0]?.trim().toLowerCase() ?? '');
       let send;
       if (type === 'application/x-protobuf') send = processSendRequestBinary(req.body);
       else if (type === 'application/json' || type === '') send = processSendRequestJson(parseJson(req.body));
@@ -187,16 +188,19 @@ export class Router {
 
   #match(verb: string, path: string): { route: Route; params: Record<string, string> } | null {
     if (path.length > Limits.maxPathBytes) return null;
-    const parts = path.split('/').slice(1);
+    // parts[0] is whatever precedes the first '/' (segments leave it out).
+    const parts = path.split('/');
+    const n = parts.length - 1;
     for (const route of this.#routes) {
-      if (route.verb !== verb || route.segments.length !== parts.length) continue;
+      if (route.verb !== verb || route.segments.length !== n) continue;
       const params: Record<string, string> = {};
       let matched = true;
-      for (let i = 0; i < parts.length && matched; i++) {
+      for (let i = 0; i < n && matched; i++) {
         const want = route.segments[i] as string;
-        const got = parts[i] as string;
-        if (want.startsWith(':')) {
+        const got = parts[i + 1] as string;
+        if (want.charCodeAt(0) === 58 /* ':' */) {
           if (got.length === 0) matched = false;
+          else if (!got.includes('%')) params[want.slice(1)] = got;
           else {
             try {
               params[want.slice(1)] = decodeURIComponent(got);

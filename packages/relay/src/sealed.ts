@@ -334,11 +334,15 @@ export class SealedSender {
    * @throws RelayError BAD_REQUEST, UNAUTHORIZED, MISMATCHED_DEVICES, STALE_DEVICES, RATE_LIMITED
    */
   async sendUnidentified(destination: AccountId, accessKey: Uint8Array | null, req: SendRequest, ip: string): Promise<void> {
-    await this.deps.relay.limit('sealedAddress', ip);
-    if (req.messages.some((m) => m.type !== EnvelopeType.UnidentifiedSender))
-      throw new RelayError('BAD_REQUEST', 'messages[].type: an unauthenticated send carries sealed-sender envelopes only');
+    // The in-memory limiter answers synchronously: no await (and no promise) per token then.
+    const byAddress = this.deps.relay.limit('sealedAddress', ip);
+    if (byAddress) await byAddress;
+    for (const m of req.messages)
+      if (m.type !== EnvelopeType.UnidentifiedSender)
+        throw new RelayError('BAD_REQUEST', 'messages[].type: an unauthenticated send carries sealed-sender envelopes only');
     await this.#checkAccess([destination], accessKey);
-    await this.deps.relay.limit('sealedRecipient', destination);
+    const byRecipient = this.deps.relay.limit('sealedRecipient', destination);
+    if (byRecipient) await byRecipient;
     assertDeviceList(await this.deps.store.listDevices(destination), req, this.deps.metrics);
     const now = this.deps.clock.now();
     const envelopes = req.messages.map((m) =>

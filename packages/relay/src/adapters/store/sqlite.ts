@@ -883,11 +883,17 @@ export class SqliteStore implements Store {
     if (this.#closed) throw new Error('store closed');
     this.#checkExternalWrites();
     const staged = batch.envelopes.map((e): Waiting => {
+      // Field by field: an object spread here was ~3 % of the relay thread under load.
       const env: QueuedEnvelope = {
-        ...e,
-        guid: new Uint8Array(e.guid.buffer, e.guid.byteOffset, e.guid.byteLength),
-        content: ownBytes(e.content),
         cursor: ++this.#lastSeq,
+        guid: new Uint8Array(e.guid.buffer, e.guid.byteOffset, e.guid.byteLength),
+        type: e.type,
+        source: e.source,
+        destination: e.destination,
+        clientTimestamp: e.clientTimestamp,
+        serverTimestamp: e.serverTimestamp,
+        content: ownBytes(e.content),
+        urgent: e.urgent,
       };
       const w = { env, key: QueueTails.key(e.destination.account, e.destination.device), cancelled: false };
       this.#waiting.set(env.cursor, w);
