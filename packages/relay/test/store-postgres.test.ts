@@ -283,13 +283,30 @@ describe('PostgreSQL account cache rules (no database)', () => {
 
   it('stops serving an entry once it is older than the maximum age', () => {
     let now = 1_000;
-    const c = up({ now: () => now });
+    const c = up({ now: () => now, random: () => 0 });
     c.accounts.fill(A1, c.begin(), rec(1));
     now += CACHE_MAX_AGE_MS;
     expect(c.accounts.get(A1)?.accessKey).toEqual(new Uint8Array([1]));
     now += 1;
     expect(c.accounts.get(A1)).toBeUndefined();
     expect(c.accounts.size).toBe(0);
+  });
+
+  it('spreads the expiry of entries filled together over the last quarter of the maximum age', () => {
+    let now = 1_000;
+    const draws = [0, 0.5, 0.999];
+    const c = up({ now: () => now, random: () => draws.shift() ?? 0 });
+    const ids = ['a', 'b', 'c'] as AccountId[];
+    for (const id of ids) c.deviceLists.fill(id, c.begin(), []);
+    const served = () => ids.filter((id) => c.deviceLists.get(id) !== undefined);
+    now += CACHE_MAX_AGE_MS * 0.75;
+    expect(served()).toEqual(ids);
+    now += CACHE_MAX_AGE_MS * 0.01;
+    expect(served()).toEqual(['a', 'b']);
+    now += CACHE_MAX_AGE_MS * 0.13;
+    expect(served()).toEqual(['a']);
+    now += CACHE_MAX_AGE_MS * 0.12;
+    expect(served()).toEqual([]);
   });
 
   it('bounds each cache: past the cap it starts over', () => {

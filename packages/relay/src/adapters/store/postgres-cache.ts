@@ -15,7 +15,10 @@
  *   it ran: otherwise it may have read the row before a commit whose
  *   notification has already been handled, and would cache the old row.
  * - An entry is served for at most CACHE_MAX_AGE_MS, so a notification lost
- *   without the connection noticing still ends within that bound.
+ *   without the connection noticing still ends within that bound. Each entry
+ *   gets a lifetime between 75 % and 100 % of it, drawn when it is filled:
+ *   entries filled together (every active account after a restart, say) then
+ *   do not all expire, and get read again, in the same moment.
  */
 import { createHash } from 'node:crypto';
 import type { AccountId } from '@parley/wire';
@@ -23,6 +26,8 @@ import type { AccountRecord, DeviceSummary } from '../../ports.js';
 
 /** Longest an entry is served; bounds staleness if a notification is ever lost. */
 export const CACHE_MAX_AGE_MS = 10_000;
+/** Share of CACHE_MAX_AGE_MS by which an entry's lifetime is randomly shortened. */
+const CACHE_AGE_JITTER = 0.25;
 /** Most entries in each cache; past it that cache starts over. */
 export const CACHE_MAX_ENTRIES = 100_000;
 /**
@@ -51,7 +56,8 @@ export function cacheChannel(schema: string | undefined): string {
 
 interface Entry<V> {
   value: V;
-  at: number;
+  /** Served until this time (the owner's clock). */
+  until: number;
 }
 
 /** One cache of values per account; fills are checked against the shared generations. */
@@ -68,7 +74,7 @@ export class AccountSlot<V> {
     if (!this.#owner.listening) return undefined;
     const e = this.#map.get(account);
     if (e === undefined) return undefined;
-    if (this.#owner.now() - e.at > this.#owner.maxAgeMs) {
+    if (this.#owner.now() > e.until) {
       this.#map.delete(account);
       return undefined;
     }
@@ -79,7 +85,8 @@ export class AccountSlot<V> {
   fill(account: AccountId, token: number, value: V): void {
     if (!this.#owner.mayFill(account, token)) return;
     if (this.#map.size >= this.#owner.maxEntries) this.#map.clear();
-    this.#map.set(account, { value, at: this.#owner.now() });
+    const o = this.#owner;
+    this.#map.set(account, { value, until: o.now() + o.maxAgeMs * (1 - CACHE_AGE_JITTER * o.random()) });
   }
 
   get size(): number {
@@ -101,6 +108,8 @@ export interface AccountCachesOptions {
   /** Monotonic milliseconds (tests pass a fake clock). */
   now?: () => number;
   maxAgeMs?: number;
+  /** Uniform in [0, 1): how much of the jitter an entry gets (tests pass a fixed one). */
+  random?: () => number;
   maxEntries?: number;
 }
 
@@ -110,6 +119,7 @@ export class AccountCaches {
   readonly deviceLists: AccountSlot<readonly DeviceSummary[]>;
   readonly now: () => number;
   readonly maxAgeMs: number;
+  readonly random: () => number;
   readonly maxEntries: number;
   #listening = false;
   /** Bumped by every invalidation and every listener change. */
@@ -122,6 +132,7 @@ export class AccountCaches {
   constructor(opts: AccountCachesOptions = {}) {
     this.now = opts.now ?? (() => performance.now());
     this.maxAgeMs = opts.maxAgeMs ?? CACHE_MAX_AGE_MS;
+    this.random = opts.random ?? Math.random;
     this.maxEntries = opts.maxEntries ?? CACHE_MAX_ENTRIES;
     this.accounts = new AccountSlot(this);
     this.deviceLists = new AccountSlot(this);
