@@ -21,6 +21,7 @@ import WebSocket from 'ws';
 import { type Creds, okAck, parleySendFrame, registerMany } from './clients.js';
 
 const NODE_MAIN = fileURLToPath(new URL('./cluster-node.js', import.meta.url));
+const HEAP_SAMPLER = fileURLToPath(new URL('./heap-sample.js', import.meta.url));
 export const PG_URL = process.env.PARLEY_BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
 export const NATS_URL = process.env.PARLEY_BENCH_NATS ?? 'nats://127.0.0.1:4222';
 const TICKS_PER_SECOND = 100; // Linux USER_HZ
@@ -64,7 +65,11 @@ export function cpuOfCommand(comm: string): number {
 export async function startNode(env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; port: number }> {
   const child = spawn(
     process.execPath,
-    [...(process.env.PARLEY_BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.PARLEY_BENCH_PROF] : []), NODE_MAIN],
+    [
+      ...(process.env.PARLEY_BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.PARLEY_BENCH_PROF] : []),
+      ...(process.env.PARLEY_BENCH_HEAP ? ['--import', HEAP_SAMPLER] : []),
+      NODE_MAIN,
+    ],
     { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] },
   );
   const port = await new Promise<number>((resolve, reject) => {
