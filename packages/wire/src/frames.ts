@@ -84,6 +84,9 @@ export function encodeRequest(f: Omit<RequestFrame, 'kind'>): Uint8Array {
 }
 
 export function encodeResponse(f: Omit<ResponseFrame, 'kind'>): Uint8Array {
+  // An ack (no headers, no body, a short ASCII message) is written by hand: a client sends one per received message.
+  const ack = encodeAckFast(f);
+  if (ack !== null) return ack;
   return toBinary(
     WebSocketMessageSchema,
     create(WebSocketMessageSchema, {
@@ -91,4 +94,62 @@ export function encodeResponse(f: Omit<ResponseFrame, 'kind'>): Uint8Array {
       response: { id: f.id, status: f.status, message: f.message, headers: formatHeaders(f.headers), body: f.body },
     }),
   );
+}
+
+/** Bytes a varint of `v` (0 <= v <= 2^53) takes. */
+function varintLength(v: number): number {
+  let n = 1;
+  while (v >= 0x80) {
+    v = Math.floor(v / 0x80);
+    n++;
+  }
+  return n;
+}
+function putVarint(out: Uint8Array, pos: number, v: number): number {
+  while (v >= 0x80) {
+    out[pos++] = (v % 0x80) | 0x80;
+    v = Math.floor(v / 0x80);
+  }
+  out[pos++] = v;
+  return pos;
+}
+
+/**
+ * The bytes `toBinary` gives for a response without headers and body whose
+ * message is at most 100 ASCII characters and whose id fits a safe integer;
+ * null for anything else (the generic encoder writes it). Fields in the
+ * generic encoder's order, defaults (id 0, status 0, empty message) left out
+ * as proto3 does. test/wire.test.ts compares both on many inputs.
+ */
+function encodeAckFast(f: Omit<ResponseFrame, 'kind'>): Uint8Array | null {
+  if (f.body.length !== 0 || f.message.length > 100 || f.id < 0n || f.id > BigInt(Number.MAX_SAFE_INTEGER)) return null;
+  for (const _ in f.headers) return null;
+  const msg = f.message;
+  for (let i = 0; i < msg.length; i++) if (msg.charCodeAt(i) > 0x7f) return null;
+  const id = Number(f.id);
+  const status = f.status >>> 0;
+  if (status !== f.status) return null;
+  const inner =
+    (id !== 0 ? 1 + varintLength(id) : 0) + (status !== 0 ? 1 + varintLength(status) : 0) + (msg.length !== 0 ? 2 + msg.length : 0);
+  // type = RESPONSE (field 1), then the response (field 3); inner < 128, so its length is one byte.
+  const out = new Uint8Array(4 + inner);
+  out[0] = 0x08;
+  out[1] = WebSocketMessage_Type.RESPONSE;
+  out[2] = 0x1a;
+  out[3] = inner;
+  let pos = 4;
+  if (id !== 0) {
+    out[pos++] = 0x08;
+    pos = putVarint(out, pos, id);
+  }
+  if (status !== 0) {
+    out[pos++] = 0x10;
+    pos = putVarint(out, pos, status);
+  }
+  if (msg.length !== 0) {
+    out[pos++] = 0x1a;
+    out[pos++] = msg.length;
+    for (let i = 0; i < msg.length; i++) out[pos++] = msg.charCodeAt(i);
+  }
+  return out;
 }

@@ -12,10 +12,27 @@ export function parseAccountId(value: unknown, field = 'accountId'): AccountId {
   return value as AccountId;
 }
 
+/**
+ * The last few conversions: every envelope names its source and destination,
+ * and a burst names the same two accounts again and again.
+ */
+const recentIds: Array<{ bytes: Uint8Array; id: AccountId }> = [];
+const RECENT_IDS = 4;
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  for (let i = 0; i < 16; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 export function accountIdFromBytes(bytes: Uint8Array, field = 'accountId'): AccountId {
   if (bytes.length !== 16) fail(field, 'must be 16 bytes');
-  const hex = Buffer.from(bytes).toString('hex');
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}` as AccountId;
+  for (const r of recentIds) if (sameBytes(r.bytes, bytes)) return r.id;
+  const hex = Buffer.from(bytes.buffer, bytes.byteOffset, 16).toString('hex');
+  const id = `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}` as AccountId;
+  // A copy: the caller may reuse or change its buffer.
+  if (recentIds.length >= RECENT_IDS) recentIds.pop();
+  recentIds.unshift({ bytes: Uint8Array.from(bytes), id });
+  return id;
 }
 
 export function accountIdToBytes(id: AccountId): Uint8Array {
@@ -42,7 +59,11 @@ export function parseRegistrationId(value: unknown, field = 'registrationId'): n
  */
 export function normalizeUsername(value: unknown, field = 'username'): string {
   if (typeof value !== 'string' || value.length > 128) fail(field, 'must be a string of at most 32 characters');
+  // Every received message carries its sender's claimed username: remember the last valid one.
+  if (lastUsername !== null && value === lastUsername.value) return lastUsername.normalized;
   const n = value.normalize('NFKC').toLowerCase();
   if (!/^[a-z0-9_.]{3,32}$/.test(n)) fail(field, 'must be 3 to 32 of a-z, 0-9, "_" or "."');
+  lastUsername = { value, normalized: n };
   return n;
 }
+let lastUsername: { value: string; normalized: string } | null = null;

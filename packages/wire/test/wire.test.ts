@@ -1,5 +1,7 @@
+import { create, toBinary } from '@bufbuild/protobuf';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { WebSocketMessageSchema, WebSocketMessage_Type } from '../src/gen/parley/v1/websocket_pb.js';
 import {
   type AccountId,
   accountIdFromBytes,
@@ -80,6 +82,35 @@ describe('ids', () => {
       expect(wireCode(() => normalizeUsername(bad))).toBe('WIRE_BAD_FIELD');
     }
   });
+  it('gives the same answers when a username repeats (the last one is remembered)', () => {
+    expect(wireCode(() => normalizeUsername(''))).toBe('WIRE_BAD_FIELD');
+    for (let i = 0; i < 3; i++) {
+      expect(normalizeUsername('ＡＬＩＣＥ')).toBe('alice');
+      expect(normalizeUsername('ＡＬＩＣＥ')).toBe('alice');
+      expect(wireCode(() => normalizeUsername('al'))).toBe('WIRE_BAD_FIELD');
+      expect(wireCode(() => normalizeUsername('al'))).toBe('WIRE_BAD_FIELD');
+      expect(normalizeUsername('Bob_2')).toBe('bob_2');
+    }
+  });
+  it('converts account id bytes right when the same and other ids repeat, and after the caller reuses its buffer', () => {
+    const hexId = (b: Uint8Array) => {
+      const h = Buffer.from(b).toString('hex');
+      return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+    };
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 0, max: 7 }), { minLength: 1, maxLength: 40 }), (picks) => {
+        const pool = Array.from({ length: 8 }, (_, i) => new Uint8Array(16).fill(i * 31).map((v, j) => (v + j * (i + 1)) & 0xff));
+        for (const k of picks) expect(accountIdFromBytes(pool[k]!)).toBe(hexId(pool[k]!));
+      }),
+    );
+    const buf = new Uint8Array(40);
+    buf.fill(0xab, 4, 20);
+    const view = buf.subarray(4, 20);
+    expect(accountIdFromBytes(view)).toBe('abababab-abab-abab-abab-abababababab');
+    view[15] = 0x01; // same buffer, new contents
+    expect(accountIdFromBytes(view)).toBe('abababab-abab-abab-abab-ababababab01');
+    expect(wireCode(() => accountIdFromBytes(new Uint8Array(15)))).toBe('WIRE_BAD_FIELD');
+  });
 });
 
 describe('envelope', () => {
@@ -139,6 +170,30 @@ describe('frames', () => {
     expect(decodeFrame(encodeRequest(req))).toEqual({ kind: 'request', ...req });
     const res = { id: 7n, status: 409, message: 'Conflict', headers: {}, body: bytes(2) };
     expect(decodeFrame(encodeResponse(res))).toEqual({ kind: 'response', ...res });
+  });
+  it('writes acks by hand with the same bytes as the generic encoder', () => {
+    const generic = (r: { id: bigint; status: number; message: string; headers: Record<string, string>; body: Uint8Array }) =>
+      toBinary(
+        WebSocketMessageSchema,
+        create(WebSocketMessageSchema, {
+          type: WebSocketMessage_Type.RESPONSE,
+          response: { id: r.id, status: r.status, message: r.message, headers: Object.entries(r.headers).map(([k, v]) => `${k}:${v}`), body: r.body },
+        }),
+      );
+    const ids = fc.oneof(fc.constantFrom(0n, 1n, 127n, 128n, 2n ** 53n - 1n, 2n ** 53n, 2n ** 64n - 1n), fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }));
+    const statuses = fc.oneof(fc.constantFrom(0, 200, 500, 127, 128, 2 ** 32 - 1), fc.integer({ min: 0, max: 2 ** 32 - 1 }));
+    const messages = fc.oneof(fc.constantFrom('', 'OK', 'Error', 'é', 'x'.repeat(100), 'x'.repeat(101)), fc.string({ maxLength: 120 }));
+    const headers = fc.oneof(fc.constant({}), fc.constant({ 'content-type': 'application/json' }));
+    const bodies = fc.oneof(fc.constant(new Uint8Array(0)), fc.uint8Array({ minLength: 1, maxLength: 4 }));
+    fc.assert(
+      fc.property(ids, statuses, messages, headers, bodies, (id, status, message, h, body) => {
+        const r = { id, status, message, headers: h, body };
+        expect(encodeResponse(r)).toEqual(generic(r));
+      }),
+      { numRuns: 2000 },
+    );
+    const ack = { id: 300n, status: 200, message: 'OK', headers: {}, body: new Uint8Array(0) };
+    expect(decodeFrame(encodeResponse(ack))).toEqual({ kind: 'response', ...ack });
   });
   it('rejects unknown verbs and relative paths', () => {
     expect(() => decodeFrame(encodeRequest({ id: 1n, verb: 'PATCH', path: '/x', headers: {}, body: bytes(0) }))).toThrow(WireError);
