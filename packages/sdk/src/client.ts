@@ -618,8 +618,16 @@ export class ParleyClient {
 
   /** Believes a claimed sender username only if the relay maps it to the envelope's source account. */
   private async verifyClaim(claim: string | null, accountId: string): Promise<string | null> {
+    const known = this.claimWithoutLookup(claim, accountId);
+    return known !== undefined ? known : this.lookupClaim(claim as string, accountId);
+  }
+  /** verifyClaim's answer when it needs no relay lookup (nearly every message: the sender is a contact), else undefined. */
+  private claimWithoutLookup(claim: string | null, accountId: string): string | null | undefined {
     if (claim === null) return this.usernameFor(accountId);
     if (this.contactAccount(claim) === accountId) return claim;
+    return undefined;
+  }
+  private async lookupClaim(claim: string, accountId: string): Promise<string | null> {
     try {
       return (await this.lookup(claim)) === accountId ? claim : this.usernameFor(accountId);
     } catch {
@@ -1505,7 +1513,8 @@ export class ParleyClient {
     }
 
     const c = decoded.content;
-    const group = await this.groups.prepare(c, source, env, decoded.senderUsername);
+    // A 1:1 text message (nearly every envelope) has nothing for the group layer to prepare.
+    const group = c.kind === 'data' && !c.message.group ? null : await this.groups.prepare(c, source, env, decoded.senderUsername);
     if (group) {
       const after = this.stores.commit(() => {
         this.markSeen(env, true);
@@ -1513,7 +1522,12 @@ export class ParleyClient {
       });
       return { status: 200, ...(after ? { after } : {}) };
     }
-    const from = c.kind === 'data' || c.kind === 'receipt' || c.kind === 'typing' ? await this.verifyClaim(decoded.senderUsername, source.account) : null;
+    let from: string | null = null;
+    if (c.kind === 'data' || c.kind === 'receipt' || c.kind === 'typing') {
+      // Known senders are answered without an await; only an unknown claim waits for a relay lookup.
+      const known = this.claimWithoutLookup(decoded.senderUsername, source.account);
+      from = known !== undefined ? known : await this.lookupClaim(decoded.senderUsername as string, source.account);
+    }
     const id = receivedMessageId(env);
     // Set by `write` when it runs, which for staged kinds is the group commit (receive-queue.ts).
     let after: (() => void) | undefined;
