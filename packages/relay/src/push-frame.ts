@@ -7,20 +7,11 @@
  * (proto3: fields in number order, default values left out), which
  * packages/relay/test/push-frame.test.ts checks against the generic encoders.
  */
-import { type Envelope, encodeResponse } from '@parley/wire';
+import { type Envelope, encodeResponse, putVarint, varintLength } from '@parley/wire';
 
 const VERB = Buffer.from('PUT');
 const PATH = Buffer.from('/api/v1/message');
 const HEADER = Buffer.from('content-type:application/x-protobuf');
-
-function varintSize(n: number): number {
-  let size = 1;
-  while (n >= 0x80) {
-    n = Math.floor(n / 0x80);
-    size++;
-  }
-  return size;
-}
 
 class Writer {
   readonly buf: Buffer;
@@ -29,11 +20,7 @@ class Writer {
     this.buf = Buffer.allocUnsafe(size);
   }
   varint(n: number): void {
-    while (n >= 0x80) {
-      this.buf[this.pos++] = (n % 0x80) | 0x80;
-      n = Math.floor(n / 0x80);
-    }
-    this.buf[this.pos++] = n;
+    this.pos = putVarint(this.buf, this.pos, n);
   }
   bytes(field: number, b: Uint8Array): void {
     this.varint((field << 3) | 2);
@@ -59,8 +46,8 @@ class Writer {
 /** '0'-'9' and 'a'-'f' as 0-15. */
 const nibble = (c: number) => (c <= 57 ? c - 48 : c - 87);
 
-const bytesField = (len: number) => 1 + varintSize(len) + len;
-const uintField = (n: number) => 1 + varintSize(n);
+const bytesField = (len: number) => 1 + varintLength(len) + len;
+const uintField = (n: number) => 1 + varintLength(n);
 
 /** Bytes of `encodeRequest({ id, verb: 'PUT', path: '/api/v1/message', headers: {content-type}, body: encodeEnvelope(e) })`. */
 export function encodePushFrame(id: bigint, e: Envelope): Uint8Array {
@@ -128,7 +115,7 @@ export function encodeOkEmptyResponse(id: bigint): Uint8Array {
   const idNum = Number(id);
   if (idNum === 0) return OK_EMPTY;
   const inner = uintField(idNum) + OK_EMPTY_FIELDS.length;
-  const w = new Writer(uintField(1) + 1 + varintSize(inner) + inner);
+  const w = new Writer(uintField(1) + 1 + varintLength(inner) + inner);
   w.uint(1, 2);
   w.varint((3 << 3) | 2);
   w.varint(inner);

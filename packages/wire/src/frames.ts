@@ -96,8 +96,8 @@ export function encodeResponse(f: Omit<ResponseFrame, 'kind'>): Uint8Array {
   );
 }
 
-/** Bytes a varint of `v` (0 <= v <= 2^53) takes. */
-function varintLength(v: number): number {
+/** Bytes a protobuf varint of `v` (an integer, 0 <= v <= 2^53) takes; for frames written by hand. */
+export function varintLength(v: number): number {
   let n = 1;
   while (v >= 0x80) {
     v = Math.floor(v / 0x80);
@@ -105,7 +105,9 @@ function varintLength(v: number): number {
   }
   return n;
 }
-function putVarint(out: Uint8Array, pos: number, v: number): number {
+
+/** Write `v` as a protobuf varint at `out[pos]`; returns the position after it. */
+export function putVarint(out: Uint8Array, pos: number, v: number): number {
   while (v >= 0x80) {
     out[pos++] = (v % 0x80) | 0x80;
     v = Math.floor(v / 0x80);
