@@ -30,11 +30,12 @@ import {
   encodeAccessKeyRequest,
   encodeRegisterRequest,
   encodeRequest,
+  encodeResponse,
   encodeSendRequestBinary,
   processEnvelope,
 } from '@parley/wire';
 import WebSocket from 'ws';
-import { FIRST_FAST_ID, MessageIds, SendTemplate, ackFrame } from './fast-frames.js';
+import { FIRST_FAST_ID, MessageIds, SendTemplate } from './fast-frames.js';
 import type { ServerHandle } from './servers.js';
 
 export const PAYLOAD = 1024;
@@ -143,8 +144,9 @@ export function publishAccessKeys(port: number, creds: Creds[]): Promise<string[
   });
 }
 
-/** Answer a pushed request with 200 (the ack; fast-frames.ts, the same bytes as the generic encoder). */
-export const okAck = (ws: WebSocket, id: bigint) => ws.send(ackFrame(Number(id)));
+const NO_BODY = new Uint8Array(0);
+/** Answer a pushed request with 200 (the ack; wire writes it without the generic encoder). */
+export const okAck = (ws: WebSocket, id: bigint) => ws.send(encodeResponse({ id, status: 200, message: 'OK', headers: {}, body: NO_BODY }));
 
 /**
  * One Parley socket that acknowledges every push: a device's authenticated

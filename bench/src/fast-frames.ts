@@ -5,8 +5,9 @@
  * for byte what the generic @parley/wire encoders give for the same values:
  * each send template is checked against them when it is created, and a
  * mismatch throws, so the bench fails rather than measure something else
- * (bench/test/fast-frames.test.ts checks templates and acks too). Frames from
- * the relay are read with @parley/wire's own decoders (clients.ts).
+ * (bench/test/fast-frames.test.ts checks the templates too). Acks are wire's
+ * own `encodeResponse`, which writes them by hand, and frames from the relay
+ * are read with wire's decoders (clients.ts).
  *
  * Sends: one template per recipient, encoded once by the generic encoder with
  * placeholder values whose encodings have a fixed length, then patched in
@@ -17,27 +18,17 @@
  * recipient can be reused at once.
  */
 import { randomBytes } from 'node:crypto';
+import { putVarint, varintLength } from '@parley/wire';
 
 /** First frame id of a fleet: every id from here to 2^35 is a 5-byte varint. */
 export const FIRST_FAST_ID = 2 ** 28;
 const LAST_FAST_ID = 2 ** 35 - 1;
 
-function varint(n: number): number[] {
-  const out: number[] = [];
-  while (n >= 0x80) {
-    out.push((n % 0x80) | 0x80);
-    n = Math.floor(n / 0x80);
-  }
-  out.push(n);
+/** The varint encoding of `n` (wire's encoder), to find a field in a template. */
+function varint(n: number): Uint8Array {
+  const out = new Uint8Array(varintLength(n));
+  putVarint(out, 0, n);
   return out;
-}
-
-function putVarint(buf: Buffer, at: number, n: number, size: number): void {
-  for (let i = 0; i < size - 1; i++) {
-    buf[at + i] = (n % 0x80) | 0x80;
-    n = Math.floor(n / 0x80);
-  }
-  buf[at + size - 1] = n;
 }
 
 /** The only offset of `needle` in `hay`; throws when it is missing or not unique. */
@@ -95,8 +86,9 @@ export class SendTemplate {
 
   #patch(id: number, ts: number, sentAt: number): Buffer {
     if (id < FIRST_FAST_ID || id > LAST_FAST_ID) throw new RangeError('send template: frame id out of range');
-    putVarint(this.#frame, this.#idAt, id, 5);
-    putVarint(this.#frame, this.#tsAt, ts, 6);
+    // In range, the id takes 5 bytes and a millisecond timestamp 6 (until 2109), as in the template.
+    putVarint(this.#frame, this.#idAt, id);
+    putVarint(this.#frame, this.#tsAt, ts);
     this.#frame.writeDoubleLE(sentAt, this.#sentAtAt);
     return this.#frame;
   }
@@ -107,11 +99,4 @@ export class SendTemplate {
     ids.writeNext(f, this.#midAt);
     return f;
   }
-}
-
-/** `encodeResponse({ id, status: 200, message: 'OK', headers: {}, body: empty })`: the ack of a push. */
-export function ackFrame(id: number): Buffer {
-  // proto3 leaves out a zero id.
-  const inner = [...(id === 0 ? [] : [0x08, ...varint(id)]), 0x10, 0xc8, 0x01, 0x1a, 0x02, 0x4f, 0x4b];
-  return Buffer.from([0x08, 0x02, 0x1a, inner.length, ...inner]);
 }
