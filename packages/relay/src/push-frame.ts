@@ -7,7 +7,7 @@
  * (proto3: fields in number order, default values left out), which
  * packages/relay/test/push-frame.test.ts checks against the generic encoders.
  */
-import { type Envelope, encodeResponse, putVarint, varintLength } from '@parley/wire';
+import { type AccountId, type Envelope, encodeResponse, putAccountId, putVarint, varintLength } from '@parley/wire';
 
 const VERB = Buffer.from('PUT');
 const PATH = Buffer.from('/api/v1/message');
@@ -28,23 +28,17 @@ class Writer {
     this.buf.set(b, this.pos);
     this.pos += b.length;
   }
-  /** An account id (a lowercase UUID, validated where it entered) as its 16 bytes, without a Buffer per call. */
-  accountId(field: number, id: string): void {
+  /** An account id as its 16 bytes, without a Buffer per call. */
+  accountId(field: number, id: AccountId): void {
     this.varint((field << 3) | 2);
     this.varint(16);
-    for (let i = 0, j = 0; i < 16; i++, j += 2) {
-      if (id.charCodeAt(j) === 45 /* '-' */) j++;
-      this.buf[this.pos++] = (nibble(id.charCodeAt(j)) << 4) | nibble(id.charCodeAt(j + 1));
-    }
+    this.pos = putAccountId(this.buf, this.pos, id);
   }
   uint(field: number, n: number): void {
     this.varint(field << 3);
     this.varint(n);
   }
 }
-
-/** '0'-'9' and 'a'-'f' as 0-15. */
-const nibble = (c: number) => (c <= 57 ? c - 48 : c - 87);
 
 const bytesField = (len: number) => 1 + varintLength(len) + len;
 const uintField = (n: number) => 1 + varintLength(n);

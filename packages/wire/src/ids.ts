@@ -36,7 +36,25 @@ export function accountIdFromBytes(bytes: Uint8Array, field = 'accountId'): Acco
 }
 
 export function accountIdToBytes(id: AccountId): Uint8Array {
-  return Buffer.from(id.replaceAll('-', ''), 'hex');
+  const out = new Uint8Array(16);
+  putAccountId(out, 0, id);
+  return out;
+}
+
+/** '0'-'9' and 'a'-'f' as 0-15. */
+const nibble = (c: number) => (c <= 57 ? c - 48 : c - 87);
+
+/**
+ * Write the 16 bytes of account id `id` (a lowercase UUID, as every AccountId
+ * is once parsed) at `out[pos]`, without a temporary string or buffer (the
+ * relay writes two per push); returns the position after them.
+ */
+export function putAccountId(out: Uint8Array, pos: number, id: AccountId): number {
+  for (let i = 0, j = 0; i < 16; i++, j += 2) {
+    if (id.charCodeAt(j) === 45 /* '-' */) j++;
+    out[pos++] = (nibble(id.charCodeAt(j)) << 4) | nibble(id.charCodeAt(j + 1));
+  }
+  return pos;
 }
 
 export function parseDeviceId(value: unknown, field = 'deviceId'): DeviceId {
