@@ -616,16 +616,15 @@ export class ParleyClient {
     return typeof u === 'string' ? u : null;
   }
 
-  /** Believes a claimed sender username only if the relay maps it to the envelope's source account. */
-  private async verifyClaim(claim: string | null, accountId: string): Promise<string | null> {
-    const known = this.claimWithoutLookup(claim, accountId);
-    return known !== undefined ? known : this.lookupClaim(claim as string, accountId);
-  }
-  /** verifyClaim's answer when it needs no relay lookup (nearly every message: the sender is a contact), else undefined. */
-  private claimWithoutLookup(claim: string | null, accountId: string): string | null | undefined {
+  /**
+   * Believes a claimed sender username only if the relay maps it to the envelope's source account.
+   * Answers synchronously when no relay lookup is needed (the sender is a contact: nearly every
+   * message), so the receive path does not wait a turn for it.
+   */
+  private verifyClaim(claim: string | null, accountId: string): string | null | Promise<string | null> {
     if (claim === null) return this.usernameFor(accountId);
     if (this.contactAccount(claim) === accountId) return claim;
-    return undefined;
+    return this.lookupClaim(claim, accountId);
   }
   private async lookupClaim(claim: string, accountId: string): Promise<string | null> {
     try {
@@ -1513,8 +1512,8 @@ export class ParleyClient {
     }
 
     const c = decoded.content;
-    // A 1:1 text message (nearly every envelope) has nothing for the group layer to prepare.
-    const group = c.kind === 'data' && !c.message.group ? null : await this.groups.prepare(c, source, env, decoded.senderUsername);
+    const preparing = this.groups.prepare(c, source, env, decoded.senderUsername);
+    const group = preparing ? await preparing : null;
     if (group) {
       const after = this.stores.commit(() => {
         this.markSeen(env, true);
@@ -1524,9 +1523,8 @@ export class ParleyClient {
     }
     let from: string | null = null;
     if (c.kind === 'data' || c.kind === 'receipt' || c.kind === 'typing') {
-      // Known senders are answered without an await; only an unknown claim waits for a relay lookup.
-      const known = this.claimWithoutLookup(decoded.senderUsername, source.account);
-      from = known !== undefined ? known : await this.lookupClaim(decoded.senderUsername as string, source.account);
+      const claimed = this.verifyClaim(decoded.senderUsername, source.account);
+      from = claimed instanceof Promise ? await claimed : claimed;
     }
     const id = receivedMessageId(env);
     // Set by `write` when it runs, which for staged kinds is the group commit (receive-queue.ts).

@@ -145,7 +145,8 @@ export interface GroupHost {
   /** Relay lookup (caches the answer in contacts); null when unknown. */
   lookup(username: string): Promise<string | null>;
   usernameFor(account: string): string | null;
-  verifyClaim(claim: string | null, account: string): Promise<string | null>;
+  /** Synchronous when no relay lookup is needed. */
+  verifyClaim(claim: string | null, account: string): string | null | Promise<string | null>;
   hasOtherOwnDevices(): Promise<boolean>;
   nextTimestamp(): number;
   emitAlert(a: GroupAlert): void;
@@ -160,6 +161,9 @@ export interface GroupHost {
 
 /** An incoming group message: the client's `message` event without attachments (groups carry none yet). */
 export type GroupIncoming = Omit<IncomingMessage, 'attachments' | 'group'> & { group: GroupRef };
+
+/** A write to run inside the receive commit; it returns what to do after the ack. */
+type PreparedGroupWrite = () => (() => void) | undefined;
 
 interface GroupRow {
   id: string;
@@ -601,72 +605,77 @@ export class Groups {
   /**
    * The group part of `decryptAndCommit` for content that arrived over a 1:1
    * session (already authenticated as `source`). Async work (libsignal) runs
-   * here; the returned function runs inside the commit transaction and
-   * returns what to do after the ack. Null when `c` is not group content.
+   * in the returned promise, whose function runs inside the commit
+   * transaction and returns what to do after the ack. Null, at once, when `c`
+   * is not group content (nearly every envelope: a 1:1 message costs no turn
+   * of the event loop here).
    */
-  async prepare(
+  prepare(
     c: Content,
     source: { account: string; device: number },
     env: Envelope,
     claim: string | null,
-  ): Promise<(() => (() => void) | undefined) | null> {
+  ): Promise<PreparedGroupWrite> | null {
     switch (c.kind) {
-      case 'senderKeyDistribution': {
-        try {
-          const skdm = SenderKeyDistributionMessage.deserialize(ab(c.message));
-          await processSenderKeyDistributionMessage(
-            ProtocolAddress.new(source.account, source.device),
-            skdm,
-            this.h.stores.senderKey,
-          );
-        } catch {
-          // A malformed key: nothing stored; the sender's group messages will fail to decrypt and be reported.
-        }
-        return () => undefined;
-      }
+      case 'senderKeyDistribution':
+        return this.prepareKeyDistribution(c.message, source);
       case 'groupUpdate':
         return this.prepareUpdate(c.update, source, claim);
-      case 'syncSentGroup': {
-        if (source.account !== this.h.me.account) return () => undefined;
-        return () => {
-          const g = this.row(groupIdToHex(c.message.group.id));
-          if (!g) return undefined;
-          this.h.db
-            .prepare(
-              "INSERT OR IGNORE INTO messages (id, account, device, direction, timestamp, server_timestamp, body, status, username, group_id) VALUES (?, ?, ?, 'out', ?, 0, ?, 'sent', NULL, ?)",
-            )
-            .run([
-              `out:${source.device}:${c.timestamp}`,
-              this.h.me.account,
-              source.device,
-              c.message.timestamp,
-              c.message.body,
-              g.id,
-            ]);
-          const s = { to: g.id, timestamp: c.message.timestamp, body: c.message.body, group: { id: g.id, title: g.title } };
-          return () => this.h.emitSent(s);
-        };
-      }
-      case 'data': {
+      case 'syncSentGroup':
+        return Promise.resolve(this.syncSentWrite(c, source));
+      case 'data':
         // A group message over 1:1 is a resend (the sender key did not open it here); same membership rules.
-        if (!c.message.group) return null;
-        const accepted = await this.acceptMessage(env, source, c.message, c.message.group.id, claim);
-        return () => {
-          if (accepted.kind === 'drop') return accepted.after;
-          accepted.commit();
-          return accepted.after;
-        };
-      }
+        return c.message.group ? this.prepareResentMessage(env, source, c.message, c.message.group.id, claim) : null;
       default:
         return null;
     }
+  }
+
+  private async prepareKeyDistribution(message: Uint8Array, source: { account: string; device: number }): Promise<PreparedGroupWrite> {
+    try {
+      const skdm = SenderKeyDistributionMessage.deserialize(ab(message));
+      await processSenderKeyDistributionMessage(ProtocolAddress.new(source.account, source.device), skdm, this.h.stores.senderKey);
+    } catch {
+      // A malformed key: nothing stored; the sender's group messages will fail to decrypt and be reported.
+    }
+    return () => undefined;
+  }
+
+  private syncSentWrite(c: Extract<Content, { kind: 'syncSentGroup' }>, source: { account: string; device: number }): PreparedGroupWrite {
+    if (source.account !== this.h.me.account) return () => undefined;
+    return () => {
+      const g = this.row(groupIdToHex(c.message.group.id));
+      if (!g) return undefined;
+      this.h.db
+        .prepare(
+          "INSERT OR IGNORE INTO messages (id, account, device, direction, timestamp, server_timestamp, body, status, username, group_id) VALUES (?, ?, ?, 'out', ?, 0, ?, 'sent', NULL, ?)",
+        )
+        .run([`out:${source.device}:${c.timestamp}`, this.h.me.account, source.device, c.message.timestamp, c.message.body, g.id]);
+      const s = { to: g.id, timestamp: c.message.timestamp, body: c.message.body, group: { id: g.id, title: g.title } };
+      return () => this.h.emitSent(s);
+    };
+  }
+
+  private async prepareResentMessage(
+    env: Envelope,
+    source: { account: string; device: number },
+    message: DataMessage,
+    groupId: Uint8Array,
+    claim: string | null,
+  ): Promise<PreparedGroupWrite> {
+    const accepted = await this.acceptMessage(env, source, message, groupId, claim);
+    return () => {
+      if (accepted.kind === 'drop') return accepted.after;
+      accepted.commit();
+      return accepted.after;
+    };
   }
 
   private async prepareUpdate(
     update: GroupUpdate,
     source: { account: string; device: number },
     claim: string | null,
-  ): Promise<() => (() => void) | undefined> {
+  ): Promise<PreparedGroupWrite> {
     const me = this.h.me.account;
     const id = groupIdToHex(update.state.id);
     const local = this.row(id);
