@@ -276,7 +276,8 @@ export class Relay {
    * @throws RelayError NOT_FOUND, MISMATCHED_DEVICES, STALE_DEVICES, RATE_LIMITED
    */
   async send(me: DeviceRef, destination: AccountId, req: SendRequest): Promise<{ kind: 'stored' | 'duplicate' }> {
-    await this.limit('send', deviceKey(me.account, me.device));
+    const limited = this.limit('send', deviceKey(me.account, me.device));
+    if (limited) await limited;
     const devices = await this.deps.store.listDevices(destination);
     if (devices.length === 0) throw new RelayError('NOT_FOUND', 'destination account not found');
     // A sync copy to one's own account goes to every device but the sender.

@@ -356,9 +356,9 @@ export class PostgresStore implements Store {
     run: (requests) => this.deleteEnvelopes(requests),
   });
 
-  // Cache misses for the account row and device list that every send reads. The cache entries of all
-  // active accounts age out together (CACHE_MAX_AGE_MS after they were filled): one query each would
-  // queue a thousand reads for the pool at once, ahead of the sends.
+  // Cache misses for the account row and device list that every send reads. After a start (or a
+  // listener reconnect) every active account misses at once: one query each would queue a thousand
+  // reads for the pool, ahead of the sends.
   readonly #accountReads = new Batcher<AccountId, AccountRecord | null>({
     ...CACHE_MISS_GROUP,
     run: (accounts) => this.#readAccounts(accounts),
@@ -550,9 +550,10 @@ export class PostgresStore implements Store {
       if (!list) found.set(id, (list = []));
       list.push(Object.freeze({ deviceId: numOf(r, 'device_id') as DeviceId, registrationId: numOf(r, 'registration_id') }));
     }
+    // Frozen: the same arrays are handed to every later caller.
+    for (const list of found.values()) Object.freeze(list);
     const empty: readonly DeviceSummary[] = Object.freeze([]);
-    const lists = new Map([...found].map(([id, list]) => [id, Object.freeze(list)]));
-    return accounts.map((a) => lists.get(a) ?? empty);
+    return accounts.map((a) => found.get(a) ?? empty);
   }
 
   async storeKeys(account: AccountId, device: DeviceId, keys: KeyUpload): Promise<void> {
